@@ -1,0 +1,1 @@
+"""Candidates: the models under test."""

@@ -1,0 +1,63 @@
+"""The candidate contract: something that turns chat messages into outputs.
+
+The engine asks a candidate for its ``fingerprint`` first; that must be cheap (hash files, never
+load weights) because a fully cached run must not load any model. ``generate`` is called only
+for cache misses and yields finished batches, so the engine can store each batch as it lands and
+a crash mid-run loses at most one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from evalkit.spec import GenerationSpec
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    id: str
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True)
+class Generation:
+    id: str
+    output: str
+    prompt: str = ""
+    """Exactly the text the model saw (after the chat template), for reports."""
+    n_prompt_tokens: int = 0
+    n_output_tokens: int = 0
+    seconds: float = 0.0
+    """Wall time of the batch this request ran in, divided by the batch size."""
+    error: str | None = None
+
+
+class Candidate(Protocol):
+    name: str
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Identity of everything that changes an answer (weights hash, tokenizer, dtype, device).
+        Must not load the model."""
+        ...
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], params: GenerationSpec
+    ) -> Iterator[list[Generation]]:
+        """Yield generations batch by batch, each request exactly once, in any order."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for the run record after generation (device used, dtype, load seconds, ...)."""
+        ...
+
+    def close(self) -> None:
+        """Free the model."""
+        ...

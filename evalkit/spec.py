@@ -1,0 +1,267 @@
+"""Suite specification: the pydantic models a suite YAML file is validated against.
+
+Every model forbids unknown keys, so a typo such as ``max_new_token`` fails at collection with
+the file, line and field instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evalkit._yaml import LineMap, load_yaml
+from evalkit.errors import SpecError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GenerationSpec(_Strict):
+    """Decoding parameters; everything here is part of the generation cache key."""
+
+    max_new_tokens: int = Field(64, ge=1, le=32768)
+    temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=1)
+    seed: int = 0
+    batch_size: int = Field(8, ge=1, description="requests per forward pass (local models)")
+    stop: list[str] = Field(default_factory=list, description="cut the output at the first stop")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def merged(self, override: dict[str, Any] | None) -> GenerationSpec:
+        if not override:
+            return self
+        return GenerationSpec.model_validate({**self.model_dump(), **override})
+
+
+class CandidateSpec(_Strict):
+    """One model under test. ``model`` is an alias (``evalkit models``), a local folder or a hub id;
+    ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``)."""
+
+    model: str | None = None
+    replay: str | None = None
+    device: str | None = Field(None, description="cuda, cuda:1, cpu, mps; default: cuda if present")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    chat_template: bool | None = Field(
+        None, description="wrap the prompt in the tokenizer's chat template (default: if it has one)"
+    )
+    revision: str | None = Field(None, description="hub revision, for hub ids")
+    generation: dict[str, Any] | None = Field(
+        None, description="overrides of the suite's generation settings for this candidate"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CandidateSpec:
+        if (self.model is None) == (self.replay is None):
+            raise ValueError("give exactly one of 'model' or 'replay'")
+        return self
+
+
+class MetricSpec(_Strict):
+    """A metric by registered name, its options, and the column name it is reported under."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    alias: str | None = None
+
+    @property
+    def column(self) -> str:
+        return self.alias or self.name
+
+
+_RELATIVE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
+
+
+class Threshold(_Strict):
+    """An allowed change: absolute (``0.03``) or relative to the baseline mean (``"15%"``)."""
+
+    value: float
+    relative: bool = False
+
+    @classmethod
+    def parse(cls, raw: float | int | str) -> Threshold:
+        if isinstance(raw, bool):
+            raise ValueError("expected a number or a percentage such as '15%'")
+        if isinstance(raw, int | float):
+            if raw < 0:
+                raise ValueError("must be >= 0")
+            return cls(value=float(raw))
+        match = _RELATIVE.match(raw)
+        if not match:
+            raise ValueError(f"'{raw}' is neither a number nor a percentage such as '15%'")
+        return cls(value=float(match.group(1)) / 100.0, relative=True)
+
+    def allowed(self, baseline_mean: float) -> float:
+        return self.value * abs(baseline_mean) if self.relative else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
+
+
+class GateSpec(_Strict):
+    """Pass/fail rules for one metric column.
+
+    ``min``/``max`` bound the mean. ``max_drop``/``max_increase`` bound the change against the
+    baseline; they fail only when the change exceeds the threshold AND a one-sided paired
+    bootstrap test finds it significant at ``alpha`` (``strict: true`` uses the point estimate).
+    """
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    max_drop: Threshold | None = None
+    max_increase: Threshold | None = None
+    strict: bool = False
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+
+    @field_validator("max_drop", "max_increase", mode="before")
+    @classmethod
+    def _threshold(cls, raw: Any) -> Any:
+        return raw if raw is None or isinstance(raw, Threshold | dict) else Threshold.parse(raw)
+
+    @model_validator(mode="after")
+    def _has_rule(self) -> GateSpec:
+        if all(v is None for v in (self.min, self.max, self.max_drop, self.max_increase)):
+            raise ValueError("a gate needs at least one of min, max, max_drop, max_increase")
+        return self
+
+    @property
+    def is_regression(self) -> bool:
+        return self.max_drop is not None or self.max_increase is not None
+
+
+class SuiteSpec(_Strict):
+    suite: Name
+    dataset: str = Field(description="golden file (.jsonl, .csv, .yaml), relative to the suite file")
+    prompt: str = Field("{{ input }}", description="jinja2 template over the example's fields")
+    system: str | None = Field(None, description="optional system message (jinja2 template)")
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    candidates: dict[Name, CandidateSpec]
+    metrics: list[MetricSpec]
+    gates: dict[str, GateSpec] = Field(default_factory=dict)
+    compare_to: str | None = Field(
+        None,
+        description="candidate the others are compared with in this run; without it (and for "
+        "that candidate itself) regression gates compare with the accepted baseline file",
+    )
+    baseline_dir: str | None = Field(
+        None, description="where accepted baselines live (default: baselines/ beside the dataset)"
+    )
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_entries(cls, raw: Any) -> Any:
+        if not isinstance(raw, list):
+            return raw
+        return [_metric_entry(item) for item in raw]
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _gate_entries(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        return {
+            column: ({"metric": column, **rules} if isinstance(rules, dict) else rules)
+            for column, rules in raw.items()
+        }
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SuiteSpec:
+        if not self.candidates:
+            raise ValueError("'candidates' is empty: name at least one model to evaluate")
+        if self.compare_to is not None and self.compare_to not in self.candidates:
+            raise ValueError(
+                f"compare_to '{self.compare_to}' is not a candidate; candidates: "
+                f"{', '.join(self.candidates)}"
+            )
+        columns = [m.column for m in self.metrics]
+        if len(set(columns)) != len(columns):
+            raise ValueError("a metric column appears twice; give one an 'as:' name")
+        return self
+
+
+def _metric_entry(item: Any) -> Any:
+    """``exact_match`` or ``{exact_match: {normalize: [lower], as: em_lower}}`` -> MetricSpec data."""
+    if isinstance(item, str):
+        return {"name": item}
+    if isinstance(item, dict) and len(item) == 1:
+        (name, options), = item.items()
+        options = dict(options or {})
+        alias = options.pop("as", None)
+        return {"name": name, "options": options, "alias": alias}
+    return item
+
+
+class LoadedSuite(BaseModel):
+    """A validated suite plus where it came from (paths resolved against the suite file)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    spec: SuiteSpec
+    path: Path
+    lines: LineMap
+
+    @property
+    def dataset_path(self) -> Path:
+        return (self.path.parent / self.spec.dataset).resolve()
+
+    @property
+    def baseline_dir(self) -> Path:
+        if self.spec.baseline_dir:
+            return (self.path.parent / self.spec.baseline_dir).resolve()
+        return self.dataset_path.parent / "baselines" / self.spec.suite
+
+    def resolve(self, relative: str) -> Path:
+        return (self.path.parent / relative).resolve()
+
+    def line_of(self, *field_path: str | int) -> int | None:
+        return self.lines.line_of(field_path)
+
+    @property
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_suite(path: str | Path) -> LoadedSuite:
+    """Read and validate a suite file. Any problem raises one SpecError naming file:line field."""
+    path = Path(path)
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError("a suite file must be a YAML mapping with 'suite', 'dataset', ...", path=path)
+    try:
+        spec = SuiteSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _located(exc, path, lines) from None
+    return LoadedSuite(spec=spec, path=path.resolve(), lines=lines)
+
+
+def _located(exc: ValidationError, path: Path, lines: LineMap) -> SpecError:
+    error = exc.errors(include_url=False)[0]
+    loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
+    field = ".".join(str(part) for part in loc) or None
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = f"unknown option '{loc[-1]}'; see `evalkit schema` for the allowed fields"
+    elif error["type"] == "missing":
+        message = "this required field is missing"
+    extra = len(exc.errors()) - 1
+    if extra:
+        message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+    return SpecError(message, path=path, line=lines.line_of(loc), field=field)
+
+
+def suite_json_schema() -> dict[str, Any]:
+    return SuiteSpec.model_json_schema()
