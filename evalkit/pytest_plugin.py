@@ -1,1 +1,270 @@
-"""pytest plugin (placeholder while the spine is built)."""
+"""pytest plugin: suite files become test items, one per (suite, candidate, gate).
+
+Collection validates each suite completely (spec, golden data, templates, metrics) without
+importing torch, so a broken suite fails in milliseconds with one clear message. A suite runs once,
+on its first selected item, for the candidates that the selected items need; the other items read
+its verdicts. Items of one suite share an ``xdist_group`` so ``-n N --dist loadgroup`` keeps a
+suite on one worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalkit.cache import Cache
+from evalkit.engine import PreparedSuite, RunOptions, prepare_suite, run_suite
+from evalkit.errors import EvalkitError
+from evalkit.report.table import format_table
+from evalkit.results import GateVerdict, RunResult
+
+DEFAULT_PATTERNS = ["suites/*.yaml", "suites/*.yml", "*.suite.yaml", "*.suite.yml"]
+RUN_GATE = "run"
+"""Item name for a candidate of a suite that declares no gates: it checks the run itself."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("evalkit", "evalkit golden-suite evaluation")
+    group.addoption(
+        "--evalkit-update-baseline",
+        action="store_true",
+        help="accept this run's results as the baselines (written beside the data)",
+    )
+    group.addoption(
+        "--evalkit-no-cache",
+        action="store_true",
+        help="ignore and do not write the generation/score cache",
+    )
+    group.addoption(
+        "--evalkit-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate only the first N examples of each suite (a quick look)",
+    )
+    group.addoption(
+        "--evalkit-candidates",
+        default=None,
+        metavar="A,B",
+        help="run only these candidates (plus what they compare to)",
+    )
+    group.addoption(
+        "--evalkit-device",
+        default=None,
+        metavar="DEVICE",
+        help="device for local models (cpu, cuda, cuda:1); default: cuda if present",
+    )
+    group.addoption(
+        "--evalkit-report-dir",
+        default=None,
+        metavar="DIR",
+        help="where run.json files go (default: <rootdir>/reports)",
+    )
+    group.addoption(
+        "--evalkit-cache-dir",
+        default=None,
+        metavar="DIR",
+        help="cache folder (default: $EVALKIT_CACHE_DIR or <rootdir>/.evalkit_cache)",
+    )
+    group.addoption(
+        "--evalkit-seed", type=int, default=0, help="seed for bootstrap resampling (default 0)"
+    )
+    parser.addini(
+        "evalkit_suites",
+        type="args",
+        default=DEFAULT_PATTERNS,
+        help="glob patterns (matched from the right) of suite files to collect",
+    )
+
+
+@dataclass
+class EvalkitSession:
+    options: RunOptions
+    candidates: list[str] | None
+    prepared: dict[Path, PreparedSuite] = field(default_factory=dict)
+    wanted: dict[Path, set[str]] = field(default_factory=dict)
+    results: dict[Path, RunResult | EvalkitError] = field(default_factory=dict)
+    verdicts: list[GateVerdict] = field(default_factory=list)
+    report_paths: dict[str, Path] = field(default_factory=dict)
+
+
+SESSION_KEY = pytest.StashKey[EvalkitSession]()
+
+
+def _session_options(config: pytest.Config) -> EvalkitSession:
+    root = Path(config.rootpath)
+    report_dir = Path(config.getoption("evalkit_report_dir") or root / "reports")
+    cache_dir = config.getoption("evalkit_cache_dir") or os.environ.get("EVALKIT_CACHE_DIR")
+    cache_path = (
+        None
+        if config.getoption("evalkit_no_cache")
+        else (Path(cache_dir or root / ".evalkit_cache") / "evalkit.sqlite")
+    )
+    limit = config.getoption("evalkit_limit")
+    if limit is not None and limit < 1:
+        raise pytest.UsageError("--evalkit-limit must be at least 1")
+    names = config.getoption("evalkit_candidates")
+    return EvalkitSession(
+        options=RunOptions(
+            report_dir=report_dir.resolve(),
+            cache=Cache(cache_path),
+            limit=limit,
+            device=config.getoption("evalkit_device"),
+            update_baseline=config.getoption("evalkit_update_baseline"),
+            seed=config.getoption("evalkit_seed"),
+            progress=os.environ.get("EVALKIT_PROGRESS", "1") != "0",
+        ),
+        candidates=[n.strip() for n in names.split(",") if n.strip()] if names else None,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    state = _session_options(config)
+    config.stash[SESSION_KEY] = state
+    config.pluginmanager.register(VerdictCollector(state), "evalkit-verdicts")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(SESSION_KEY, None)
+    if state is not None:
+        state.options.cache.close()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix not in (".yaml", ".yml"):
+        return None
+    patterns = parent.config.getini("evalkit_suites")
+    if any(file_path.match(pattern) for pattern in patterns):
+        return SuiteFile.from_parent(parent, path=file_path)
+    return None
+
+
+class SuiteFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        state = self.config.stash[SESSION_KEY]
+        prepared = prepare_suite(self.path)
+        state.prepared[self.path] = prepared
+        spec = prepared.loaded.spec
+        names = [n for n in spec.candidates if state.candidates is None or n in state.candidates]
+        gates = list(spec.gates) or [RUN_GATE]
+        for candidate in names:
+            for gate in gates:
+                item = GateItem.from_parent(
+                    self, name=f"{candidate}::{gate}", candidate=candidate, gate=gate
+                )
+                item.add_marker(pytest.mark.xdist_group(spec.suite))
+                yield item
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, EvalkitError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+
+class GateFailed(Exception):
+    """A gate's verdict was 'failed' or 'error'; its message is the whole explanation."""
+
+
+class GateItem(pytest.Item):
+    def __init__(self, *, candidate: str, gate: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.candidate = candidate
+        self.gate = gate
+
+    @property
+    def suite_path(self) -> Path:
+        return Path(self.path)
+
+    def runtest(self) -> None:
+        state = self.config.stash[SESSION_KEY]
+        result = _suite_result(self, state)
+        if self.gate == RUN_GATE:
+            run = result.candidates[self.candidate]
+            if run.n_errors == len(run.examples):
+                raise GateFailed(
+                    f"{self.candidate}: every example failed; first error: {run.examples[0].error}"
+                )
+            return
+        verdict = next(
+            v for v in result.gates if v.candidate == self.candidate and v.gate == self.gate
+        )
+        self.user_properties.append(("evalkit_verdict", verdict.model_dump_json()))
+        if not verdict.passed:
+            raise GateFailed(verdict.message)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, GateFailed | EvalkitError):
+            return f"{self.nodeid}\n{excinfo.value}"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        suite = self.config.stash[SESSION_KEY].prepared[self.suite_path].name
+        return self.path, None, f"{suite}::{self.candidate}::{self.gate}"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash[SESSION_KEY]
+    for item in session.items:
+        if isinstance(item, GateItem):
+            state.wanted.setdefault(item.suite_path, set()).add(item.candidate)
+
+
+def _suite_result(item: GateItem, state: EvalkitSession) -> RunResult:
+    path = item.suite_path
+    if path not in state.results:
+        options = RunOptions(
+            **{
+                **state.options.__dict__,
+                "candidates": sorted(state.wanted.get(path, {item.candidate})),
+            }
+        )
+        capture = item.config.pluginmanager.getplugin("capturemanager")
+        try:
+            # Show progress bars live: the run is long and happens inside one item.
+            if capture is not None and options.progress:
+                with capture.global_and_fixture_disabled():
+                    state.results[path] = run_suite(state.prepared[path], options)
+            else:
+                state.results[path] = run_suite(state.prepared[path], options)
+        except EvalkitError as exc:
+            state.results[path] = exc
+    outcome = state.results[path]
+    if isinstance(outcome, EvalkitError):
+        raise outcome
+    return outcome
+
+
+class VerdictCollector:
+    """Gathers verdicts from test reports (user_properties survive the xdist hop to the
+    controller) for the table printed at the end of the session."""
+
+    def __init__(self, state: EvalkitSession) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for key, value in report.user_properties:
+            if key == "evalkit_verdict":
+                self.state.verdicts.append(GateVerdict.model_validate(json.loads(value)))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None or not state.verdicts:
+        return
+    terminalreporter.write_sep("=", "evalkit verdicts")
+    terminalreporter.write_line(
+        format_table(sorted(state.verdicts, key=lambda v: (v.suite, v.candidate, v.gate)))
+    )
+    suites = sorted({v.suite for v in state.verdicts})
+    report_dir = state.options.report_dir
+    terminalreporter.write_line("")
+    for suite in suites:
+        terminalreporter.write_line(f"results: {report_dir / suite / 'run.json'}")

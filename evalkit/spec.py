@@ -55,7 +55,8 @@ class CandidateSpec(_Strict):
     device: str | None = Field(None, description="cuda, cuda:1, cpu, mps; default: cuda if present")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     chat_template: bool | None = Field(
-        None, description="wrap the prompt in the tokenizer's chat template (default: if it has one)"
+        None,
+        description="wrap the prompt in the tokenizer's chat template (default: if it has one)",
     )
     revision: str | None = Field(None, description="hub revision, for hub ids")
     generation: dict[str, Any] | None = Field(
@@ -144,7 +145,9 @@ class GateSpec(_Strict):
 
 class SuiteSpec(_Strict):
     suite: Name
-    dataset: str = Field(description="golden file (.jsonl, .csv, .yaml), relative to the suite file")
+    dataset: str = Field(
+        description="golden file (.jsonl, .csv, .yaml), relative to the suite file"
+    )
     prompt: str = Field("{{ input }}", description="jinja2 template over the example's fields")
     system: str | None = Field(None, description="optional system message (jinja2 template)")
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
@@ -193,11 +196,11 @@ class SuiteSpec(_Strict):
 
 
 def _metric_entry(item: Any) -> Any:
-    """``exact_match`` or ``{exact_match: {normalize: [lower], as: em_lower}}`` -> MetricSpec data."""
+    """``exact_match`` or ``{exact_match: {normalize: [lower], as: em}}`` -> MetricSpec data."""
     if isinstance(item, str):
         return {"name": item}
     if isinstance(item, dict) and len(item) == 1:
-        (name, options), = item.items()
+        ((name, options),) = item.items()
         options = dict(options or {})
         alias = options.pop("as", None)
         return {"name": name, "options": options, "alias": alias}
@@ -240,7 +243,9 @@ def load_suite(path: str | Path) -> LoadedSuite:
     path = Path(path)
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
-        raise SpecError("a suite file must be a YAML mapping with 'suite', 'dataset', ...", path=path)
+        raise SpecError(
+            "a suite file must be a YAML mapping with 'suite', 'dataset', ...", path=path
+        )
     try:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as exc:

@@ -1,0 +1,100 @@
+"""Content-addressed sqlite cache for generations and scores.
+
+Keys are sha256 digests of canonical JSON holding everything that changes an answer (model
+fingerprint, decoding parameters, rendered messages; metric name, version and signature), so a
+stale entry can never be returned: changing anything simply misses. WAL mode and a generous busy
+timeout let several processes (pytest-xdist workers) share one file; each batch is committed as
+soon as it is computed, so a crash loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+_CHUNK = 500  # sqlite's bound-parameter limit is 999 on old builds
+
+
+def make_key(**parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Cache:
+    """``get_many``/``put_many`` over named namespaces; ``Cache(None)`` is a disabled cache."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self.hits: Counter[str] = Counter()
+        self.misses: Counter[str] = Counter()
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def _connection(self) -> sqlite3.Connection:
+        # A connection must not cross a fork (xdist, multiprocessing): reopen in a new process.
+        if self._conn is None or self._pid != os.getpid():
+            assert self.path is not None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS entries ("
+                " namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+                " created REAL NOT NULL DEFAULT (unixepoch('subsec')),"
+                " PRIMARY KEY (namespace, key)) WITHOUT ROWID"
+            )
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, Any] = {}
+        if self.enabled:
+            conn = self._connection()
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT key, value FROM entries WHERE namespace=? AND key IN ({marks})",
+                    (namespace, *chunk),
+                )
+                found.update((key, json.loads(value)) for key, value in rows)
+        self.hits[namespace] += len(found)
+        self.misses[namespace] += len(wanted) - len(found)
+        return found
+
+    def put_many(self, namespace: str, items: Mapping[str, Any]) -> None:
+        if not self.enabled or not items:
+            return
+        conn = self._connection()
+        rows = [
+            (namespace, key, json.dumps(value, ensure_ascii=False)) for key, value in items.items()
+        ]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT OR REPLACE INTO entries (namespace, key, value) VALUES (?, ?, ?)", rows
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None

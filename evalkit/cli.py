@@ -1,0 +1,91 @@
+"""``evalkit`` command line: run a suite, print the suite schema, list model aliases."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from evalkit.errors import EvalkitError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from evalkit.cache import Cache
+    from evalkit.engine import RunOptions, prepare_suite, run_suite
+    from evalkit.report.table import format_table
+
+    cache_dir = args.cache_dir or os.environ.get("EVALKIT_CACHE_DIR") or ".evalkit_cache"
+    options = RunOptions(
+        report_dir=Path(args.report_dir).resolve(),
+        cache=Cache(None if args.no_cache else Path(cache_dir) / "evalkit.sqlite"),
+        limit=args.limit,
+        candidates=args.candidates.split(",") if args.candidates else None,
+        device=args.device,
+        update_baseline=args.update_baseline,
+        progress=os.environ.get("EVALKIT_PROGRESS", "1") != "0",
+    )
+    failed = False
+    for suite in args.suites:
+        result = run_suite(prepare_suite(Path(suite)), options)
+        if result.gates:
+            print(format_table(result.gates))
+        for name, run in result.candidates.items():
+            print(
+                f"{result.suite}/{name}: {len(run.examples)} examples, "
+                f"{run.n_cached} cached, {run.n_errors} errors, {run.timings.total_s:.1f} s"
+            )
+        print(f"results: {options.report_dir / result.suite / 'run.json'}")
+        for verdict in result.gates:
+            if not verdict.passed:
+                print(f"\n{verdict.suite}::{verdict.candidate}::{verdict.gate}\n{verdict.message}")
+        failed = failed or not result.passed
+    options.cache.close()
+    return 1 if failed else 0
+
+
+def _schema(_: argparse.Namespace) -> int:
+    from evalkit.spec import suite_json_schema
+
+    print(json.dumps(suite_json_schema(), indent=2))
+    return 0
+
+
+def _models(_: argparse.Namespace) -> int:
+    from evalkit.candidates.models import list_aliases
+
+    for line in list_aliases():
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run suites and print gate verdicts (exit 1 on failure)")
+    run.add_argument("suites", nargs="+", help="suite YAML files")
+    run.add_argument("--limit", type=int, default=None, help="first N examples only")
+    run.add_argument("--candidates", default=None, help="comma-separated candidate names")
+    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    run.add_argument("--report-dir", default="reports", help="where run.json goes")
+    run.add_argument("--cache-dir", default=None, help="cache folder (default .evalkit_cache)")
+    run.add_argument("--no-cache", action="store_true", help="bypass the cache")
+    run.add_argument("--update-baseline", action="store_true", help="accept results as baselines")
+    run.set_defaults(handler=_run)
+    commands.add_parser("schema", help="print the suite JSON Schema").set_defaults(handler=_schema)
+    commands.add_parser("models", help="list model aliases").set_defaults(handler=_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except EvalkitError as exc:
+        print(f"evalkit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

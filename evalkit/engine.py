@@ -1,0 +1,464 @@
+"""Run a suite: generate (cache first), score (cache first), summarize, gate, record.
+
+``prepare_suite`` does everything cheap and checkable at collection time (spec, golden data,
+templates, metric names, gate names) without importing torch; ``run_suite`` does the work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+import evalkit
+from evalkit import baseline as baselines
+from evalkit.cache import Cache, make_key
+from evalkit.candidates import make_candidate
+from evalkit.candidates.base import Candidate, Generation, GenerationRequest
+from evalkit.errors import EvalkitError, SpecError
+from evalkit.gates import BaselineScores, evaluate_gate
+from evalkit.golden import Example, load_golden
+from evalkit.metrics import CorpusMetric, Metric, Sample, create
+from evalkit.prompts import render_request
+from evalkit.results import (
+    Aggregate,
+    CandidateRun,
+    ExampleResult,
+    RunResult,
+    Timings,
+    save_run,
+)
+from evalkit.spec import GenerationSpec, LoadedSuite, load_suite
+from evalkit.stats import mean_ci
+
+KEY_LIBRARIES = (
+    "torch", "transformers", "tokenizers", "sacrebleu", "rouge-score", "rapidfuzz",
+    "pydantic", "numpy", "jinja2", "pytest",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PreparedSuite:
+    """A suite validated end to end, ready to run; building it imports no model library."""
+
+    loaded: LoadedSuite
+    examples: list[Example]
+    requests: list[GenerationRequest]
+    metrics: dict[str, Metric]
+
+    @property
+    def name(self) -> str:
+        return self.loaded.spec.suite
+
+    def candidate_names(self) -> list[str]:
+        return list(self.loaded.spec.candidates)
+
+
+@dataclass
+class RunOptions:
+    report_dir: Path
+    cache: Cache
+    limit: int | None = None
+    candidates: Sequence[str] | None = None
+    device: str | None = None
+    update_baseline: bool = False
+    seed: int = 0
+    progress: bool = True
+    stream: Any = field(default_factory=lambda: sys.stderr)
+
+
+def prepare_suite(path: Path) -> PreparedSuite:
+    loaded = load_suite(path)
+    spec = loaded.spec
+    try:
+        examples = load_golden(loaded.dataset_path)
+    except SpecError as exc:
+        if exc.path is None:
+            raise SpecError(exc.detail, path=loaded.path, line=loaded.line_of("dataset")) from None
+        raise
+    requests = [render_request(loaded, example) for example in examples]
+    metrics: dict[str, Metric] = {}
+    for index, metric_spec in enumerate(spec.metrics):
+        try:
+            metrics[metric_spec.column] = create(metric_spec.name, metric_spec.options)
+        except SpecError as exc:
+            raise SpecError(
+                exc.detail,
+                path=loaded.path,
+                line=loaded.line_of("metrics", index),
+                field=f"metrics[{index}]",
+            ) from None
+    for gate_name, gate in spec.gates.items():
+        if gate.metric not in metrics:
+            raise SpecError(
+                f"gate on '{gate.metric}', which is not a metric of this suite; metrics: "
+                f"{', '.join(metrics)}",
+                path=loaded.path,
+                line=loaded.line_of("gates", gate_name),
+                field=f"gates.{gate_name}",
+            )
+    for name, candidate in spec.candidates.items():
+        if candidate.generation:
+            try:
+                spec.generation.merged(candidate.generation)
+            except ValueError as exc:
+                raise SpecError(
+                    str(exc).splitlines()[0] + ": " + str(exc).splitlines()[-1].strip(),
+                    path=loaded.path,
+                    line=loaded.line_of("candidates", name, "generation"),
+                    field=f"candidates.{name}.generation",
+                ) from None
+    return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "evalkit": evalkit.__version__}
+    for name in KEY_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def run_order(prepared: PreparedSuite, wanted: Sequence[str] | None) -> list[str]:
+    """Candidates to run: the wanted ones plus what they compare to, baseline first."""
+    names = prepared.candidate_names()
+    if wanted is not None:
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise EvalkitError(
+                f"suite '{prepared.name}' has no candidate {', '.join(unknown)}; "
+                f"candidates: {', '.join(names)}"
+            )
+        names = [n for n in names if n in wanted]
+    compare_to = prepared.loaded.spec.compare_to
+    if compare_to and names and compare_to not in names:
+        names.append(compare_to)
+    return sorted(names, key=lambda n: n != compare_to)
+
+
+class SuiteRunner:
+    """One run of one suite. Kept as an object so each step stays short and testable."""
+
+    def __init__(self, prepared: PreparedSuite, options: RunOptions) -> None:
+        self.prepared = prepared
+        self.options = options
+        self.spec = prepared.loaded.spec
+        self.examples = prepared.examples[: options.limit] if options.limit else prepared.examples
+        self.by_id = {e.id: e for e in self.examples}
+        wanted = {e.id for e in self.examples}
+        self.requests = [r for r in prepared.requests if r.id in wanted]
+        self.request_by_id = {r.id: r for r in self.requests}
+
+    def run(self) -> RunResult:
+        if self.options.update_baseline and self.options.limit:
+            raise EvalkitError(
+                "--evalkit-update-baseline with --evalkit-limit would accept a partial baseline;"
+                " drop the limit to update baselines"
+            )
+        started = time.perf_counter()
+        order = run_order(self.prepared, self.options.candidates)
+        runs = {name: self.run_candidate(name) for name in order}
+        updated = self.update_baselines(runs) if self.options.update_baseline else []
+        verdicts = [
+            evaluate_gate(
+                self.spec.suite,
+                gate_name,
+                gate,
+                run,
+                self.baseline_for(run, gate.metric, runs) if gate.is_regression else None,
+                seed=self.options.seed,
+            )
+            for run in runs.values()
+            for gate_name, gate in self.spec.gates.items()
+        ]
+        cache = self.options.cache
+        result = RunResult(
+            suite=self.spec.suite,
+            suite_path=str(self.prepared.loaded.path),
+            spec_hash=self.prepared.loaded.spec_hash,
+            spec=self.spec.model_dump(mode="json"),
+            dataset_path=str(self.prepared.loaded.dataset_path),
+            dataset_hash=_dataset_hash(self.examples),
+            n_examples=len(self.examples),
+            limit=self.options.limit,
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            evalkit_version=evalkit.__version__,
+            versions=library_versions(),
+            compare_to=self.spec.compare_to,
+            candidates=runs,
+            gates=verdicts,
+            cache={"hits": dict(cache.hits), "misses": dict(cache.misses)},
+            baseline_updated=updated,
+            timings=Timings(total_s=time.perf_counter() - started),
+        )
+        save_run(result, self.options.report_dir)
+        return result
+
+    # -- generation ------------------------------------------------------------------------
+
+    def run_candidate(self, name: str) -> CandidateRun:
+        cand_spec = self.spec.candidates[name]
+        params = self.spec.generation.merged(cand_spec.generation)
+        candidate = make_candidate(
+            name, cand_spec, self.prepared.loaded.path.parent, device=self.options.device
+        )
+        t0 = time.perf_counter()
+        fingerprint = candidate.fingerprint()
+        fingerprint_hash = make_key(**fingerprint)[:16]
+        t1 = time.perf_counter()
+        generations, n_cached = self.generate(candidate, fingerprint_hash, params)
+        t2 = time.perf_counter()
+        describe = candidate.describe() if n_cached < len(self.requests) else {}
+        candidate.close()
+        examples = [self.example_result(r, *generations[r.id]) for r in self.requests]
+        aggregates = self.score(name, examples)
+        t3 = time.perf_counter()
+        return CandidateRun(
+            name=name,
+            spec=cand_spec.model_dump(mode="json", exclude_none=True),
+            fingerprint=fingerprint,
+            fingerprint_hash=fingerprint_hash,
+            generation=params.model_dump(mode="json"),
+            describe=describe,
+            examples=examples,
+            aggregates=aggregates,
+            n_generated=len(self.requests) - n_cached,
+            n_cached=n_cached,
+            n_errors=sum(e.error is not None for e in examples),
+            timings=Timings(
+                fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
+            ),
+        )
+
+    def generate(
+        self, candidate: Candidate, fingerprint_hash: str, params: GenerationSpec
+    ) -> tuple[dict[str, tuple[Generation, bool]], int]:
+        """All generations by id, with whether each came from the cache."""
+        # batch_size changes throughput, not answers: it is left out of the key on purpose.
+        decoding = params.model_dump(mode="json", exclude={"batch_size"})
+        keys = {
+            r.id: make_key(
+                kind="generation",
+                model=fingerprint_hash,
+                decoding=decoding,
+                messages=[(m.role, m.content) for m in r.messages],
+            )
+            for r in self.requests
+        }
+        cached = self.options.cache.get_many("generation", keys.values())
+        out: dict[str, tuple[Generation, bool]] = {}
+        for request in self.requests:
+            hit = cached.get(keys[request.id])
+            if hit is not None:
+                out[request.id] = (Generation(**{**hit, "id": request.id}), True)
+        misses = [r for r in self.requests if r.id not in out]
+        if misses:
+            for batch in candidate.generate(misses, params):
+                out.update((g.id, (g, False)) for g in batch)
+                # Errors are not cached: an outage must not be remembered as the answer.
+                self.options.cache.put_many(
+                    "generation",
+                    {keys[g.id]: _generation_record(g) for g in batch if g.error is None},
+                )
+        lost = [r.id for r in misses if r.id not in out]
+        if lost:
+            raise EvalkitError(
+                f"candidate '{candidate.name}' returned no generation for {len(lost)} examples "
+                f"(first: {lost[0]})"
+            )
+        return out, len(self.requests) - len(misses)
+
+    def example_result(
+        self, request: GenerationRequest, gen: Generation, cached: bool
+    ) -> ExampleResult:
+        example = self.by_id[request.id]
+        return ExampleResult(
+            id=request.id,
+            references=list(example.references),
+            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            prompt=gen.prompt,
+            output=None if gen.error else gen.output,
+            error=gen.error,
+            n_prompt_tokens=gen.n_prompt_tokens,
+            n_output_tokens=gen.n_output_tokens,
+            seconds=gen.seconds,
+            cached=cached,
+        )
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def score(self, candidate: str, examples: list[ExampleResult]) -> dict[str, Aggregate]:
+        """Fill ``examples[*].scores`` for every metric and return the aggregates."""
+        scorable = [e for e in examples if e.output is not None]
+        samples = [self.sample(e) for e in scorable]
+        aggregates: dict[str, Aggregate] = {}
+        metrics = tqdm(
+            self.prepared.metrics.items(),
+            desc=f"score {candidate}",
+            unit="metric",
+            file=self.options.stream,
+            leave=False,
+            disable=not self.options.progress,
+        )
+        for column, metric in metrics:
+            values = self.score_metric(column, metric, samples)
+            for example in examples:
+                example.scores[column] = values.get(example.id)
+            present = [v for v in values.values() if v is not None]
+            estimate = mean_ci(present, seed=self.options.seed) if present else None
+            corpus = (
+                metric.aggregate(samples) if isinstance(metric, CorpusMetric) and samples else None
+            )
+            aggregates[column] = Aggregate(
+                metric=column,
+                mean=estimate.mean if estimate else None,
+                ci_low=estimate.ci_low if estimate else None,
+                ci_high=estimate.ci_high if estimate else None,
+                n=len(present),
+                n_missing=len(examples) - len(present),
+                corpus=corpus,
+                higher_is_better=metric.higher_is_better,
+                signature=metric.signature(),
+                version=metric.version,
+            )
+        return aggregates
+
+    def sample(self, example: ExampleResult) -> Sample:
+        golden = self.by_id[example.id]
+        return Sample(
+            id=example.id,
+            output=example.output or "",
+            references=golden.references,
+            prompt=example.messages[-1]["content"] if example.messages else "",
+            fields=golden.fields,
+        )
+
+    def score_metric(
+        self, column: str, metric: Metric, samples: list[Sample]
+    ) -> dict[str, float | None]:
+        identity = {"metric": metric.name, "version": metric.version, "sig": metric.signature()}
+        keys = {
+            s.id: make_key(
+                kind="score",
+                **identity,
+                output=s.output,
+                references=list(s.references),
+                prompt=s.prompt,
+                fields=s.fields,
+            )
+            for s in samples
+        }
+        cached = self.options.cache.get_many("score", keys.values())
+        values: dict[str, float | None] = {s.id: cached.get(keys[s.id]) for s in samples}
+        todo = [s for s in samples if values[s.id] is None]
+        if todo:
+            try:
+                scores = metric.score(todo)
+            except ValueError as exc:
+                raise EvalkitError(f"suite '{self.spec.suite}', metric '{column}': {exc}") from None
+            if len(scores) != len(todo):
+                raise EvalkitError(
+                    f"metric '{column}' returned {len(scores)} scores for {len(todo)} samples"
+                )
+            fresh = {s.id: float(v) for s, v in zip(todo, scores, strict=True)}
+            values.update(fresh)
+            self.options.cache.put_many("score", {keys[i]: v for i, v in fresh.items()})
+        return values
+
+    # -- baselines -------------------------------------------------------------------------
+
+    def baseline_for(
+        self, run: CandidateRun, column: str, runs: dict[str, CandidateRun]
+    ) -> BaselineScores:
+        compare_to = self.spec.compare_to
+        if compare_to and run.name != compare_to:
+            other = runs[compare_to]
+            return BaselineScores(
+                label=f"candidate:{compare_to}",
+                scores={e.id: e.scores.get(column) for e in other.examples},
+                outputs={e.id: e.output for e in other.examples},
+            )
+        return self.accepted_baseline(run.name, column)
+
+    def accepted_baseline(self, candidate: str, column: str) -> BaselineScores:
+        path = baselines.baseline_path(self.prepared.loaded.baseline_dir, candidate)
+        label = f"accepted:{path.name}"
+        stored = baselines.load_baseline(path)
+        if stored is None:
+            return BaselineScores(
+                label=label,
+                scores={},
+                missing_reason=(
+                    f"no accepted baseline for {self.spec.suite}/{candidate} (expected {path}); "
+                    "run `pytest --evalkit-update-baseline` to accept the current results"
+                ),
+            )
+        current = [
+            e
+            for e in stored.examples
+            if e.id in self.by_id and self.by_id[e.id].content_hash == e.content_hash
+        ]
+        # Re-score the accepted outputs with today's metric so a metric change is not a delta.
+        samples = [
+            Sample(
+                id=e.id,
+                output=e.output,
+                references=self.by_id[e.id].references,
+                prompt=self.prompt_of(e.id),
+                fields=self.by_id[e.id].fields,
+            )
+            for e in current
+            if e.output is not None
+        ]
+        scores = self.score_metric(column, self.prepared.metrics[column], samples)
+        return BaselineScores(label=label, scores=scores, outputs={e.id: e.output for e in current})
+
+    def prompt_of(self, example_id: str) -> str:
+        messages = self.request_by_id[example_id].messages
+        return messages[-1].content if messages else ""
+
+    def update_baselines(self, runs: dict[str, CandidateRun]) -> list[str]:
+        written = []
+        for run in runs.values():
+            path = baselines.baseline_path(self.prepared.loaded.baseline_dir, run.name)
+            baselines.write_baseline(
+                path,
+                suite=self.spec.suite,
+                run=run,
+                content_hashes={e.id: e.content_hash for e in self.examples},
+                signatures={c: a.signature for c, a in run.aggregates.items()},
+                evalkit_version=evalkit.__version__,
+            )
+            written.append(str(path))
+        return written
+
+
+def _generation_record(gen: Generation) -> dict[str, Any]:
+    return {
+        "output": gen.output,
+        "prompt": gen.prompt,
+        "n_prompt_tokens": gen.n_prompt_tokens,
+        "n_output_tokens": gen.n_output_tokens,
+        "seconds": gen.seconds,
+    }
+
+
+def _dataset_hash(examples: Sequence[Example]) -> str:
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(example.content_hash.encode())
+    return digest.hexdigest()[:16]
+
+
+def run_suite(prepared: PreparedSuite, options: RunOptions) -> RunResult:
+    return SuiteRunner(prepared, options).run()

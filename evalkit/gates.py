@@ -1,0 +1,184 @@
+"""Gate verdicts: absolute bounds on a metric mean, and regressions judged by a paired test.
+
+A regression gate fails only when the change is larger than allowed AND the one-sided paired
+bootstrap test says it is not noise (p < alpha); ``strict`` gates fail on the point estimate.
+A missing baseline is a failure that says how to accept one, never a silent pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from evalkit.results import CandidateRun, Comparison, GateVerdict, WorstExample
+from evalkit.spec import GateSpec
+from evalkit.stats import paired_test
+
+N_WORST = 5
+
+
+@dataclass(frozen=True)
+class BaselineScores:
+    """Per-example scores of whatever a candidate is compared with, for one metric column."""
+
+    label: str
+    scores: Mapping[str, float | None]
+    outputs: Mapping[str, str | None] = field(default_factory=dict)
+    missing_reason: str | None = None
+    """Set when there is no baseline: the gate fails with this text."""
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.4g}"
+
+
+def evaluate_gate(
+    suite: str,
+    gate_name: str,
+    gate: GateSpec,
+    run: CandidateRun,
+    baseline: BaselineScores | None,
+    *,
+    seed: int = 0,
+) -> GateVerdict:
+    aggregate = run.aggregates.get(gate.metric)
+    verdict = GateVerdict(
+        suite=suite,
+        candidate=run.name,
+        gate=gate_name,
+        metric=gate.metric,
+        status="passed",
+        message="",
+        rules=gate.model_dump(mode="json", exclude_none=True),
+    )
+    if aggregate is None or aggregate.mean is None:
+        verdict.status = "error"
+        verdict.message = f"{run.name}: no '{gate.metric}' scores to gate on" + (
+            f" ({run.n_errors} examples failed to generate)" if run.n_errors else ""
+        )
+        return verdict
+    verdict.mean = aggregate.mean
+    lines = [
+        f"{gate.metric} mean {_fmt(aggregate.mean)} "
+        f"(95% CI {_fmt(aggregate.ci_low)}..{_fmt(aggregate.ci_high)}, n={aggregate.n})"
+    ]
+    failures: list[str] = []
+    if gate.min is not None and aggregate.mean < gate.min:
+        failures.append(f"mean {_fmt(aggregate.mean)} is below min {gate.min:g}")
+    if gate.max is not None and aggregate.mean > gate.max:
+        failures.append(f"mean {_fmt(aggregate.mean)} is above max {gate.max:g}")
+    if gate.is_regression:
+        failures += _regression(gate, run, baseline, verdict, lines, seed)
+    if failures:
+        verdict.status = "failed"
+        lines.insert(0, "FAILED: " + "; ".join(failures))
+    verdict.worst = _worst(gate, run, baseline, aggregate.higher_is_better)
+    if failures and verdict.worst:
+        lines.append(f"worst {len(verdict.worst)} examples:")
+        for item in verdict.worst:
+            base = (
+                f" | baseline {_fmt(item.baseline_score)}: {item.baseline_output!r}"
+                if baseline and baseline.missing_reason is None
+                else ""
+            )
+            lines.append(
+                f"  - {item.id}: score {_fmt(item.score)} | reference {item.reference!r} | "
+                f"output {item.output!r}{base}"
+            )
+    verdict.message = "\n".join(lines)
+    return verdict
+
+
+def _regression(
+    gate: GateSpec,
+    run: CandidateRun,
+    baseline: BaselineScores | None,
+    verdict: GateVerdict,
+    lines: list[str],
+    seed: int,
+) -> list[str]:
+    if baseline is None or baseline.missing_reason is not None:
+        reason = baseline.missing_reason if baseline else "no baseline to compare with"
+        return [reason]
+    current = {e.id: e.scores.get(gate.metric) for e in run.examples}
+    paired = [
+        (current[i], b)
+        for i, b in baseline.scores.items()
+        if i in current and current[i] is not None and b is not None
+    ]
+    unpaired = len(current) - len(paired)
+    if not paired:
+        return [f"no example has a '{gate.metric}' score in both {run.name} and {baseline.label}"]
+    base_mean = sum(b for _, b in paired) / len(paired)
+    cand_mean = sum(c for c, _ in paired) / len(paired)
+    deltas = [c - b for c, b in paired]
+    failures: list[str] = []
+    for direction, threshold in (("drop", gate.max_drop), ("increase", gate.max_increase)):
+        if threshold is None:
+            continue
+        allowed = threshold.allowed(base_mean)
+        test = paired_test(deltas, direction=direction, margin=allowed, seed=seed)  # type: ignore[arg-type]
+        change = -test.mean_delta if direction == "drop" else test.mean_delta
+        verdict.comparison = Comparison(
+            baseline=baseline.label,
+            baseline_mean=base_mean,
+            candidate_mean=cand_mean,
+            n_paired=test.n,
+            n_unpaired=unpaired,
+            mean_delta=test.mean_delta,
+            ci_low=test.ci_low,
+            ci_high=test.ci_high,
+            p_value=test.p_value,
+            allowed=allowed,
+        )
+        exceeds = change > allowed
+        significant = test.p_value < gate.alpha
+        summary = (
+            f"vs {baseline.label} {_fmt(base_mean)}: delta {_signed(test.mean_delta)} "
+            f"(95% CI {_signed(test.ci_low)}..{_signed(test.ci_high)}), "
+            f"p={test.p_value:.3g} one-sided, allowed {direction} {threshold} "
+            f"(= {allowed:.4g}), n={test.n}"
+            + (f", {unpaired} unpaired examples ignored" if unpaired else "")
+        )
+        if exceeds and (gate.strict or significant):
+            why = "strict gate" if gate.strict else f"significant at alpha={gate.alpha:g}"
+            failures.append(f"{direction} of {change:.4g} exceeds {allowed:.4g} ({why})")
+        elif exceeds:
+            summary += f" -> exceeds the allowance but is within noise (p >= {gate.alpha:g})"
+        lines.append(summary)
+    return failures
+
+
+def _worst(
+    gate: GateSpec, run: CandidateRun, baseline: BaselineScores | None, higher_is_better: bool
+) -> list[WorstExample]:
+    """The examples that hurt most: largest loss vs the baseline, else lowest scores."""
+    usable = baseline is not None and baseline.missing_reason is None
+    sign = 1.0 if higher_is_better else -1.0
+    ranked = []
+    for example in run.examples:
+        score = example.scores.get(gate.metric)
+        base = baseline.scores.get(example.id) if usable and baseline else None
+        if score is None:
+            key = float("-inf")
+        elif base is not None:
+            key = sign * (score - base)
+        else:
+            key = sign * score
+        ranked.append((key, example, base))
+    ranked.sort(key=lambda item: item[0])
+    return [
+        WorstExample(
+            id=example.id,
+            reference=example.references[0] if example.references else "",
+            output=example.output if example.error is None else f"[error] {example.error}",
+            baseline_output=baseline.outputs.get(example.id) if usable and baseline else None,
+            score=example.scores.get(gate.metric),
+            baseline_score=base,
+        )
+        for _, example, base in ranked[:N_WORST]
+    ]

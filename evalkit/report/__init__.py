@@ -1,0 +1,1 @@
+"""Renderings of a RunResult: the verdict table (terminal, Markdown)."""

@@ -1,0 +1,157 @@
+"""The run record: everything a report needs, saved as ``reports/<suite>/run.json``.
+
+The HTML report and the CI summary read a ``RunResult`` and nothing else, so a saved run can be
+re-rendered without any model. Writes are atomic (temp file + rename): an interrupted run never
+leaves a truncated JSON behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+RESULT_SCHEMA_VERSION = 1
+
+
+class ExampleResult(BaseModel):
+    id: str
+    references: list[str]
+    messages: list[dict[str, str]]
+    prompt: str = Field("", description="what the model saw, after the chat template")
+    output: str | None
+    error: str | None = None
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    n_prompt_tokens: int = 0
+    n_output_tokens: int = 0
+    seconds: float = 0.0
+    cached: bool = False
+
+
+class Aggregate(BaseModel):
+    metric: str
+    mean: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 0
+    n_missing: int = 0
+    corpus: float | None = Field(None, description="corpus-level score (BLEU, chrF, TER)")
+    higher_is_better: bool = True
+    signature: str = ""
+    version: str = ""
+
+
+class Timings(BaseModel):
+    fingerprint_s: float = 0.0
+    generate_s: float = 0.0
+    score_s: float = 0.0
+    total_s: float = 0.0
+
+
+class CandidateRun(BaseModel):
+    name: str
+    spec: dict[str, Any]
+    fingerprint: dict[str, Any]
+    fingerprint_hash: str
+    generation: dict[str, Any]
+    describe: dict[str, Any] = Field(default_factory=dict, description="device, dtype, load time")
+    examples: list[ExampleResult]
+    aggregates: dict[str, Aggregate]
+    n_generated: int = 0
+    n_cached: int = 0
+    n_errors: int = 0
+    timings: Timings = Field(default_factory=Timings)
+
+
+class Comparison(BaseModel):
+    """The paired test behind a regression gate."""
+
+    baseline: str = Field(description="'candidate:<name>' or 'accepted:<path>'")
+    baseline_mean: float | None = None
+    candidate_mean: float | None = None
+    n_paired: int = 0
+    n_unpaired: int = 0
+    mean_delta: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    allowed: float | None = None
+
+
+class WorstExample(BaseModel):
+    id: str
+    reference: str
+    output: str | None
+    baseline_output: str | None = None
+    score: float | None
+    baseline_score: float | None = None
+
+
+class GateVerdict(BaseModel):
+    suite: str
+    candidate: str
+    gate: str
+    metric: str
+    status: Literal["passed", "failed", "error"]
+    message: str
+    rules: dict[str, Any] = Field(default_factory=dict)
+    mean: float | None = None
+    comparison: Comparison | None = None
+    worst: list[WorstExample] = Field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+class RunResult(BaseModel):
+    schema_version: int = RESULT_SCHEMA_VERSION
+    suite: str
+    suite_path: str
+    spec_hash: str
+    spec: dict[str, Any]
+    dataset_path: str
+    dataset_hash: str
+    n_examples: int
+    limit: int | None = None
+    created_at: str
+    evalkit_version: str
+    versions: dict[str, str]
+    compare_to: str | None = None
+    candidates: dict[str, CandidateRun]
+    gates: list[GateVerdict] = Field(default_factory=list)
+    cache: dict[str, dict[str, int]] = Field(default_factory=dict)
+    baseline_updated: list[str] = Field(default_factory=list)
+    timings: Timings = Field(default_factory=Timings)
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.gates)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_run(result: RunResult, report_dir: Path) -> Path:
+    path = report_dir / result.suite / "run.json"
+    write_atomic(path, result.model_dump_json(indent=1))
+    return path
+
+
+def load_run(path: Path) -> RunResult:
+    return RunResult.model_validate_json(path.read_text(encoding="utf-8"))

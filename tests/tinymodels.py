@@ -1,0 +1,94 @@
+"""Tiny Llama models built from a config in about a second, for fast offline unit tests.
+
+A real tokenizer (byte-level BPE trained on a built-in corpus) and a 2-layer Llama give the same
+code paths as a real model: chat templates, padding, special tokens, safetensors on disk. The
+weights are random, so outputs are gibberish, but they are deterministic for a seed and differ
+between seeds, which is all tests of batching, caching and fingerprints need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+_SUBJECTS = ["The cat", "A dog", "My friend", "The teacher", "Our team", "The bird", "Paris"]
+_VERBS = ["likes", "sees", "finds", "keeps", "wants", "reads", "answers"]
+_OBJECTS = ["the red ball.", "a small house.", "the capital city.", "fresh water.", "the answer."]
+_QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs does a cat have?",
+    "Which colour is the sky?",
+    "Who wrote the letter?",
+    "Where is the river?",
+]
+
+
+def corpus() -> list[str]:
+    """About a hundred simple English sentences: enough text for a few hundred BPE merges."""
+    sentences = [f"{s} {v} {o}" for s in _SUBJECTS for v in _VERBS for o in _OBJECTS[:2]]
+    return sentences + _QUESTIONS + [f"{q} {s} knows." for q in _QUESTIONS for s in _SUBJECTS]
+
+
+def make_tiny_tokenizer(vocab_size: int = 400, chat_template: bool = True):  # -> PreTrainedTokenizerFast
+    """Byte-level BPE (any text round-trips) wrapped in ``PreTrainedTokenizerFast``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    if chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def make_tiny_llama(folder: Path, seed: int = 0, chat_template: bool = True) -> Path:
+    """Save a random 2-layer Llama and its tokenizer to ``folder``; returns ``folder``.
+
+    ``initializer_range`` is larger than Llama's 0.02 so that logits are peaked: greedy outputs
+    then vary from token to token (instead of repeating one near-tie token) and batched and
+    one-by-one decoding cannot flip a near tie through float rounding.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = make_tiny_tokenizer(chat_template=chat_template)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.3,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
