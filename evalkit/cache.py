@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -53,7 +54,7 @@ class Cache:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS entries ("
                 " namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
-                " created REAL NOT NULL DEFAULT (unixepoch('subsec')),"
+                " created REAL NOT NULL,"
                 " PRIMARY KEY (namespace, key)) WITHOUT ROWID"
             )
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -81,13 +82,16 @@ class Cache:
         if not self.enabled or not items:
             return
         conn = self._connection()
+        now = time.time()
         rows = [
-            (namespace, key, json.dumps(value, ensure_ascii=False)) for key, value in items.items()
+            (namespace, key, json.dumps(value, ensure_ascii=False), now)
+            for key, value in items.items()
         ]
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(
-                "INSERT OR REPLACE INTO entries (namespace, key, value) VALUES (?, ?, ?)", rows
+                "INSERT OR REPLACE INTO entries (namespace, key, value, created) VALUES (?, ?, ?, ?)",
+                rows,
             )
             conn.execute("COMMIT")
         except BaseException:

@@ -179,6 +179,7 @@ class SuiteRunner:
                 seed=self.options.seed,
             )
             for run in runs.values()
+            if self.options.candidates is None or run.name in self.options.candidates
             for gate_name, gate in self.spec.gates.items()
         ]
         cache = self.options.cache

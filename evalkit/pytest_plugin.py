@@ -127,6 +127,9 @@ def _session_options(config: pytest.Config) -> EvalkitSession:
 def pytest_configure(config: pytest.Config) -> None:
     state = _session_options(config)
     config.stash[SESSION_KEY] = state
+    config.addinivalue_line(
+        "markers", "xdist_group(name): evalkit keeps a suite's items on one xdist worker"
+    )
     config.pluginmanager.register(VerdictCollector(state), "evalkit-verdicts")
 
 

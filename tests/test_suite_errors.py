@@ -44,8 +44,10 @@ def test_good_suite_collects_one_item_per_candidate_and_gate(pytester: pytest.Py
     write_jsonl(pytester.path / "golden" / "capitals.jsonl", CAPITALS)
     (pytester.path / "suites").mkdir()
     (pytester.path / "suites" / "capitals.yaml").write_text(
-        GOOD.replace("old: {replay: ../golden/old.jsonl}",
-                     "old: {replay: ../golden/old.jsonl}\n  new: {replay: ../golden/new.jsonl}")
+        GOOD.replace(
+            "old: {replay: ../golden/old.jsonl}",
+            "old: {replay: ../golden/old.jsonl}\n  new: {replay: ../golden/new.jsonl}",
+        )
         + "  contains: {min: 0.1}\n".replace("contains", "exact_match2"),
         encoding="utf-8",
     )
@@ -55,8 +57,10 @@ def test_good_suite_collects_one_item_per_candidate_and_gate(pytester: pytest.Py
     assert "gate on 'exact_match2', which is not a metric of this suite" in out
     assert "suites/capitals.yaml:11 field 'gates.exact_match2'" in out
     (pytester.path / "suites" / "capitals.yaml").write_text(
-        GOOD.replace("old: {replay: ../golden/old.jsonl}",
-                     "old: {replay: ../golden/old.jsonl}\n  new: {replay: ../golden/new.jsonl}"),
+        GOOD.replace(
+            "old: {replay: ../golden/old.jsonl}",
+            "old: {replay: ../golden/old.jsonl}\n  new: {replay: ../golden/new.jsonl}",
+        ),
         encoding="utf-8",
     )
     result = pytester.runpytest("--collect-only", "-q", "suites/")
@@ -72,40 +76,70 @@ def test_good_suite_collects_one_item_per_candidate_and_gate(pytester: pytest.Py
     ("change", "expected"),
     [
         # YAML syntax error: an unclosed flow mapping.
-        (("generation: {max_new_tokens: 8}", "generation: {max_new_tokens: 8"),
-         ["capitals.yaml:", "invalid YAML"]),
+        (
+            ("generation: {max_new_tokens: 8}", "generation: {max_new_tokens: 8"),
+            ["capitals.yaml:", "invalid YAML"],
+        ),
         # Missing required field.
-        (("dataset: ../golden/capitals.jsonl\n", ""), ["field 'dataset'", "required field is missing"]),
+        (
+            ("dataset: ../golden/capitals.jsonl\n", ""),
+            ["field 'dataset'", "required field is missing"],
+        ),
         # Unknown metric, with a suggestion.
-        (("metrics: [exact_match]", "metrics: [exact_mach]"),
-         ["capitals.yaml:7", "unknown metric 'exact_mach'", "Did you mean 'exact_match'"]),
+        (
+            ("metrics: [exact_match]", "metrics: [exact_mach]"),
+            ["capitals.yaml:7", "unknown metric 'exact_mach'", "Did you mean 'exact_match'"],
+        ),
         # Unknown candidate option (a typo must not be silently ignored).
-        (("old: {replay: ../golden/old.jsonl}", "old: {replay: ../golden/old.jsonl, devise: cpu}"),
-         ["capitals.yaml:6", "field 'candidates.old.devise'", "unknown option 'devise'"]),
+        (
+            (
+                "old: {replay: ../golden/old.jsonl}",
+                "old: {replay: ../golden/old.jsonl, devise: cpu}",
+            ),
+            ["capitals.yaml:6", "field 'candidates.old.devise'", "unknown option 'devise'"],
+        ),
         # Unknown generation option.
-        (("generation: {max_new_tokens: 8}", "generation: {max_new_token: 8}"),
-         ["capitals.yaml:4", "field 'generation.max_new_token'", "unknown option"]),
+        (
+            ("generation: {max_new_tokens: 8}", "generation: {max_new_token: 8}"),
+            ["capitals.yaml:4", "field 'generation.max_new_token'", "unknown option"],
+        ),
         # A bad value.
-        (("generation: {max_new_tokens: 8}", "generation: {max_new_tokens: 0}"),
-         ["capitals.yaml:4", "generation.max_new_tokens", "greater than or equal to 1"]),
+        (
+            ("generation: {max_new_tokens: 8}", "generation: {max_new_tokens: 0}"),
+            ["capitals.yaml:4", "generation.max_new_tokens", "greater than or equal to 1"],
+        ),
         # Template variable the examples lack.
-        (("{{ country }}", "{{ nation }}"),
-         ["capitals.jsonl:1", "'nation' is undefined", "'prompt' template",
-          "fields country, id"]),
+        (
+            ("{{ country }}", "{{ nation }}"),
+            [
+                "capitals.jsonl:1",
+                "'nation' is undefined",
+                "'prompt' template",
+                "fields country, id",
+            ],
+        ),
         # Template syntax error.
         (("{{ country }}", "{{ country }"), ["capitals.yaml:3", "bad jinja2 template"]),
         # compare_to names no candidate.
-        (("metrics: [exact_match]", "metrics: [exact_match]\ncompare_to: base"),
-         ["compare_to 'base' is not a candidate"]),
+        (
+            ("metrics: [exact_match]", "metrics: [exact_match]\ncompare_to: base"),
+            ["compare_to 'base' is not a candidate"],
+        ),
         # Missing golden file.
-        (("../golden/capitals.jsonl", "../golden/nope.jsonl"),
-         ["nope.jsonl", "golden file not found"]),
+        (
+            ("../golden/capitals.jsonl", "../golden/nope.jsonl"),
+            ["nope.jsonl", "golden file not found"],
+        ),
         # Duplicate key in the YAML mapping.
-        (("metrics: [exact_match]", "metrics: [exact_match]\nmetrics: [chrf]"),
-         ["capitals.yaml:8", "duplicate key 'metrics'"]),
+        (
+            ("metrics: [exact_match]", "metrics: [exact_match]\nmetrics: [chrf]"),
+            ["capitals.yaml:8", "duplicate key 'metrics'"],
+        ),
         # Bad metric option.
-        (("metrics: [exact_match]", "metrics: [{exact_match: {normalise: [lower]}}]"),
-         ["capitals.yaml:7", "bad options for metric 'exact_match'", "normalise"]),
+        (
+            ("metrics: [exact_match]", "metrics: [{exact_match: {normalise: [lower]}}]"),
+            ["capitals.yaml:7", "bad options for metric 'exact_match'", "normalise"],
+        ),
     ],
 )
 def test_bad_suite_gives_one_located_message(
@@ -121,16 +155,25 @@ def test_bad_suite_gives_one_located_message(
 @pytest.mark.parametrize(
     ("line_3", "expected"),
     [
-        ('{"id": "it", "country": "Italy", "reference": "Rome"', ["capitals.jsonl:3", "not valid JSON"]),
-        ('{"id": "fr", "country": "Italy", "reference": "Rome"}',
-         ["capitals.jsonl:3", "duplicate example id 'fr'", "first seen on line 1"]),
+        (
+            '{"id": "it", "country": "Italy", "reference": "Rome"',
+            ["capitals.jsonl:3", "not valid JSON"],
+        ),
+        (
+            '{"id": "fr", "country": "Italy", "reference": "Rome"}',
+            ["capitals.jsonl:3", "duplicate example id 'fr'", "first seen on line 1"],
+        ),
         ('{"country": "Italy", "reference": "Rome"}', ["capitals.jsonl:3", "missing 'id'"]),
-        ('{"id": "it", "country": "Italy", "reference": {"a": 1}}',
-         ["capitals.jsonl:3", "field 'reference'", "string or a non-empty list"]),
+        (
+            '{"id": "it", "country": "Italy", "reference": {"a": 1}}',
+            ["capitals.jsonl:3", "field 'reference'", "string or a non-empty list"],
+        ),
         ('["it", "Italy"]', ["capitals.jsonl:3", "must be an object"]),
     ],
 )
-def test_bad_golden_line_is_named(pytester: pytest.Pytester, line_3: str, expected: list[str]) -> None:
+def test_bad_golden_line_is_named(
+    pytester: pytest.Pytester, line_3: str, expected: list[str]
+) -> None:
     write_jsonl(pytester.path / "golden" / "capitals.jsonl", CAPITALS)
     golden = pytester.path / "golden" / "capitals.jsonl"
     lines = golden.read_text().splitlines()
@@ -159,7 +202,8 @@ def test_csv_and_yaml_golden_files_report_their_lines(tmp_path: Path) -> None:
 
     good = load_golden(_ok_csv(tmp_path))
     assert [(e.id, e.references, e.line) for e in good] == [
-        ("fr", ("Paris",), 2), ("de", ("Berlin",), 3),
+        ("fr", ("Paris",), 2),
+        ("de", ("Berlin",), 3),
     ]
 
 
@@ -171,8 +215,10 @@ def _ok_csv(tmp_path: Path) -> Path:
 
 def test_yaml_golden_with_examples_key_and_reference_lists(tmp_path: Path) -> None:
     path = tmp_path / "g.yaml"
-    path.write_text("examples:\n  - id: us\n    reference: [Washington, 'Washington, D.C.']\n"
-                    "  - id: 7\n    reference: 42\n")
+    path.write_text(
+        "examples:\n  - id: us\n    reference: [Washington, 'Washington, D.C.']\n"
+        "  - id: 7\n    reference: 42\n"
+    )
     examples = load_golden(path)
     assert [(e.id, e.references, e.line) for e in examples] == [
         ("us", ("Washington", "Washington, D.C."), 2),
@@ -182,8 +228,11 @@ def test_yaml_golden_with_examples_key_and_reference_lists(tmp_path: Path) -> No
 
 def test_suite_line_numbers_point_at_the_field(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text(GOOD.replace("generation: {max_new_tokens: 8}",
-                                 "generation:\n  max_new_tokens: 8\n  temperature: -1"))
+    path.write_text(
+        GOOD.replace(
+            "generation: {max_new_tokens: 8}", "generation:\n  max_new_tokens: 8\n  temperature: -1"
+        )
+    )
     with pytest.raises(SpecError) as info:
         load_suite(path)
     assert info.value.line == 6
