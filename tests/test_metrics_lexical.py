@@ -33,6 +33,9 @@ PAIRS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("I don't know the answer", ("I do not know.", "No idea, sorry.")),
     ("Photosynthesis turns light into chemical energy", ("Plants convert light to energy.",)),
+    # Short answers, as QA evals produce: fewer than 4 tokens, where effective order matters.
+    ("Paris", ("Paris",)),
+    ("Mount Everest", ("Everest", "Mount Everest")),
 ]
 SAMPLES = [Sample(id=f"ex{i}", output=h, references=refs) for i, (h, refs) in enumerate(PAIRS)]
 # Examples with exactly one reference / exactly two, for corpus scores with fixed streams.
@@ -262,6 +265,7 @@ def test_bleu_sentence_scores_equal_sacrebleu_sentence_bleu() -> None:
     expected = [sacrebleu.sentence_bleu(s.output, list(s.references)).score for s in SAMPLES]
     assert scores("bleu", SAMPLES) == expected
     assert any(0 < v < 100 for v in expected)  # the corpus really has partial overlaps
+    assert expected[-2] == pytest.approx(100.0)  # "Paris" needs effective order to score 100
 
 
 def test_bleu_corpus_equals_sacrebleu_corpus_bleu() -> None:

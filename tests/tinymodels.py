@@ -37,7 +37,9 @@ def corpus() -> list[str]:
     return sentences + _QUESTIONS + [f"{q} {s} knows." for q in _QUESTIONS for s in _SUBJECTS]
 
 
-def make_tiny_tokenizer(vocab_size: int = 400, chat_template: bool = True):  # -> PreTrainedTokenizerFast
+def make_tiny_tokenizer(
+    vocab_size: int = 400, chat_template: bool = True
+):  # -> PreTrainedTokenizerFast
     """Byte-level BPE (any text round-trips) wrapped in ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

@@ -69,6 +69,7 @@ class HFCandidate:
         self._model: Any = None
         self._tokenizer: Any = None
         self._load_seconds: float | None = None
+        self._n_parameters: int | None = None
 
     def __repr__(self) -> str:
         return f"HFCandidate({self.name!r}, model={self.spec.model!r})"
@@ -197,6 +198,7 @@ class HFCandidate:
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
         self._load_seconds = time.perf_counter() - start
+        self._n_parameters = int(model.num_parameters())
 
     def _load_failure(self, exc: Exception) -> str:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -373,7 +375,7 @@ class HFCandidate:
             "device": str(self._device) if self._device is not None else None,
             "dtype": self.dtype_name if self._device is not None else self.spec.dtype,
             "load_seconds": self._load_seconds,
-            "n_parameters": self._model.num_parameters() if self._model is not None else None,
+            "n_parameters": self._n_parameters,
             "transformers": _version("transformers"),
             "torch": _version("torch"),
         }

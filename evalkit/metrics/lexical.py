@@ -432,7 +432,7 @@ class SacrebleuMetric:
         try:
             return cls(**kwargs)
         except (KeyError, ValueError, TypeError, AssertionError, RuntimeError) as exc:
-            # e.g. max_ngram_order: 0, or ja-mecab/ko-mecab without sacrebleu[ja]/[ko].
+            # e.g. trg_lang: ja (ja-mecab) without the sacrebleu[ja] extra installed.
             detail = " ".join(str(exc).split()) or type(exc).__name__
             raise ValueError(
                 f"metric '{self.name}': sacrebleu rejected options {dict(self.options)}: {detail}"
