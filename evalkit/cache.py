@@ -90,7 +90,8 @@ class Cache:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(
-                "INSERT OR REPLACE INTO entries (namespace, key, value, created) VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO entries (namespace, key, value, created)"
+                " VALUES (?, ?, ?, ?)",
                 rows,
             )
             conn.execute("COMMIT")

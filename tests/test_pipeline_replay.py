@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from suitefiles import write_jsonl, write_suite
 
 from evalkit.cli import main as cli_main
 from evalkit.results import load_run
-from tests.suitefiles import write_jsonl, write_suite
 
 N = 40
 WRONG_IN_BAD = set(range(0, N, 3))  # 14 of 40 wrong

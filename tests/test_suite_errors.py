@@ -6,11 +6,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from suitefiles import CAPITALS, write_jsonl
 
 from evalkit.errors import SpecError
 from evalkit.golden import load_golden
 from evalkit.spec import load_suite
-from tests.suitefiles import CAPITALS, write_jsonl
 
 GOOD = textwrap.dedent(
     """\

@@ -120,6 +120,7 @@ def materialize_once(target: Path, build: Callable[[Path], None], source: dict) 
         try:
             build(tmp)
             (tmp / MARKER).write_text(json.dumps(source, sort_keys=True))
+            tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary cache folder
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -174,7 +175,7 @@ def _embedded_gguf() -> Path:
 def _convert_gguf(gguf: Path, out: Path, target: Path) -> None:
     """Dequantize the GGUF to float32 and save tokenizer + model as a plain safetensors folder."""
     print(
-        f"evalkit: converting the embedded SmolLM2-135M-Instruct once to {target} (~15 s)",
+        f"evalkit: converting the embedded SmolLM2-135M-Instruct once to {target} (~20 s)",
         file=sys.stderr,
         flush=True,
     )
