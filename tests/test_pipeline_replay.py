@@ -197,12 +197,15 @@ def test_cli_run_and_schema(
     out = capsys.readouterr().out
     assert code == 1
     assert "qa     bad        exact_match  FAILED" in out
-    assert f"results: {project / 'reports' / 'qa' / 'run.json'}" in out
+    assert "results: reports/qa/run.json" in out
     assert cli_main(["run", "suites/qa.yaml", "--candidates", "off", "--no-cache"]) == 0
     capsys.readouterr()
     assert cli_main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert {"suite", "dataset", "candidates", "metrics"} <= set(schema["required"])
     assert "CandidateSpec" in schema["$defs"]
+    assert cli_main(["models"]) == 0
+    models = capsys.readouterr().out
+    assert models.startswith("smollm2-135m-instruct\n") and "license: Apache-2.0" in models
     assert cli_main(["run", "suites/missing.yaml"]) == 2
     assert "cannot read file" in capsys.readouterr().err
