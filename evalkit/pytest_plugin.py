@@ -90,7 +90,7 @@ class EvalkitSession:
     candidates: list[str] | None
     prepared: dict[Path, PreparedSuite] = field(default_factory=dict)
     wanted: dict[Path, set[str]] = field(default_factory=dict)
-    results: dict[Path, RunResult | EvalkitError] = field(default_factory=dict)
+    results: dict[Path, RunResult | Exception] = field(default_factory=dict)
     verdicts: list[GateVerdict] = field(default_factory=list)
     report_paths: dict[str, Path] = field(default_factory=dict)
 
@@ -236,10 +236,11 @@ def _suite_result(item: GateItem, state: EvalkitSession) -> RunResult:
                     state.results[path] = run_suite(state.prepared[path], options)
             else:
                 state.results[path] = run_suite(state.prepared[path], options)
-        except EvalkitError as exc:
+        except Exception as exc:
+            # Remembered so the suite's other items report it instead of running it again.
             state.results[path] = exc
     outcome = state.results[path]
-    if isinstance(outcome, EvalkitError):
+    if isinstance(outcome, Exception):
         raise outcome
     return outcome
 

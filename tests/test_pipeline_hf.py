@@ -129,6 +129,13 @@ def test_model_error_is_one_message_per_item(pytester: pytest.Pytester, project:
     assert "does not exist" in out and "Traceback" not in out
 
 
+def test_device_option_reaches_the_candidate(pytester: pytest.Pytester, project: Path) -> None:
+    result = pytester.runpytest("suites/", "-p", "no:xdist", "--evalkit-device", "cuda")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "cuda" in out and "not available" in out and "Traceback" not in out
+
+
 def test_collecting_the_shipped_suites_imports_no_torch(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(MODULE_PROBE.replace('"modules.txt"', repr(str(tmp_path / "modules.txt"))))

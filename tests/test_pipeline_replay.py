@@ -209,3 +209,15 @@ def test_cli_run_and_schema(
     assert models.startswith("smollm2-135m-instruct\n") and "license: Apache-2.0" in models
     assert cli_main(["run", "suites/missing.yaml"]) == 2
     assert "cannot read file" in capsys.readouterr().err
+
+
+def test_xdist_keeps_a_suite_on_one_worker_and_gathers_verdicts(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    result = pytester.runpytest("suites/", "-n", "2", "--dist", "loadgroup")
+    result.assert_outcomes(passed=1, failed=2)
+    out = result.stdout.str()
+    table = [line for line in out.splitlines() if line.startswith("qa ")]
+    assert len(table) == 3 and sum("FAILED" in line for line in table) == 2
+    run = load_run(project / "reports" / "qa" / "run.json")
+    assert set(run.candidates) == {"good", "bad", "off"}
