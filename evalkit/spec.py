@@ -12,7 +12,17 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from evalkit._yaml import LineMap, load_yaml
 from evalkit.errors import SpecError
@@ -111,6 +121,31 @@ class Threshold(_Strict):
         return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
 
 
+def _parse_threshold(raw: Any) -> Any:
+    return raw if raw is None or isinstance(raw, Threshold | dict) else Threshold.parse(raw)
+
+
+# Users write a number or "15%"; the schema says so (not the internal Threshold object).
+ThresholdField = Annotated[
+    Threshold | None,
+    BeforeValidator(_parse_threshold),
+    PlainSerializer(
+        lambda t: None if t is None else (str(t) if t.relative else t.value),
+        return_type=float | str | None,
+    ),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*[0-9]*\.?[0-9]+\s*%\s*$"},
+                {"type": "null"},
+            ],
+            "description": "absolute change (0.03) or relative to the baseline mean ('15%')",
+        }
+    ),
+]
+
+
 class GateSpec(_Strict):
     """Pass/fail rules for one metric column.
 
@@ -122,15 +157,10 @@ class GateSpec(_Strict):
     metric: str
     min: float | None = None
     max: float | None = None
-    max_drop: Threshold | None = None
-    max_increase: Threshold | None = None
+    max_drop: ThresholdField = None
+    max_increase: ThresholdField = None
     strict: bool = False
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
-
-    @field_validator("max_drop", "max_increase", mode="before")
-    @classmethod
-    def _threshold(cls, raw: Any) -> Any:
-        return raw if raw is None or isinstance(raw, Threshold | dict) else Threshold.parse(raw)
 
     @model_validator(mode="after")
     def _has_rule(self) -> GateSpec:

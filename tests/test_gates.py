@@ -81,3 +81,14 @@ def test_threshold_parsing_errors() -> None:
     with pytest.raises(ValueError, match="at least one of"):
         GateSpec(metric="m")
     assert str(GateSpec(metric="m", max_increase="15%").max_increase) == "15%"
+
+
+def test_gate_thresholds_round_trip_and_schema() -> None:
+    from evalkit.spec import suite_json_schema
+
+    gate = GateSpec(metric="m", max_drop="15%", max_increase=0.2)
+    dumped = gate.model_dump(mode="json")
+    assert (dumped["max_drop"], dumped["max_increase"]) == ("15%", 0.2)
+    assert GateSpec.model_validate(dumped) == gate
+    schema = suite_json_schema()["$defs"]["GateSpec"]["properties"]["max_drop"]
+    assert {"type": "number", "minimum": 0} in schema["anyOf"]
