@@ -221,3 +221,26 @@ def test_xdist_keeps_a_suite_on_one_worker_and_gathers_verdicts(
     assert len(table) == 3 and sum("FAILED" in line for line in table) == 2
     run = load_run(project / "reports" / "qa" / "run.json")
     assert set(run.candidates) == {"good", "bad", "off"}
+
+
+def test_report_and_cache_dirs_and_a_suite_without_gates(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    write_suite(project / "suites" / "qa.yaml", {**SUITE, "gates": {}, "compare_to": None})
+    result = pytester.runpytest(
+        "suites/",
+        "-v",
+        "-p",
+        "no:xdist",
+        "--evalkit-report-dir",
+        "out",
+        "--evalkit-cache-dir",
+        "cachedir",
+    )
+    assert _outcomes(result) == {
+        f"suites/qa.yaml::{name}::run": "PASSED" for name in ("good", "bad", "off")
+    }
+    assert (project / "cachedir" / "evalkit.sqlite").exists()
+    assert not (project / ".evalkit_cache").exists()
+    run = load_run(project / "out" / "qa" / "run.json")
+    assert run.gates == [] and run.candidates["bad"].aggregates["exact_match"].mean == 0.65
