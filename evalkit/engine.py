@@ -217,7 +217,10 @@ class SuiteRunner:
         fingerprint = candidate.fingerprint()
         fingerprint_hash = make_key(**fingerprint)[:16]
         t1 = time.perf_counter()
-        generations, n_cached = self.generate(candidate, fingerprint_hash, params)
+        generations = generate_cached(
+            candidate, fingerprint_hash, self.requests, params, self.options.cache
+        )
+        n_cached = sum(cached for _, cached in generations.values())
         t2 = time.perf_counter()
         describe = candidate.describe() if n_cached < len(self.requests) else {}
         candidate.close()
@@ -240,44 +243,6 @@ class SuiteRunner:
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
             ),
         )
-
-    def generate(
-        self, candidate: Candidate, fingerprint_hash: str, params: GenerationSpec
-    ) -> tuple[dict[str, tuple[Generation, bool]], int]:
-        """All generations by id, with whether each came from the cache."""
-        # batch_size changes throughput, not answers: it is left out of the key on purpose.
-        decoding = params.model_dump(mode="json", exclude={"batch_size"})
-        keys = {
-            r.id: make_key(
-                kind="generation",
-                model=fingerprint_hash,
-                decoding=decoding,
-                messages=[(m.role, m.content) for m in r.messages],
-            )
-            for r in self.requests
-        }
-        cached = self.options.cache.get_many("generation", keys.values())
-        out: dict[str, tuple[Generation, bool]] = {}
-        for request in self.requests:
-            hit = cached.get(keys[request.id])
-            if hit is not None:
-                out[request.id] = (Generation(**{**hit, "id": request.id}), True)
-        misses = [r for r in self.requests if r.id not in out]
-        if misses:
-            for batch in candidate.generate(misses, params):
-                out.update((g.id, (g, False)) for g in batch)
-                # Errors are not cached: an outage must not be remembered as the answer.
-                self.options.cache.put_many(
-                    "generation",
-                    {keys[g.id]: _generation_record(g) for g in batch if g.error is None},
-                )
-        lost = [r.id for r in misses if r.id not in out]
-        if lost:
-            raise EvalkitError(
-                f"candidate '{candidate.name}' returned no generation for {len(lost)} examples "
-                f"(first: {lost[0]})"
-            )
-        return out, len(self.requests) - len(misses)
 
     def example_result(
         self, request: GenerationRequest, gen: Generation, cached: bool
@@ -442,6 +407,51 @@ class SuiteRunner:
             )
             written.append(str(path))
         return written
+
+
+def generation_key(
+    fingerprint_hash: str, params: GenerationSpec, request: GenerationRequest
+) -> str:
+    # batch_size changes throughput, not answers: it is left out of the key on purpose.
+    return make_key(
+        kind="generation",
+        model=fingerprint_hash,
+        decoding=params.model_dump(mode="json", exclude={"batch_size"}),
+        messages=[(m.role, m.content) for m in request.messages],
+    )
+
+
+def generate_cached(
+    candidate: Candidate,
+    fingerprint_hash: str,
+    requests: Sequence[GenerationRequest],
+    params: GenerationSpec,
+    cache: Cache,
+) -> dict[str, tuple[Generation, bool]]:
+    """Every request's generation by id, with whether it came from the cache. Misses go to the
+    candidate (loading it only then) and each finished batch is stored as soon as it lands."""
+    keys = {r.id: generation_key(fingerprint_hash, params, r) for r in requests}
+    cached = cache.get_many("generation", keys.values())
+    out: dict[str, tuple[Generation, bool]] = {}
+    for request in requests:
+        hit = cached.get(keys[request.id])
+        if hit is not None:
+            out[request.id] = (Generation(**{**hit, "id": request.id}), True)
+    misses = [r for r in requests if r.id not in out]
+    if misses:
+        for batch in candidate.generate(misses, params):
+            out.update((g.id, (g, False)) for g in batch)
+            # Errors are not cached: an outage must not be remembered as the answer.
+            cache.put_many(
+                "generation", {keys[g.id]: _generation_record(g) for g in batch if g.error is None}
+            )
+    lost = [r.id for r in misses if r.id not in out]
+    if lost:
+        raise EvalkitError(
+            f"candidate '{candidate.name}' returned no generation for {len(lost)} examples "
+            f"(first: {lost[0]})"
+        )
+    return out
 
 
 def _generation_record(gen: Generation) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from evalkit.engine import PreparedSuite, RunOptions, prepare_suite, run_suite
 from evalkit.errors import EvalkitError
 from evalkit.report.table import format_table
 from evalkit.results import GateVerdict, RunResult
+from evalkit.testing import ModelPool
 
 DEFAULT_PATTERNS = ["suites/*.yaml", "suites/*.yml", "*.suite.yaml", "*.suite.yml"]
 RUN_GATE = "run"
@@ -243,6 +244,16 @@ def _suite_result(item: GateItem, state: EvalkitSession) -> RunResult:
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
+
+
+@pytest.fixture(scope="session")
+def evalkit_model(request: pytest.FixtureRequest) -> Iterator[ModelPool]:
+    """Models for ordinary test functions: ``evalkit_model("smollm2-135m-instruct")`` returns a
+    handle with ``generate``/``generate_many``; answers are cached like a suite's."""
+    state = request.config.stash[SESSION_KEY]
+    pool = ModelPool(state.options.cache, Path(request.config.rootpath), state.options.device)
+    yield pool
+    pool.close()
 
 
 class VerdictCollector:

@@ -1,0 +1,127 @@
+"""The plain-Python route: golden examples, models and metrics in ordinary pytest functions.
+
+    from evalkit.testing import golden_params, score
+
+    @pytest.mark.parametrize("example", golden_params("../golden/capitals.jsonl"))
+    def test_capital(example, evalkit_model):
+        model = evalkit_model("smollm2-135m-instruct", max_new_tokens=16)
+        answer = model.generate(f"Capital of {example.fields['country']}? One word.")
+        assert score("contains", answer, example.references, normalize=["lower"]) == 1.0
+
+Generations go through the same cache as suites (keyed by model fingerprint, decoding settings
+and messages), and each model is loaded once per session, on its first cache miss.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalkit.cache import Cache, make_key
+from evalkit.candidates import make_candidate
+from evalkit.candidates.base import Candidate, GenerationRequest, Message
+from evalkit.engine import generate_cached
+from evalkit.errors import EvalkitError
+from evalkit.golden import Example, load_golden
+from evalkit.metrics import Sample, create
+from evalkit.spec import CandidateSpec, GenerationSpec
+
+Prompt = str | Sequence[Mapping[str, str]]
+"""A user message, or a whole chat as ``[{"role": ..., "content": ...}, ...]``."""
+
+
+def golden_params(path: str | Path, *, limit: int | None = None) -> list[Any]:
+    """``pytest.param(example, id=example.id)`` for each example of a golden file. A relative
+    path is relative to the calling test file, as a suite's ``dataset`` is to the suite."""
+    path = Path(path)
+    if not path.is_absolute():
+        caller = Path(inspect.stack()[1].filename).resolve().parent
+        path = caller / path
+    examples = load_golden(path)[:limit]
+    return [pytest.param(example, id=example.id) for example in examples]
+
+
+def score(metric: str, output: str, references: str | Sequence[str], **options: Any) -> float:
+    """One metric's value for one output, exactly as a suite would compute it."""
+    refs = (references,) if isinstance(references, str) else tuple(references)
+    return float(create(metric, options).score([Sample(id="0", output=output, references=refs)])[0])
+
+
+def _messages(prompt: Prompt, system: str | None) -> tuple[Message, ...]:
+    chat = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if system is not None:
+        chat.insert(0, {"role": "system", "content": system})
+    return tuple(Message(role=m["role"], content=m["content"]) for m in chat)
+
+
+@dataclass
+class ModelHandle:
+    """A candidate plus default decoding settings, answering through the cache."""
+
+    candidate: Candidate
+    fingerprint_hash: str
+    params: GenerationSpec
+    cache: Cache
+
+    def generate(self, prompt: Prompt, *, system: str | None = None, **generation: Any) -> str:
+        return self.generate_many([prompt], system=system, **generation)[0]
+
+    def generate_many(
+        self, prompts: Sequence[Prompt], *, system: str | None = None, **generation: Any
+    ) -> list[str]:
+        """Outputs in prompt order; uncached prompts run batched (``batch_size``)."""
+        params = self.params.merged(generation)
+        requests = [
+            GenerationRequest(id=str(i), messages=_messages(p, system))
+            for i, p in enumerate(prompts)
+        ]
+        generations = generate_cached(
+            self.candidate, self.fingerprint_hash, requests, params, self.cache
+        )
+        outputs = []
+        for request in requests:
+            generation_result, _ = generations[request.id]
+            if generation_result.error is not None:
+                raise EvalkitError(f"{self.candidate.name}: {generation_result.error}")
+            outputs.append(generation_result.output)
+        return outputs
+
+
+class ModelPool:
+    """The ``evalkit_model`` fixture: ``evalkit_model(model, **options)`` -> ModelHandle.
+
+    Candidate options (``device``, ``dtype``, ``chat_template``, ``revision``) pick the model;
+    the rest are default generation settings (``max_new_tokens``, ``temperature``, ...)."""
+
+    CANDIDATE_OPTIONS = ("device", "dtype", "chat_template", "revision")
+
+    def __init__(self, cache: Cache, base_dir: Path, device: str | None = None) -> None:
+        self.cache = cache
+        self.base_dir = base_dir
+        self.device = device
+        self._handles: dict[str, ModelHandle] = {}
+
+    def __call__(self, model: str, **options: Any) -> ModelHandle:
+        picked = {k: options.pop(k) for k in self.CANDIDATE_OPTIONS if k in options}
+        spec = CandidateSpec(model=model, **picked)
+        params = GenerationSpec.model_validate(options)
+        key = spec.model_dump_json()
+        if key not in self._handles:
+            candidate = make_candidate(model, spec, self.base_dir, device=self.device)
+            fingerprint_hash = make_key(**candidate.fingerprint())[:16]
+            self._handles[key] = ModelHandle(candidate, fingerprint_hash, params, self.cache)
+        handle = self._handles[key]
+        return ModelHandle(handle.candidate, handle.fingerprint_hash, params, self.cache)
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.candidate.close()
+        self._handles.clear()
+
+
+__all__ = ["Example", "ModelHandle", "ModelPool", "golden_params", "score"]
