@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
 _CHUNK = 500  # sqlite's bound-parameter limit is 999 on old builds
 
 
@@ -46,19 +45,7 @@ class Cache:
         # A connection must not cross a fork (xdist, multiprocessing): reopen in a new process.
         if self._conn is None or self._pid != os.getpid():
             assert self.path is not None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=60000")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS entries ("
-                " namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
-                " created REAL NOT NULL,"
-                " PRIMARY KEY (namespace, key)) WITHOUT ROWID"
-            )
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self._conn, self._pid = conn, os.getpid()
+            self._conn, self._pid = _open(self.path), os.getpid()
         return self._conn
 
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
@@ -103,3 +90,30 @@ class Cache:
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
         self._conn = None
+
+
+def _open(path: Path, wait_s: float = 60.0) -> sqlite3.Connection:
+    """Open (and on first use create) the cache file.
+
+    Switching to WAL needs a moment of exclusive access and sqlite reports "database is locked"
+    at once instead of waiting when another process holds the file, so the setup is retried.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        conn = sqlite3.connect(path, timeout=wait_s, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS entries ("
+                " namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+                " created REAL NOT NULL, PRIMARY KEY (namespace, key)) WITHOUT ROWID"
+            )
+            return conn
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -77,16 +77,25 @@ class RunOptions:
 
 def prepare_suite(path: Path) -> PreparedSuite:
     loaded = load_suite(path)
-    spec = loaded.spec
+    examples = _load_examples(loaded)
+    requests = [render_request(loaded, example) for example in examples]
+    metrics = _create_metrics(loaded)
+    _check_gates(loaded, metrics)
+    return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
+
+
+def _load_examples(loaded: LoadedSuite) -> list[Example]:
     try:
-        examples = load_golden(loaded.dataset_path)
+        return load_golden(loaded.dataset_path)
     except SpecError as exc:
         if exc.path is None:
             raise SpecError(exc.detail, path=loaded.path, line=loaded.line_of("dataset")) from None
         raise
-    requests = [render_request(loaded, example) for example in examples]
+
+
+def _create_metrics(loaded: LoadedSuite) -> dict[str, Metric]:
     metrics: dict[str, Metric] = {}
-    for index, metric_spec in enumerate(spec.metrics):
+    for index, metric_spec in enumerate(loaded.spec.metrics):
         try:
             metrics[metric_spec.column] = create(metric_spec.name, metric_spec.options)
         except SpecError as exc:
@@ -96,7 +105,11 @@ def prepare_suite(path: Path) -> PreparedSuite:
                 line=loaded.line_of("metrics", index),
                 field=f"metrics[{index}]",
             ) from None
-    for gate_name, gate in spec.gates.items():
+    return metrics
+
+
+def _check_gates(loaded: LoadedSuite, metrics: dict[str, Metric]) -> None:
+    for gate_name, gate in loaded.spec.gates.items():
         if gate.metric not in metrics:
             raise SpecError(
                 f"gate on '{gate.metric}', which is not a metric of this suite; metrics: "
@@ -105,18 +118,6 @@ def prepare_suite(path: Path) -> PreparedSuite:
                 line=loaded.line_of("gates", gate_name),
                 field=f"gates.{gate_name}",
             )
-    for name, candidate in spec.candidates.items():
-        if candidate.generation:
-            try:
-                spec.generation.merged(candidate.generation)
-            except ValueError as exc:
-                raise SpecError(
-                    str(exc).splitlines()[0] + ": " + str(exc).splitlines()[-1].strip(),
-                    path=loaded.path,
-                    line=loaded.line_of("candidates", name, "generation"),
-                    field=f"candidates.{name}.generation",
-                ) from None
-    return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
 
 
 def library_versions() -> dict[str, str]:
@@ -187,7 +188,7 @@ class SuiteRunner:
             suite=self.spec.suite,
             suite_path=str(self.prepared.loaded.path),
             spec_hash=self.prepared.loaded.spec_hash,
-            spec=self.spec.model_dump(mode="json"),
+            spec=self.spec.model_dump(mode="json", exclude_unset=True),
             dataset_path=str(self.prepared.loaded.dataset_path),
             dataset_hash=_dataset_hash(self.examples),
             n_examples=len(self.examples),
@@ -229,7 +230,7 @@ class SuiteRunner:
         t3 = time.perf_counter()
         return CandidateRun(
             name=name,
-            spec=cand_spec.model_dump(mode="json", exclude_none=True),
+            spec=cand_spec.model_dump(mode="json", exclude_unset=True),
             fingerprint=fingerprint,
             fingerprint_hash=fingerprint_hash,
             generation=params.model_dump(mode="json"),

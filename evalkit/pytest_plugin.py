@@ -3,8 +3,8 @@
 Collection validates each suite completely (spec, golden data, templates, metrics) without
 importing torch, so a broken suite fails in milliseconds with one clear message. A suite runs once,
 on its first selected item, for the candidates that the selected items need; the other items read
-its verdicts. Items of one suite share an ``xdist_group`` so ``-n N --dist loadgroup`` keeps a
-suite on one worker.
+its verdicts. With pytest-xdist, ``-n N --dist loadfile`` keeps each suite file on one worker
+(spread over several, each worker would run the suite itself: correct, but slower).
 """
 
 from __future__ import annotations
@@ -129,9 +129,6 @@ def _session_options(config: pytest.Config) -> EvalkitSession:
 def pytest_configure(config: pytest.Config) -> None:
     state = _session_options(config)
     config.stash[SESSION_KEY] = state
-    config.addinivalue_line(
-        "markers", "xdist_group(name): evalkit keeps a suite's items on one xdist worker"
-    )
     config.pluginmanager.register(VerdictCollector(state), "evalkit-verdicts")
 
 
@@ -160,11 +157,9 @@ class SuiteFile(pytest.File):
         gates = list(spec.gates) or [RUN_GATE]
         for candidate in names:
             for gate in gates:
-                item = GateItem.from_parent(
+                yield GateItem.from_parent(
                     self, name=f"{candidate}::{gate}", candidate=candidate, gate=gate
                 )
-                item.add_marker(pytest.mark.xdist_group(spec.suite))
-                yield item
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, EvalkitError):

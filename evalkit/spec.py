@@ -50,10 +50,11 @@ class GenerationSpec(_Strict):
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
-    def merged(self, override: dict[str, Any] | None) -> GenerationSpec:
-        if not override:
+    def merged(self, override: GenerationSpec | None) -> GenerationSpec:
+        """These settings with the ones ``override`` sets explicitly (its defaults don't count)."""
+        if override is None:
             return self
-        return GenerationSpec.model_validate({**self.model_dump(), **override})
+        return self.model_copy(update=override.model_dump(include=override.model_fields_set))
 
 
 class CandidateSpec(_Strict):
@@ -69,8 +70,8 @@ class CandidateSpec(_Strict):
         description="wrap the prompt in the tokenizer's chat template (default: if it has one)",
     )
     revision: str | None = Field(None, description="hub revision, for hub ids")
-    generation: dict[str, Any] | None = Field(
-        None, description="overrides of the suite's generation settings for this candidate"
+    generation: GenerationSpec | None = Field(
+        None, description="overrides of the suite's generation settings (only the keys given)"
     )
 
     @model_validator(mode="after")

@@ -75,7 +75,7 @@ class ModelHandle:
         self, prompts: Sequence[Prompt], *, system: str | None = None, **generation: Any
     ) -> list[str]:
         """Outputs in prompt order; uncached prompts run batched (``batch_size``)."""
-        params = self.params.merged(generation)
+        params = self.params.merged(GenerationSpec.model_validate(generation))
         requests = [
             GenerationRequest(id=str(i), messages=_messages(p, system))
             for i, p in enumerate(prompts)

@@ -214,13 +214,25 @@ def test_cli_run_and_schema(
 def test_xdist_keeps_a_suite_on_one_worker_and_gathers_verdicts(
     pytester: pytest.Pytester, project: Path
 ) -> None:
-    result = pytester.runpytest("suites/", "-n", "2", "--dist", "loadgroup")
+    result = pytester.runpytest("suites/", "-n", "2", "--dist", "loadfile", "-v")
     result.assert_outcomes(passed=1, failed=2)
     out = result.stdout.str()
     table = [line for line in out.splitlines() if line.startswith("qa ")]
     assert len(table) == 3 and sum("FAILED" in line for line in table) == 2
+    workers = {line.split()[0] for line in out.splitlines() if line.startswith("[gw")}
+    assert len(workers) == 1, out  # the whole suite ran on one worker, once
     run = load_run(project / "reports" / "qa" / "run.json")
     assert set(run.candidates) == {"good", "bad", "off"}
+
+
+def test_a_suite_spread_over_workers_is_still_right(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    # --dist load may send one suite's items to two workers: each runs the suite and both
+    # share the cache file, which must not fail with "database is locked".
+    result = pytester.runpytest("suites/", "-n", "2", "--dist", "load")
+    result.assert_outcomes(passed=1, failed=2)
+    assert "locked" not in result.stdout.str()
 
 
 def test_report_and_cache_dirs_and_a_suite_without_gates(

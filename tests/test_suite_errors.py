@@ -103,6 +103,14 @@ def test_good_suite_collects_one_item_per_candidate_and_gate(pytester: pytest.Py
             ("generation: {max_new_tokens: 8}", "generation: {max_new_token: 8}"),
             ["capitals.yaml:4", "field 'generation.max_new_token'", "unknown option"],
         ),
+        # Unknown option in a candidate's generation overrides.
+        (
+            (
+                "old: {replay: ../golden/old.jsonl}",
+                "old: {replay: ../golden/old.jsonl, generation: {temprature: 0.5}}",
+            ),
+            ["capitals.yaml:6", "field 'candidates.old.generation.temprature'", "unknown option"],
+        ),
         # A bad value.
         (
             ("generation: {max_new_tokens: 8}", "generation: {max_new_tokens: 0}"),
