@@ -64,7 +64,9 @@ def evaluate_gate(
     verdict.mean = aggregate.mean
     lines = [
         f"{gate.metric} mean {_fmt(aggregate.mean)} "
-        f"(95% CI {_fmt(aggregate.ci_low)}..{_fmt(aggregate.ci_high)}, n={aggregate.n})"
+        f"(95% CI {_fmt(aggregate.ci_low)}..{_fmt(aggregate.ci_high)}, n={aggregate.n}"
+        + (f", {aggregate.n_missing} examples without a score" if aggregate.n_missing else "")
+        + ")"
     ]
     failures: list[str] = []
     if gate.min is not None and aggregate.mean < gate.min:

@@ -256,3 +256,30 @@ def test_report_and_cache_dirs_and_a_suite_without_gates(
     assert not (project / ".evalkit_cache").exists()
     run = load_run(project / "out" / "qa" / "run.json")
     assert run.gates == [] and run.candidates["bad"].aggregates["exact_match"].mean == 0.65
+
+
+def test_examples_without_output_are_errors_not_zeros(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    write_jsonl(project / "golden" / "bad.jsonl", _replay(WRONG_IN_BAD)[:30])  # 10 ids missing
+    write_jsonl(project / "golden" / "off.jsonl", [])
+    write_suite(project / "suites" / "qa.yaml", {**SUITE, "gates": {"exact_match": {"min": 0.5}}})
+    result = pytester.runpytest("suites/", "-v", "-p", "no:xdist")
+    assert _outcomes(result) == {
+        "suites/qa.yaml::good::exact_match": "PASSED",
+        "suites/qa.yaml::bad::exact_match": "PASSED",
+        "suites/qa.yaml::off::exact_match": "FAILED",
+    }
+    run = load_run(project / "reports" / "qa" / "run.json")
+    bad = run.candidates["bad"]
+    assert bad.n_errors == 10 and bad.aggregates["exact_match"].n == 30
+    assert bad.aggregates["exact_match"].mean == pytest.approx(
+        sum(i not in WRONG_IN_BAD for i in range(30)) / 30
+    )
+    assert bad.examples[35].scores["exact_match"] is None
+    assert bad.examples[35].error == f"no output for id 'q35' in {project / 'golden' / 'bad.jsonl'}"
+    verdict = next(v for v in run.gates if v.candidate == "bad")
+    assert "n=30, 10 examples without a score" in verdict.message
+    assert "no 'exact_match' scores to gate on (40 examples failed to generate)" in (
+        result.stdout.str()
+    )
