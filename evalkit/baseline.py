@@ -14,8 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from evalkit._files import write_atomic
 from evalkit.errors import EvalkitError
-from evalkit.results import CandidateRun, write_atomic
+from evalkit.results import CandidateRun
 
 
 class BaselineExample(BaseModel):

@@ -22,6 +22,12 @@ from typing import Any
 _CHUNK = 500  # sqlite's bound-parameter limit is 999 on old builds
 
 
+def cache_file(directory: str | Path | None, root: Path) -> Path:
+    """The cache file in ``directory``, ``$EVALKIT_CACHE_DIR`` or ``<root>/.evalkit_cache``."""
+    chosen = directory or os.environ.get("EVALKIT_CACHE_DIR") or root / ".evalkit_cache"
+    return Path(chosen) / "evalkit.sqlite"
+
+
 def make_key(**parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

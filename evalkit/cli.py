@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from evalkit._paths import display_path
+from evalkit._files import display_path
 from evalkit.errors import EvalkitError
 
 
 def _run(args: argparse.Namespace) -> int:
-    from evalkit.cache import Cache
+    from evalkit.cache import Cache, cache_file
     from evalkit.engine import RunOptions, prepare_suite, run_suite
     from evalkit.report.table import format_table
 
-    cache_dir = args.cache_dir or os.environ.get("EVALKIT_CACHE_DIR") or ".evalkit_cache"
     options = RunOptions(
         report_dir=Path(args.report_dir).resolve(),
-        cache=Cache(None if args.no_cache else Path(cache_dir) / "evalkit.sqlite"),
+        cache=Cache(None if args.no_cache else cache_file(args.cache_dir, Path.cwd())),
         limit=args.limit,
         candidates=args.candidates.split(",") if args.candidates else None,
         device=args.device,
         update_baseline=args.update_baseline,
-        progress=os.environ.get("EVALKIT_PROGRESS", "1") != "0",
     )
     failed = False
     for suite in args.suites:

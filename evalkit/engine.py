@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 import evalkit
 from evalkit import baseline as baselines
+from evalkit._files import progress_enabled
 from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
@@ -71,8 +73,7 @@ class RunOptions:
     device: str | None = None
     update_baseline: bool = False
     seed: int = 0
-    progress: bool = True
-    stream: Any = field(default_factory=lambda: sys.stderr)
+    progress: bool = field(default_factory=progress_enabled)
 
 
 def prepare_suite(path: Path) -> PreparedSuite:
@@ -159,6 +160,7 @@ class SuiteRunner:
         wanted = {e.id for e in self.examples}
         self.requests = [r for r in prepared.requests if r.id in wanted]
         self.request_by_id = {r.id: r for r in self.requests}
+        self._accepted: dict[str, baselines.Baseline | None] = {}
 
     def run(self) -> RunResult:
         if self.options.update_baseline and self.options.limit:
@@ -167,6 +169,8 @@ class SuiteRunner:
                 " drop the limit to update baselines"
             )
         started = time.perf_counter()
+        cache = self.options.cache
+        hits_before, misses_before = Counter(cache.hits), Counter(cache.misses)
         order = run_order(self.prepared, self.options.candidates)
         runs = {name: self.run_candidate(name) for name in order}
         updated = self.update_baselines(runs) if self.options.update_baseline else []
@@ -183,7 +187,6 @@ class SuiteRunner:
             if self.options.candidates is None or run.name in self.options.candidates
             for gate_name, gate in self.spec.gates.items()
         ]
-        cache = self.options.cache
         result = RunResult(
             suite=self.spec.suite,
             suite_path=str(self.prepared.loaded.path),
@@ -199,7 +202,11 @@ class SuiteRunner:
             compare_to=self.spec.compare_to,
             candidates=runs,
             gates=verdicts,
-            cache={"hits": dict(cache.hits), "misses": dict(cache.misses)},
+            # The Cache object is shared by every suite of a session: record this run's share.
+            cache={
+                "hits": dict(cache.hits - hits_before),
+                "misses": dict(cache.misses - misses_before),
+            },
             baseline_updated=updated,
             timings=Timings(total_s=time.perf_counter() - started),
         )
@@ -223,7 +230,7 @@ class SuiteRunner:
         )
         n_cached = sum(cached for _, cached in generations.values())
         t2 = time.perf_counter()
-        describe = candidate.describe() if n_cached < len(self.requests) else {}
+        describe = candidate.describe()
         candidate.close()
         examples = [self.example_result(r, *generations[r.id]) for r in self.requests]
         aggregates = self.score(name, examples)
@@ -267,13 +274,13 @@ class SuiteRunner:
     def score(self, candidate: str, examples: list[ExampleResult]) -> dict[str, Aggregate]:
         """Fill ``examples[*].scores`` for every metric and return the aggregates."""
         scorable = [e for e in examples if e.output is not None]
-        samples = [self.sample(e) for e in scorable]
+        samples = [self.sample(e.id, e.output or "") for e in scorable]
         aggregates: dict[str, Aggregate] = {}
         metrics = tqdm(
             self.prepared.metrics.items(),
             desc=f"score {candidate}",
             unit="metric",
-            file=self.options.stream,
+            file=sys.stderr,
             leave=False,
             disable=not self.options.progress,
         )
@@ -300,13 +307,16 @@ class SuiteRunner:
             )
         return aggregates
 
-    def sample(self, example: ExampleResult) -> Sample:
-        golden = self.by_id[example.id]
+    def sample(self, example_id: str, output: str) -> Sample:
+        """What a metric sees: an output with the current golden example's references, fields
+        and user prompt (for this run's outputs and for accepted baseline outputs alike)."""
+        golden = self.by_id[example_id]
+        messages = self.request_by_id[example_id].messages
         return Sample(
-            id=example.id,
-            output=example.output or "",
+            id=example_id,
+            output=output,
             references=golden.references,
-            prompt=example.messages[-1]["content"] if example.messages else "",
+            prompt=messages[-1].content if messages else "",
             fields=golden.fields,
         )
 
@@ -360,7 +370,9 @@ class SuiteRunner:
     def accepted_baseline(self, candidate: str, column: str) -> BaselineScores:
         path = baselines.baseline_path(self.prepared.loaded.baseline_dir, candidate)
         label = f"accepted:{path.name}"
-        stored = baselines.load_baseline(path)
+        if candidate not in self._accepted:  # read once per candidate, not once per gate
+            self._accepted[candidate] = baselines.load_baseline(path)
+        stored = self._accepted[candidate]
         if stored is None:
             return BaselineScores(
                 label=label,
@@ -376,23 +388,9 @@ class SuiteRunner:
             if e.id in self.by_id and self.by_id[e.id].content_hash == e.content_hash
         ]
         # Re-score the accepted outputs with today's metric so a metric change is not a delta.
-        samples = [
-            Sample(
-                id=e.id,
-                output=e.output,
-                references=self.by_id[e.id].references,
-                prompt=self.prompt_of(e.id),
-                fields=self.by_id[e.id].fields,
-            )
-            for e in current
-            if e.output is not None
-        ]
+        samples = [self.sample(e.id, e.output) for e in current if e.output is not None]
         scores = self.score_metric(column, self.prepared.metrics[column], samples)
         return BaselineScores(label=label, scores=scores, outputs={e.id: e.output for e in current})
-
-    def prompt_of(self, example_id: str) -> str:
-        messages = self.request_by_id[example_id].messages
-        return messages[-1].content if messages else ""
 
     def update_baselines(self, runs: dict[str, CandidateRun]) -> list[str]:
         written = []

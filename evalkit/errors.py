@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evalkit._paths import display_path
+from evalkit._files import display_path
 
 
 class EvalkitError(Exception):

@@ -9,8 +9,9 @@ its verdicts. With pytest-xdist, ``-n N --dist loadfile`` keeps each suite file 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from evalkit._paths import display_path
-from evalkit.cache import Cache
+from evalkit._files import display_path
+from evalkit.cache import Cache, cache_file
 from evalkit.engine import PreparedSuite, RunOptions, prepare_suite, run_suite
 from evalkit.errors import EvalkitError
 from evalkit.report.table import format_table
@@ -93,7 +94,6 @@ class EvalkitSession:
     wanted: dict[Path, set[str]] = field(default_factory=dict)
     results: dict[Path, RunResult | Exception] = field(default_factory=dict)
     verdicts: list[GateVerdict] = field(default_factory=list)
-    report_paths: dict[str, Path] = field(default_factory=dict)
 
 
 SESSION_KEY = pytest.StashKey[EvalkitSession]()
@@ -102,11 +102,10 @@ SESSION_KEY = pytest.StashKey[EvalkitSession]()
 def _session_options(config: pytest.Config) -> EvalkitSession:
     root = Path(config.rootpath)
     report_dir = Path(config.getoption("evalkit_report_dir") or root / "reports")
-    cache_dir = config.getoption("evalkit_cache_dir") or os.environ.get("EVALKIT_CACHE_DIR")
     cache_path = (
         None
         if config.getoption("evalkit_no_cache")
-        else (Path(cache_dir or root / ".evalkit_cache") / "evalkit.sqlite")
+        else cache_file(config.getoption("evalkit_cache_dir"), root)
     )
     limit = config.getoption("evalkit_limit")
     if limit is not None and limit < 1:
@@ -120,7 +119,6 @@ def _session_options(config: pytest.Config) -> EvalkitSession:
             device=config.getoption("evalkit_device"),
             update_baseline=config.getoption("evalkit_update_baseline"),
             seed=config.getoption("evalkit_seed"),
-            progress=os.environ.get("EVALKIT_PROGRESS", "1") != "0",
         ),
         candidates=[n.strip() for n in names.split(",") if n.strip()] if names else None,
     )
@@ -218,19 +216,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def _suite_result(item: GateItem, state: EvalkitSession) -> RunResult:
     path = item.suite_path
     if path not in state.results:
-        options = RunOptions(
-            **{
-                **state.options.__dict__,
-                "candidates": sorted(state.wanted.get(path, {item.candidate})),
-            }
+        options = dataclasses.replace(
+            state.options, candidates=sorted(state.wanted.get(path, {item.candidate}))
         )
         capture = item.config.pluginmanager.getplugin("capturemanager")
+        # Show progress bars live: the run is long and happens inside one item.
+        live = capture is not None and options.progress
         try:
-            # Show progress bars live: the run is long and happens inside one item.
-            if capture is not None and options.progress:
-                with capture.global_and_fixture_disabled():
-                    state.results[path] = run_suite(state.prepared[path], options)
-            else:
+            with capture.global_and_fixture_disabled() if live else contextlib.nullcontext():
                 state.results[path] = run_suite(state.prepared[path], options)
         except Exception as exc:
             # Remembered so the suite's other items report it instead of running it again.

@@ -209,7 +209,8 @@ def test_describe_and_close(tiny_model: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     assert facts["n_parameters"] == sum(p.numel() for p in model.parameters())
     assert (facts["device"], facts["dtype"], facts["kind"]) == ("cpu", "float32", "local")
-    assert facts["load_seconds"] > 0 and facts["transformers"] and facts["torch"]
+    assert facts["load_seconds"] > 0
+    assert "transformers" not in facts  # library versions live in RunResult.versions
     cand.close()
     assert cand._model is None
     assert run(cand, requests(PROMPTS[:1]), max_new_tokens=2)["r0"].output  # reloads

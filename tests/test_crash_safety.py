@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_interrupted_run_keeps_finished_batches(
         report_dir=tmp_path / "reports", cache=Cache(tmp_path / "c.sqlite"), progress=False
     )
     # A previous complete run exists; the crash must leave it intact.
-    run_suite(prepared, RunOptions(**{**options.__dict__, "cache": Cache(None)}))
+    run_suite(prepared, dataclasses.replace(options, cache=Cache(None)))
     before = (tmp_path / "reports" / "s" / "run.json").read_text()
 
     real = HFCandidate._generate_batch
@@ -55,9 +56,7 @@ def test_interrupted_run_keeps_finished_batches(
     assert list((tmp_path / "reports" / "s").iterdir()) == [tmp_path / "reports" / "s" / "run.json"]
 
     monkeypatch.setattr(HFCandidate, "_generate_batch", real)
-    result = run_suite(
-        prepared, RunOptions(**{**options.__dict__, "cache": Cache(tmp_path / "c.sqlite")})
-    )
+    result = run_suite(prepared, dataclasses.replace(options, cache=Cache(tmp_path / "c.sqlite")))
     tiny = result.candidates["tiny"]
     assert (tiny.n_cached, tiny.n_generated) == (4, 6)  # the first batch survived the crash
     assert load_run(tmp_path / "reports" / "s" / "run.json").candidates["tiny"].n_cached == 4

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -110,18 +109,14 @@ def test_cached_rerun_loads_no_model_and_one_change_recomputes_one(
 
 
 def test_model_error_is_one_message_per_item(pytester: pytest.Pytester, project: Path) -> None:
-    spec = json.loads(
-        json.dumps(
-            {
-                "suite": "words",
-                "dataset": "../golden/words.jsonl",
-                "prompt": "{{ word }}",
-                "candidates": {"gone": {"model": "./no/such/model"}},
-                "metrics": ["chrf"],
-                "gates": {"chrf": {"min": 0.0}},
-            }
-        )
-    )
+    spec = {
+        "suite": "words",
+        "dataset": "../golden/words.jsonl",
+        "prompt": "{{ word }}",
+        "candidates": {"gone": {"model": "./no/such/model"}},
+        "metrics": ["chrf"],
+        "gates": {"chrf": {"min": 0.0}},
+    }
     write_suite(project / "suites" / "words.yaml", spec)
     result = pytester.runpytest("suites/", "-p", "no:xdist")
     result.assert_outcomes(failed=1)

@@ -283,3 +283,30 @@ def test_examples_without_output_are_errors_not_zeros(
     assert "no 'exact_match' scores to gate on (40 examples failed to generate)" in (
         result.stdout.str()
     )
+
+
+def test_cache_counts_in_run_json_are_per_suite(project: Path) -> None:
+    """One Cache serves every suite of a session; each run.json counts only its own lookups."""
+    from evalkit.cache import Cache
+    from evalkit.engine import RunOptions, prepare_suite, run_suite
+
+    second = dict(SUITE, suite="qa2")
+    write_suite(project / "suites" / "qa2.yaml", second)
+    options = RunOptions(
+        report_dir=project / "reports",
+        cache=Cache(project / "c.sqlite"),
+        candidates=["bad"],
+        progress=False,
+    )
+    first = run_suite(prepare_suite(project / "suites" / "qa.yaml"), options)
+    other = run_suite(prepare_suite(project / "suites" / "qa2.yaml"), options)
+    # Each run looks up 40 generations and 2 metrics x 40 scores for bad and for good.
+    for result in (first, other):
+        assert sum(result.cache["hits"].values()) + sum(result.cache["misses"].values()) == (
+            2 * (N + 2 * N)
+        )
+    # Within the first run, bad's correct outputs equal good's: those scores are cache hits.
+    distinct = N + len(WRONG_IN_BAD)
+    assert first.cache["misses"] == {"generation": 2 * N, "score": 2 * distinct}
+    assert first.cache["hits"] == {"score": 2 * (N - len(WRONG_IN_BAD))}
+    assert other.cache["hits"] == {"generation": 2 * N, "score": 2 * 2 * N}  # same outputs

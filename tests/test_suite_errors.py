@@ -48,7 +48,7 @@ def test_good_suite_collects_one_item_per_candidate_and_gate(pytester: pytest.Py
             "old: {replay: ../golden/old.jsonl}",
             "old: {replay: ../golden/old.jsonl}\n  new: {replay: ../golden/new.jsonl}",
         )
-        + "  contains: {min: 0.1}\n".replace("contains", "exact_match2"),
+        + "  exact_match2: {min: 0.1}\n",
         encoding="utf-8",
     )
     result = pytester.runpytest("--collect-only", "-q", "suites/")

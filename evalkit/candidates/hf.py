@@ -8,15 +8,14 @@ imports torch (to know the device) but never transformers and never loads weight
 from __future__ import annotations
 
 import gc
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalkit._files import env_flag, progress_enabled
 from evalkit.candidates.base import Generation, GenerationRequest
 from evalkit.candidates.models import (
     ALIASES,
@@ -41,15 +40,6 @@ class _Prompt:
     request: GenerationRequest
     text: str
     ids: list[int]
-
-
-def progress_enabled() -> bool:
-    """Progress bars are on unless ``EVALKIT_PROGRESS=0`` (CI logs, tests)."""
-    return os.environ.get("EVALKIT_PROGRESS", "1").strip().lower() not in {"0", "false", "no"}
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 class HFCandidate:
@@ -212,7 +202,7 @@ class HFCandidate:
         hint = (
             "HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set, so only models already in the local "
             "Hugging Face cache load: run once with HF_HUB_OFFLINE=0 online, "
-            if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
+            if env_flag("HF_HUB_OFFLINE") or env_flag("TRANSFORMERS_OFFLINE")
             else ""
         )
         return (
@@ -376,8 +366,6 @@ class HFCandidate:
             "dtype": self.dtype_name if self._device is not None else self.spec.dtype,
             "load_seconds": self._load_seconds,
             "n_parameters": self._n_parameters,
-            "transformers": _version("transformers"),
-            "torch": _version("torch"),
         }
 
     def close(self) -> None:
@@ -441,10 +429,3 @@ def _empty_prompt(prompt: _Prompt) -> Generation:
         prompt=prompt.text,
         error="the prompt is empty (no tokens); check the suite's prompt template and this example",
     )
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None

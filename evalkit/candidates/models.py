@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from evalkit._files import write_atomic
 from evalkit.errors import CandidateError
 
 try:  # POSIX only; without it conversions are still atomic, just not serialized.
@@ -274,22 +275,10 @@ def _file_digest(file: Path) -> str:
             return cached
     with open(file, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    _write_atomic(memo, digest)
-    return digest
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Best effort: a read-only cache folder only costs re-hashing, so errors are ignored."""
+    # Best effort: a read-only cache folder only costs hashing again next time.
     with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        write_atomic(memo, digest)
+    return digest
 
 
 def hub_fingerprint(hub_id: str, revision: str | None = None) -> str:
