@@ -28,7 +28,14 @@ from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError, SpecError
 from evalkit.gates import BaselineScores, evaluate_gate
 from evalkit.golden import Example, load_golden
-from evalkit.metrics import CorpusMetric, Metric, Sample, create
+from evalkit.metrics import (
+    AnyMetric,
+    CandidateMetric,
+    CorpusMetric,
+    Sample,
+    create,
+    split_score,
+)
 from evalkit.prompts import render_request
 from evalkit.results import (
     Aggregate,
@@ -54,7 +61,7 @@ class PreparedSuite:
     loaded: LoadedSuite
     examples: list[Example]
     requests: list[GenerationRequest]
-    metrics: dict[str, Metric]
+    metrics: dict[str, AnyMetric]
 
     @property
     def name(self) -> str:
@@ -94,8 +101,8 @@ def _load_examples(loaded: LoadedSuite) -> list[Example]:
         raise
 
 
-def _create_metrics(loaded: LoadedSuite) -> dict[str, Metric]:
-    metrics: dict[str, Metric] = {}
+def _create_metrics(loaded: LoadedSuite) -> dict[str, AnyMetric]:
+    metrics: dict[str, AnyMetric] = {}
     for index, metric_spec in enumerate(loaded.spec.metrics):
         try:
             metrics[metric_spec.column] = create(metric_spec.name, metric_spec.options)
@@ -109,7 +116,7 @@ def _create_metrics(loaded: LoadedSuite) -> dict[str, Metric]:
     return metrics
 
 
-def _check_gates(loaded: LoadedSuite, metrics: dict[str, Metric]) -> None:
+def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
     for gate_name, gate in loaded.spec.gates.items():
         if gate.metric not in metrics:
             raise SpecError(
@@ -172,7 +179,9 @@ class SuiteRunner:
         cache = self.options.cache
         hits_before, misses_before = Counter(cache.hits), Counter(cache.misses)
         order = run_order(self.prepared, self.options.candidates)
-        runs = {name: self.run_candidate(name) for name in order}
+        runs: dict[str, CandidateRun] = {}
+        for name in order:  # the compare_to candidate first: pairwise metrics read its outputs
+            runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
         updated = self.update_baselines(runs) if self.options.update_baseline else []
         verdicts = [
             evaluate_gate(
@@ -215,7 +224,7 @@ class SuiteRunner:
 
     # -- generation ------------------------------------------------------------------------
 
-    def run_candidate(self, name: str) -> CandidateRun:
+    def run_candidate(self, name: str, baseline: CandidateRun | None = None) -> CandidateRun:
         cand_spec = self.spec.candidates[name]
         params = self.spec.generation.merged(cand_spec.generation)
         candidate = make_candidate(
@@ -230,10 +239,13 @@ class SuiteRunner:
         )
         n_cached = sum(cached for _, cached in generations.values())
         t2 = time.perf_counter()
-        describe = candidate.describe()
-        candidate.close()
         examples = [self.example_result(r, *generations[r.id]) for r in self.requests]
-        aggregates = self.score(name, examples)
+        scoring = _CandidateScoring(candidate, fingerprint_hash, params, baseline)
+        try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
+            aggregates = self.score(scoring, examples)
+        finally:
+            describe = candidate.describe()
+            candidate.close()
         t3 = time.perf_counter()
         return CandidateRun(
             name=name,
@@ -271,24 +283,29 @@ class SuiteRunner:
 
     # -- scoring ---------------------------------------------------------------------------
 
-    def score(self, candidate: str, examples: list[ExampleResult]) -> dict[str, Aggregate]:
-        """Fill ``examples[*].scores`` for every metric and return the aggregates."""
+    def score(
+        self, scoring: _CandidateScoring, examples: list[ExampleResult]
+    ) -> dict[str, Aggregate]:
+        """Fill ``examples[*].scores`` (and ``details``) for every metric; return aggregates."""
         scorable = [e for e in examples if e.output is not None]
-        samples = [self.sample(e.id, e.output or "") for e in scorable]
+        samples = [self.sample(e.id, e.output or "", scoring.baseline) for e in scorable]
         aggregates: dict[str, Aggregate] = {}
         metrics = tqdm(
             self.prepared.metrics.items(),
-            desc=f"score {candidate}",
+            desc=f"score {scoring.candidate.name}",
             unit="metric",
             file=sys.stderr,
             leave=False,
             disable=not self.options.progress,
         )
         for column, metric in metrics:
-            values = self.score_metric(column, metric, samples)
+            values = self.score_metric(column, metric, samples, scoring)
             for example in examples:
-                example.scores[column] = values.get(example.id)
-            present = [v for v in values.values() if v is not None]
+                value, detail = values.get(example.id, (None, {}))
+                example.scores[column] = value
+                if detail:
+                    example.details[column] = detail
+            present = [v for v, _ in values.values() if v is not None]
             estimate = mean_ci(present, seed=self.options.seed) if present else None
             corpus = (
                 metric.aggregate(samples) if isinstance(metric, CorpusMetric) and samples else None
@@ -307,50 +324,81 @@ class SuiteRunner:
             )
         return aggregates
 
-    def sample(self, example_id: str, output: str) -> Sample:
+    def sample(self, example_id: str, output: str, baseline: CandidateRun | None = None) -> Sample:
         """What a metric sees: an output with the current golden example's references, fields
-        and user prompt (for this run's outputs and for accepted baseline outputs alike)."""
+        and request (for this run's outputs and for accepted baseline outputs alike)."""
         golden = self.by_id[example_id]
         messages = self.request_by_id[example_id].messages
+        baseline_output = None
+        if baseline is not None:
+            baseline_output = next(
+                (e.output for e in baseline.examples if e.id == example_id), None
+            )
         return Sample(
             id=example_id,
             output=output,
             references=golden.references,
             prompt=messages[-1].content if messages else "",
             fields=golden.fields,
+            messages=messages,
+            baseline_output=baseline_output,
         )
 
     def score_metric(
-        self, column: str, metric: Metric, samples: list[Sample]
-    ) -> dict[str, float | None]:
-        identity = {"metric": metric.name, "version": metric.version, "sig": metric.signature()}
-        keys = {
-            s.id: make_key(
-                kind="score",
-                **identity,
-                output=s.output,
-                references=list(s.references),
-                prompt=s.prompt,
-                fields=s.fields,
-            )
-            for s in samples
-        }
-        cached = self.options.cache.get_many("score", keys.values())
-        values: dict[str, float | None] = {s.id: cached.get(keys[s.id]) for s in samples}
-        todo = [s for s in samples if values[s.id] is None]
+        self,
+        column: str,
+        metric: AnyMetric,
+        samples: list[Sample],
+        scoring: _CandidateScoring | None = None,
+    ) -> dict[str, tuple[float | None, dict[str, Any]]]:
+        """(value, detail) per sample id, from the cache where possible. Candidate metrics are
+        keyed by the candidate's fingerprint and decoding too; uncacheable ones always run."""
+        by_candidate = isinstance(metric, CandidateMetric)
+        if by_candidate and scoring is None:
+            raise EvalkitError(f"metric '{column}' needs a candidate to score with")
+        identity: dict[str, Any] = {
+            "metric": metric.name, "version": metric.version, "sig": metric.signature()
+        }  # fmt: skip
+        if by_candidate and scoring is not None:
+            identity.update(model=scoring.fingerprint_hash, decoding=scoring.decoding)
+        cacheable = not by_candidate or bool(getattr(metric, "cacheable", True))
+        # Only pairwise metrics read the baseline's output; others share scores across candidates.
+        pairwise = bool(getattr(metric, "uses_baseline", False))
+        keys = {s.id: _score_key(identity, s, pairwise) for s in samples}
+        cached = self.options.cache.get_many("score", keys.values()) if cacheable else {}
+        values = {s.id: _from_cache(cached[keys[s.id]]) for s in samples if keys[s.id] in cached}
+        todo = [s for s in samples if s.id not in values]
         if todo:
-            try:
-                scores = metric.score(todo)
-            except ValueError as exc:
-                raise EvalkitError(f"suite '{self.spec.suite}', metric '{column}': {exc}") from None
-            if len(scores) != len(todo):
-                raise EvalkitError(
-                    f"metric '{column}' returned {len(scores)} scores for {len(todo)} samples"
-                )
-            fresh = {s.id: float(v) for s, v in zip(todo, scores, strict=True)}
+            fresh = self._compute(column, metric, todo, scoring)
             values.update(fresh)
-            self.options.cache.put_many("score", {keys[i]: v for i, v in fresh.items()})
+            if cacheable:  # a missing value (an outage, an error) must not be remembered
+                self.options.cache.put_many(
+                    "score",
+                    {keys[i]: _to_cache(v, d) for i, (v, d) in fresh.items() if v is not None},
+                )
         return values
+
+    def _compute(
+        self,
+        column: str,
+        metric: AnyMetric,
+        todo: list[Sample],
+        scoring: _CandidateScoring | None,
+    ) -> dict[str, tuple[float | None, dict[str, Any]]]:
+        try:
+            if isinstance(metric, CandidateMetric):
+                assert scoring is not None
+                raw = metric.score_candidate(todo, scoring.candidate, scoring.params)
+            else:
+                raw = metric.score(todo)
+        except ValueError as exc:
+            raise EvalkitError(f"suite '{self.spec.suite}', metric '{column}': {exc}") from None
+        raw = list(raw)
+        if len(raw) != len(todo):
+            raise EvalkitError(
+                f"metric '{column}' returned {len(raw)} scores for {len(todo)} samples"
+            )
+        return {s.id: split_score(v) for s, v in zip(todo, raw, strict=True)}
 
     # -- baselines -------------------------------------------------------------------------
 
@@ -387,10 +435,17 @@ class SuiteRunner:
             for e in stored.examples
             if e.id in self.by_id and self.by_id[e.id].content_hash == e.content_hash
         ]
+        outputs = {e.id: e.output for e in current}
+        metric = self.prepared.metrics[column]
+        if isinstance(metric, CandidateMetric):
+            # Perplexity or latency needs the accepted model itself: use the stored values.
+            return BaselineScores(
+                label=label, scores={e.id: e.scores.get(column) for e in current}, outputs=outputs
+            )
         # Re-score the accepted outputs with today's metric so a metric change is not a delta.
         samples = [self.sample(e.id, e.output) for e in current if e.output is not None]
-        scores = self.score_metric(column, self.prepared.metrics[column], samples)
-        return BaselineScores(label=label, scores=scores, outputs={e.id: e.output for e in current})
+        scores = {i: v for i, (v, _) in self.score_metric(column, metric, samples).items()}
+        return BaselineScores(label=label, scores=scores, outputs=outputs)
 
     def update_baselines(self, runs: dict[str, CandidateRun]) -> list[str]:
         written = []
@@ -406,6 +461,42 @@ class SuiteRunner:
             )
             written.append(str(path))
         return written
+
+
+@dataclass(frozen=True)
+class _CandidateScoring:
+    """What scoring one candidate needs beyond its outputs."""
+
+    candidate: Candidate
+    fingerprint_hash: str
+    params: GenerationSpec
+    baseline: CandidateRun | None
+
+    @property
+    def decoding(self) -> dict[str, Any]:
+        return self.params.model_dump(mode="json", exclude={"batch_size"})
+
+
+def _score_key(identity: dict[str, Any], sample: Sample, pairwise: bool) -> str:
+    return make_key(
+        kind="score",
+        **identity,
+        output=sample.output,
+        references=list(sample.references),
+        messages=[(m.role, m.content) for m in sample.messages],
+        fields=sample.fields,
+        baseline_output=sample.baseline_output if pairwise else None,
+    )
+
+
+def _to_cache(value: float, detail: dict[str, Any]) -> Any:
+    return {"value": value, "detail": detail} if detail else value
+
+
+def _from_cache(stored: Any) -> tuple[float | None, dict[str, Any]]:
+    if isinstance(stored, dict):
+        return stored["value"], stored.get("detail") or {}
+    return stored, {}
 
 
 def generation_key(

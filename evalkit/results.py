@@ -25,6 +25,11 @@ class ExampleResult(BaseModel):
     output: str | None
     error: str | None = None
     scores: dict[str, float | None] = Field(default_factory=dict)
+    details: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per metric column: judge rationale, samples, cost, or the error of a "
+        "missing score",
+    )
     n_prompt_tokens: int = 0
     n_output_tokens: int = 0
     seconds: float = 0.0

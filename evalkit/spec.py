@@ -57,6 +57,57 @@ class GenerationSpec(_Strict):
         return self.model_copy(update=override.model_dump(include=override.model_fields_set))
 
 
+class QuantizationSpec(_Strict):
+    """bitsandbytes weight quantization of an HF candidate (CPU and CUDA)."""
+
+    bits: Literal[4, 8]
+    type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type (4-bit only)")
+    double_quant: bool = Field(False, description="quantize the quantization constants (4-bit)")
+    compute_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="dtype of the 4-bit matmuls (default: the candidate's dtype)"
+    )
+
+    @model_validator(mode="after")
+    def _four_bit_options(self) -> QuantizationSpec:
+        four_bit_only = {"type", "double_quant", "compute_dtype"} & self.model_fields_set
+        if self.bits == 8 and four_bit_only:
+            raise ValueError(f"{', '.join(sorted(four_bit_only))} only apply to bits: 4")
+        return self
+
+
+class SpeculativeSpec(_Strict):
+    """Assisted generation: a draft model (any tokenizer) or prompt-lookup decoding."""
+
+    draft: str | None = Field(None, description="draft model: alias, folder or hub id")
+    num_assistant_tokens: int | None = Field(
+        None, ge=1, description="draft tokens proposed per step (draft only)"
+    )
+    prompt_lookup: int | None = Field(
+        None, ge=1, description="n-gram candidate tokens copied from the prompt per step"
+    )
+
+    @model_validator(mode="after")
+    def _one_method(self) -> SpeculativeSpec:
+        if (self.draft is None) == (self.prompt_lookup is None):
+            raise ValueError("give exactly one of 'draft' or 'prompt_lookup'")
+        if self.num_assistant_tokens is not None and self.draft is None:
+            raise ValueError("num_assistant_tokens needs a 'draft' model")
+        return self
+
+
+class ApiSpec(_Strict):
+    """How an API candidate (litellm) is called. Keys are read from the environment variable
+    named here, never written in the suite, the cache or the results."""
+
+    base: str | None = Field(
+        None, description="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1"
+    )
+    key_env: str | None = Field(None, description="environment variable holding the API key")
+    concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
+    max_retries: int = Field(4, ge=0, description="retries on 429, 5xx and timeouts")
+
+
 class CandidateSpec(_Strict):
     """One model under test. ``model`` is an alias (``evalkit models``), a local folder or a hub id;
     ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``)."""
@@ -73,11 +124,24 @@ class CandidateSpec(_Strict):
     generation: GenerationSpec | None = Field(
         None, description="overrides of the suite's generation settings (only the keys given)"
     )
+    adapter: str | None = Field(None, description="peft (LoRA) adapter folder on the base model")
+    merge: bool = Field(False, description="merge the adapter into the weights after loading")
+    quantization: QuantizationSpec | None = None
+    speculative: SpeculativeSpec | None = None
+    api: ApiSpec | None = Field(
+        None, description="call 'model' through litellm (any litellm model string)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> CandidateSpec:
         if (self.model is None) == (self.replay is None):
             raise ValueError("give exactly one of 'model' or 'replay'")
+        if self.merge and self.adapter is None:
+            raise ValueError("merge: true needs an 'adapter'")
+        local_only = {"adapter", "quantization", "speculative"} & self.model_fields_set
+        if (self.api is not None or self.replay is not None) and local_only:
+            kind = "API" if self.api is not None else "replay"
+            raise ValueError(f"{', '.join(sorted(local_only))} do not apply to {kind} candidates")
         return self
 
 

@@ -28,7 +28,7 @@ from evalkit.candidates.base import Candidate, GenerationRequest, Message
 from evalkit.engine import generate_cached
 from evalkit.errors import EvalkitError
 from evalkit.golden import Example, load_golden
-from evalkit.metrics import Sample, create
+from evalkit.metrics import Metric, Sample, create, split_score
 from evalkit.spec import CandidateSpec, GenerationSpec
 
 Prompt = str | Sequence[Mapping[str, str]]
@@ -49,7 +49,13 @@ def golden_params(path: str | Path, *, limit: int | None = None) -> list[Any]:
 def score(metric: str, output: str, references: str | Sequence[str], **options: Any) -> float:
     """One metric's value for one output, exactly as a suite would compute it."""
     refs = (references,) if isinstance(references, str) else tuple(references)
-    return float(create(metric, options).score([Sample(id="0", output=output, references=refs)])[0])
+    scorer = create(metric, options)
+    if not isinstance(scorer, Metric):
+        raise EvalkitError(f"metric '{metric}' needs a model; use it in a suite or a ModelHandle")
+    value, detail = split_score(scorer.score([Sample(id="0", output=output, references=refs)])[0])
+    if value is None:
+        raise EvalkitError(f"metric '{metric}' gave no score: {detail.get('error', 'no reason')}")
+    return value
 
 
 def _messages(prompt: Prompt, system: str | None) -> tuple[Message, ...]:

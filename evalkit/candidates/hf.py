@@ -211,6 +211,19 @@ class HFCandidate:
             f"{self.base_dir / str(self.spec.model)} exists)"
         )
 
+    # -- access for metrics that need the model (perplexity, judges, latency) ---------------
+
+    def loaded(self) -> tuple[Any, Any]:
+        """``(model, tokenizer)``, loading them on first use. The tokenizer pads on the left."""
+        self._load()
+        return self._model, self._tokenizer
+
+    def render(self, request: GenerationRequest) -> tuple[str, list[int]]:
+        """The exact prompt text and token ids ``generate`` would feed the model."""
+        self._load()
+        prompt = self._prepare(request, self._use_chat_template())
+        return prompt.text, prompt.ids
+
     # -- generation -----------------------------------------------------------------------
 
     def generate(

@@ -1,5 +1,29 @@
 """Metrics: the protocol, the registry and the built-in metrics."""
 
-from evalkit.metrics.base import CorpusMetric, Metric, Sample, create, register, registered
+from evalkit.metrics.base import (
+    AnyMetric,
+    CandidateMetric,
+    CorpusMetric,
+    Metric,
+    Sample,
+    Score,
+    ScoreValue,
+    create,
+    register,
+    registered,
+    split_score,
+)
 
-__all__ = ["CorpusMetric", "Metric", "Sample", "create", "register", "registered"]
+__all__ = [
+    "AnyMetric",
+    "CandidateMetric",
+    "CorpusMetric",
+    "Metric",
+    "Sample",
+    "Score",
+    "ScoreValue",
+    "create",
+    "register",
+    "registered",
+    "split_score",
+]

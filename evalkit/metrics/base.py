@@ -4,6 +4,14 @@ A metric is a small object with a ``name``, a ``version`` (bump it when its code
 returns, so cached scores are recomputed), a ``signature`` of its settings, and a batched
 ``score(samples)`` returning one value per sample. Corpus-level metrics (BLEU, chrF, TER)
 additionally implement ``aggregate`` so the run reports the corpus score beside the mean.
+
+A value is a float, ``None`` (no score for this sample), or a ``Score`` that carries a detail
+dict beside the value: a judge's rationale, the spread of several samples, a cost, or the
+``error`` that explains a missing value. Missing values are never zeros.
+
+Metrics that need the model under test itself (perplexity of the reference, latency, memory)
+implement ``CandidateMetric.score_candidate``; the engine calls it while the candidate is loaded
+and caches the values under the candidate's fingerprint (unless ``cacheable`` is False).
 """
 
 from __future__ import annotations
@@ -13,7 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from evalkit.candidates.base import Candidate, Message
 from evalkit.errors import SpecError
+from evalkit.spec import GenerationSpec
 
 
 @dataclass(frozen=True)
@@ -24,12 +34,30 @@ class Sample:
     output: str
     references: tuple[str, ...]
     prompt: str = ""
+    """The last (user) message as rendered from the suite's prompt template."""
     fields: Mapping[str, Any] = field(default_factory=dict)
+    messages: tuple[Message, ...] = ()
+    """The full request (system + user), before the candidate's chat template."""
+    baseline_output: str | None = None
+    """The ``compare_to`` candidate's output for this example, if any. A metric that reads it
+    (a pairwise judge) sets ``uses_baseline = True`` so its cached scores are keyed by it."""
 
     @property
     def reference(self) -> str:
         """The first reference (most metrics need exactly one)."""
         return self.references[0] if self.references else ""
+
+
+@dataclass(frozen=True)
+class Score:
+    """A value with what explains it. ``value`` None means "no score" and ``detail["error"]``
+    should say why; such values are reported as missing and never cached."""
+
+    value: float | None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+ScoreValue = float | Score | None
 
 
 @runtime_checkable
@@ -42,8 +70,8 @@ class Metric(Protocol):
         """Every setting that changes the value, e.g. ``nrefs:1|case:mixed|tok:13a``."""
         ...
 
-    def score(self, samples: Sequence[Sample]) -> list[float]:
-        """One score per sample, in order."""
+    def score(self, samples: Sequence[Sample]) -> Sequence[ScoreValue]:
+        """One value per sample, in order."""
         ...
 
 
@@ -54,7 +82,30 @@ class CorpusMetric(Metric, Protocol):
         ...
 
 
-MetricFactory = Callable[..., Metric]
+@runtime_checkable
+class CandidateMetric(Protocol):
+    """A metric computed with the candidate itself rather than from its output alone.
+
+    ``score_candidate`` gets the candidate (still loaded if generation loaded it) and the
+    decoding parameters of the run. Such a metric cannot re-score an accepted baseline's outputs,
+    so regression gates against an accepted baseline use the per-example values stored in it.
+    ``cacheable`` False (latency, memory) means: measured afresh in every run.
+    """
+
+    name: str
+    version: str
+    higher_is_better: bool
+    cacheable: bool
+
+    def signature(self) -> str: ...
+
+    def score_candidate(
+        self, samples: Sequence[Sample], candidate: Candidate, params: GenerationSpec
+    ) -> Sequence[ScoreValue]: ...
+
+
+AnyMetric = Metric | CandidateMetric
+MetricFactory = Callable[..., AnyMetric]
 
 _REGISTRY: dict[str, MetricFactory] = {}
 
@@ -71,7 +122,7 @@ def registered() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create(name: str, options: Mapping[str, Any] | None = None) -> Metric:
+def create(name: str, options: Mapping[str, Any] | None = None) -> AnyMetric:
     """Build a metric by registered name; unknown names and bad options raise SpecError."""
     _load_builtins()
     factory = _REGISTRY.get(name)
@@ -85,6 +136,20 @@ def create(name: str, options: Mapping[str, Any] | None = None) -> Metric:
         return factory(**dict(options or {}))
     except (TypeError, ValueError) as exc:
         raise SpecError(f"bad options for metric '{name}': {exc}") from None
+
+
+def split_score(value: ScoreValue) -> tuple[float | None, dict[str, Any]]:
+    """A metric's value as (number or None, detail); NaN and infinities count as missing."""
+    if isinstance(value, Score):
+        number, detail = value.value, dict(value.detail)
+    else:
+        number, detail = value, {}
+    if number is None:
+        return None, detail
+    number = float(number)
+    if number != number or number in (float("inf"), float("-inf")):
+        return None, {**detail, "error": detail.get("error", f"the metric returned {number}")}
+    return number, detail
 
 
 def _load_builtins() -> None:
