@@ -44,6 +44,10 @@ class Aggregate(BaseModel):
     n: int = 0
     n_missing: int = 0
     corpus: float | None = Field(None, description="corpus-level score (BLEU, chrF, TER)")
+    extra: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="secondary run-level figures, e.g. p50/p95, word and byte perplexity",
+    )
     higher_is_better: bool = True
     signature: str = ""
     version: str = ""

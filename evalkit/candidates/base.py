@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from evalkit.spec import GenerationSpec
 
@@ -60,4 +60,27 @@ class Candidate(Protocol):
 
     def close(self) -> None:
         """Free the model."""
+        ...
+
+
+@dataclass(frozen=True)
+class LatencySample:
+    """One request timed on its own (no batching): what TTFT/TPOT metrics are computed from."""
+
+    id: str
+    ttft_s: float | None
+    """Time to the first generated token (None when the backend cannot stream)."""
+    total_s: float
+    n_output_tokens: int
+    error: str | None = None
+
+
+@runtime_checkable
+class LatencyProbe(Protocol):
+    """A candidate that can time single requests (HF models; API models that stream)."""
+
+    def measure_latency(
+        self, requests: Sequence[GenerationRequest], params: GenerationSpec, *, warmup: int
+    ) -> list[LatencySample]:
+        """Run ``warmup`` untimed requests first, then time each request alone, in order."""
         ...
