@@ -97,6 +97,47 @@ class Cache:
             self._conn.close()
         self._conn = None
 
+    def namespace(self, name: str) -> CacheNamespace:
+        """This cache restricted to one namespace: what a metric gets for its own entries."""
+        if name in RESERVED_NAMESPACES:
+            raise ValueError(f"cache namespace '{name}' is evalkit's own; pick another")
+        return CacheNamespace(self, name)
+
+
+RESERVED_NAMESPACES = frozenset({"generation", "score"})
+
+
+class CacheNamespace:
+    """One namespace of a Cache, with the Store interface metrics use (hits and misses are
+    counted under the namespace, so run.json reports them)."""
+
+    def __init__(self, cache: Cache, name: str) -> None:
+        self.cache = cache
+        self.name = name
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        return self.cache.get_many(self.name, keys)
+
+    def put_many(self, items: Mapping[str, Any]) -> None:
+        self.cache.put_many(self.name, items)
+
+
+class MemoryStore:
+    """The Store of a metric used outside a run (``evalkit.testing.score``): the process's
+    memory, bounded so a long session cannot grow without limit (oldest entries go first)."""
+
+    def __init__(self, max_items: int = 20_000) -> None:
+        self.max_items = max_items
+        self._items: dict[str, Any] = {}
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        return {key: self._items[key] for key in keys if key in self._items}
+
+    def put_many(self, items: Mapping[str, Any]) -> None:
+        self._items.update(items)
+        while len(self._items) > self.max_items:
+            del self._items[next(iter(self._items))]
+
 
 def _open(path: Path, wait_s: float = 60.0) -> sqlite3.Connection:
     """Open (and on first use create) the cache file.

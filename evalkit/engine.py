@@ -36,6 +36,7 @@ from evalkit.metrics import (
     create,
     split_score,
 )
+from evalkit.metrics.base import CorpusFigures, DetailAggregating, UsesStore
 from evalkit.prompts import render_request
 from evalkit.results import (
     Aggregate,
@@ -69,6 +70,16 @@ class PreparedSuite:
 
     def candidate_names(self) -> list[str]:
         return list(self.loaded.spec.candidates)
+
+    @property
+    def needs_outputs(self) -> bool:
+        """False when every metric says it never reads outputs (perplexity): then nothing is
+        generated at all."""
+        return any(needs_output(metric) for metric in self.metrics.values())
+
+
+def needs_output(metric: AnyMetric) -> bool:
+    return bool(getattr(metric, "needs_output", True))
 
 
 @dataclass
@@ -168,6 +179,19 @@ class SuiteRunner:
         self.requests = [r for r in prepared.requests if r.id in wanted]
         self.request_by_id = {r.id: r for r in self.requests}
         self._accepted: dict[str, baselines.Baseline | None] = {}
+        self._attach_stores()
+
+    def _attach_stores(self) -> None:
+        """Metrics that keep intermediate results (embeddings) get this run's cache, in their
+        own namespace, so a reference is embedded once across candidates and runs. Handing it
+        over here keeps metrics free of cache paths and options (they are built at collection,
+        before the cache is known) and gives them a namespace, not the whole cache."""
+        for column, metric in self.prepared.metrics.items():
+            if isinstance(metric, UsesStore):
+                try:
+                    metric.use_store(self.options.cache.namespace(metric.store_namespace))
+                except ValueError as exc:
+                    raise EvalkitError(f"metric '{column}': {exc}") from None
 
     def run(self) -> RunResult:
         if self.options.update_baseline and self.options.limit:
@@ -234,12 +258,16 @@ class SuiteRunner:
         fingerprint = candidate.fingerprint()
         fingerprint_hash = make_key(**fingerprint)[:16]
         t1 = time.perf_counter()
-        generations = generate_cached(
-            candidate, fingerprint_hash, self.requests, params, self.options.cache
-        )
-        n_cached = sum(cached for _, cached in generations.values())
+        if self.prepared.needs_outputs:
+            generations = generate_cached(
+                candidate, fingerprint_hash, self.requests, params, self.options.cache
+            )
+            n_cached = sum(cached for _, cached in generations.values())
+            examples = [self.example_result(r, *generations[r.id]) for r in self.requests]
+        else:  # only perplexity-like metrics: no output is read, so none is made
+            n_cached = len(self.requests)
+            examples = [self.unanswered_result(r) for r in self.requests]
         t2 = time.perf_counter()
-        examples = [self.example_result(r, *generations[r.id]) for r in self.requests]
         scoring = _CandidateScoring(candidate, fingerprint_hash, params, baseline)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
             aggregates = self.score(scoring, examples)
@@ -256,8 +284,9 @@ class SuiteRunner:
             describe=describe,
             examples=examples,
             aggregates=aggregates,
+            generated=self.prepared.needs_outputs,
             n_generated=len(self.requests) - n_cached,
-            n_cached=n_cached,
+            n_cached=n_cached if self.prepared.needs_outputs else 0,
             n_errors=sum(e.error is not None for e in examples),
             timings=Timings(
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
@@ -281,6 +310,16 @@ class SuiteRunner:
             cached=cached,
         )
 
+    def unanswered_result(self, request: GenerationRequest) -> ExampleResult:
+        """An example of a suite that generates nothing: no output, and no error either."""
+        example = self.by_id[request.id]
+        return ExampleResult(
+            id=request.id,
+            references=list(example.references),
+            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            output=None,
+        )
+
     # -- scoring ---------------------------------------------------------------------------
 
     def score(
@@ -289,6 +328,8 @@ class SuiteRunner:
         """Fill ``examples[*].scores`` (and ``details``) for every metric; return aggregates."""
         scorable = [e for e in examples if e.output is not None]
         samples = [self.sample(e.id, e.output or "", scoring.baseline) for e in scorable]
+        # Metrics that read no output score every example, even one whose generation failed.
+        outputless = [self.sample(e.id, "", scoring.baseline) for e in examples]
         aggregates: dict[str, Aggregate] = {}
         metrics = tqdm(
             self.prepared.metrics.items(),
@@ -299,7 +340,8 @@ class SuiteRunner:
             disable=not self.options.progress,
         )
         for column, metric in metrics:
-            values = self.score_metric(column, metric, samples, scoring)
+            metric_samples = samples if needs_output(metric) else outputless
+            values = self.score_metric(column, metric, metric_samples, scoring)
             for example in examples:
                 value, detail = values.get(example.id, (None, {}))
                 example.scores[column] = value
@@ -307,9 +349,7 @@ class SuiteRunner:
                     example.details[column] = detail
             present = [v for v, _ in values.values() if v is not None]
             estimate = mean_ci(present, seed=self.options.seed) if present else None
-            corpus = (
-                metric.aggregate(samples) if isinstance(metric, CorpusMetric) and samples else None
-            )
+            figures = self.corpus_figures(metric, metric_samples, examples, column)
             aggregates[column] = Aggregate(
                 metric=column,
                 mean=estimate.mean if estimate else None,
@@ -317,12 +357,28 @@ class SuiteRunner:
                 ci_high=estimate.ci_high if estimate else None,
                 n=len(present),
                 n_missing=len(examples) - len(present),
-                corpus=corpus,
+                corpus=figures.corpus,
+                extra=dict(figures.extra),
                 higher_is_better=metric.higher_is_better,
                 signature=metric.signature(),
                 version=metric.version,
             )
         return aggregates
+
+    @staticmethod
+    def corpus_figures(
+        metric: AnyMetric, samples: list[Sample], examples: list[ExampleResult], column: str
+    ) -> CorpusFigures:
+        """Run-level figures beside the mean: a corpus score from the samples (BLEU), or figures
+        from the per-example details (perplexity), which come back from the cache too."""
+        if isinstance(metric, CorpusMetric):
+            return CorpusFigures(metric.aggregate(samples) if samples else None)
+        if isinstance(metric, DetailAggregating):
+            details = [
+                e.details.get(column, {}) for e in examples if e.scores.get(column) is not None
+            ]
+            return metric.aggregate_details(details) if details else CorpusFigures(None)
+        return CorpusFigures(None)
 
     def sample(self, example_id: str, output: str, baseline: CandidateRun | None = None) -> Sample:
         """What a metric sees: an output with the current golden example's references, fields
@@ -364,7 +420,7 @@ class SuiteRunner:
         cacheable = not by_candidate or bool(getattr(metric, "cacheable", True))
         # Only pairwise metrics read the baseline's output; others share scores across candidates.
         pairwise = bool(getattr(metric, "uses_baseline", False))
-        keys = {s.id: _score_key(identity, s, pairwise) for s in samples}
+        keys = {s.id: _score_key(identity, s, pairwise, needs_output(metric)) for s in samples}
         cached = self.options.cache.get_many("score", keys.values()) if cacheable else {}
         values = {s.id: _from_cache(cached[keys[s.id]]) for s in samples if keys[s.id] in cached}
         todo = [s for s in samples if s.id not in values]
@@ -477,11 +533,12 @@ class _CandidateScoring:
         return self.params.model_dump(mode="json", exclude={"batch_size"})
 
 
-def _score_key(identity: dict[str, Any], sample: Sample, pairwise: bool) -> str:
+def _score_key(identity: dict[str, Any], sample: Sample, pairwise: bool, uses_output: bool) -> str:
     return make_key(
         kind="score",
         **identity,
-        output=sample.output,
+        # A metric that reads no output (perplexity) keeps its values when outputs change.
+        output=sample.output if uses_output else None,
         references=list(sample.references),
         messages=[(m.role, m.content) for m in sample.messages],
         fields=sample.fields,

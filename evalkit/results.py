@@ -69,6 +69,11 @@ class CandidateRun(BaseModel):
     describe: dict[str, Any] = Field(default_factory=dict, description="device, dtype, load time")
     examples: list[ExampleResult]
     aggregates: dict[str, Aggregate]
+    generated: bool = Field(
+        True,
+        description="False when no metric of the suite reads outputs (perplexity only): "
+        "nothing was generated, examples have no output and no error",
+    )
     n_generated: int = 0
     n_cached: int = 0
     n_errors: int = 0

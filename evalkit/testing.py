@@ -7,9 +7,11 @@
         model = evalkit_model("smollm2-135m-instruct", max_new_tokens=16)
         answer = model.generate(f"Capital of {example.fields['country']}? One word.")
         assert score("contains", answer, example.references, normalize=["lower"]) == 1.0
+        assert model.score("reference_perplexity", "Capital of France?", "Paris") < 50
 
 Generations go through the same cache as suites (keyed by model fingerprint, decoding settings
-and messages), and each model is loaded once per session, on its first cache miss.
+and messages), and each model is loaded once per session, on its first cache miss. Metrics that
+need the model itself (perplexity) are computed by ``ModelHandle.score``, uncached.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from evalkit.candidates.base import Candidate, GenerationRequest, Message
 from evalkit.engine import generate_cached
 from evalkit.errors import EvalkitError
 from evalkit.golden import Example, load_golden
-from evalkit.metrics import Metric, Sample, create, split_score
+from evalkit.metrics import CandidateMetric, Metric, Sample, create, split_score
 from evalkit.spec import CandidateSpec, GenerationSpec
 
 Prompt = str | Sequence[Mapping[str, str]]
@@ -48,11 +50,22 @@ def golden_params(path: str | Path, *, limit: int | None = None) -> list[Any]:
 
 def score(metric: str, output: str, references: str | Sequence[str], **options: Any) -> float:
     """One metric's value for one output, exactly as a suite would compute it."""
-    refs = (references,) if isinstance(references, str) else tuple(references)
     scorer = create(metric, options)
     if not isinstance(scorer, Metric):
-        raise EvalkitError(f"metric '{metric}' needs a model; use it in a suite or a ModelHandle")
-    value, detail = split_score(scorer.score([Sample(id="0", output=output, references=refs)])[0])
+        raise EvalkitError(
+            f"metric '{metric}' needs the model itself; use `evalkit_model(...).score('{metric}', "
+            "prompt, reference)` or a suite"
+        )
+    sample = Sample(id="0", output=output, references=_references(references))
+    return _value(metric, scorer.score([sample])[0])
+
+
+def _references(references: str | Sequence[str]) -> tuple[str, ...]:
+    return (references,) if isinstance(references, str) else tuple(references)
+
+
+def _value(metric: str, raw: Any) -> float:
+    value, detail = split_score(raw)
     if value is None:
         raise EvalkitError(f"metric '{metric}' gave no score: {detail.get('error', 'no reason')}")
     return value
@@ -63,6 +76,25 @@ def _messages(prompt: Prompt, system: str | None) -> tuple[Message, ...]:
     if system is not None:
         chat.insert(0, {"role": "system", "content": system})
     return tuple(Message(role=m["role"], content=m["content"]) for m in chat)
+
+
+def _model_sample(
+    sample_id: str,
+    prompt: Prompt,
+    references: str | Sequence[str],
+    fields: Mapping[str, Any],
+    system: str | None,
+) -> Sample:
+    """What a model metric sees: the request as a suite renders it, no output."""
+    messages = _messages(prompt, system) if prompt else ()
+    return Sample(
+        id=sample_id,
+        output="",
+        references=_references(references),
+        prompt=messages[-1].content if messages else "",
+        fields=dict(fields),
+        messages=messages,
+    )
 
 
 @dataclass
@@ -96,6 +128,50 @@ class ModelHandle:
                 raise EvalkitError(f"{self.candidate.name}: {generation_result.error}")
             outputs.append(generation_result.output)
         return outputs
+
+    def score(
+        self,
+        metric: str,
+        prompt: Prompt = "",
+        reference: str | Sequence[str] = (),
+        *,
+        system: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> float:
+        """A metric that needs this model (``reference_perplexity``, ``perplexity``) for one
+        example: ``model.score("reference_perplexity", "Capital of France?", "Paris")`` or
+        ``model.score("perplexity", fields={"text": essay})``. Options are the metric's."""
+        return self.score_many(
+            metric, [prompt], [reference], system=system, fields=[fields or {}], **options
+        )[0]
+
+    def score_many(
+        self,
+        metric: str,
+        prompts: Sequence[Prompt],
+        references: Sequence[str | Sequence[str]] | None = None,
+        *,
+        system: str | None = None,
+        fields: Sequence[Mapping[str, Any]] | None = None,
+        **options: Any,
+    ) -> list[float]:
+        """One value per prompt, computed batched, with the prompt rendered as a suite would."""
+        scorer = create(metric, options)
+        if not isinstance(scorer, CandidateMetric):
+            raise EvalkitError(
+                f"metric '{metric}' scores outputs, not the model; use evalkit.testing.score"
+            )
+        references = references if references is not None else [()] * len(prompts)
+        fields = fields if fields is not None else [{}] * len(prompts)
+        if not len(prompts) == len(references) == len(fields):
+            raise EvalkitError("prompts, references and fields must have the same length")
+        samples = [
+            _model_sample(str(i), prompt, ref, extra, system)
+            for i, (prompt, ref, extra) in enumerate(zip(prompts, references, fields, strict=True))
+        ]
+        raw = scorer.score_candidate(samples, self.candidate, self.params)
+        return [_value(metric, value) for value in raw]
 
 
 class ModelPool:

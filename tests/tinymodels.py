@@ -73,7 +73,9 @@ def make_tiny_tokenizer(vocab_size: int = 400, chat_template: bool = True) -> An
     return tokenizer
 
 
-def make_tiny_llama(folder: Path, seed: int = 0, chat_template: bool = True) -> Path:
+def make_tiny_llama(
+    folder: Path, seed: int = 0, chat_template: bool = True, max_position_embeddings: int = 512
+) -> Path:
     """Save a random 2-layer Llama and its tokenizer to ``folder``; returns ``folder``.
 
     ``initializer_range`` is larger than Llama's 0.02 so that logits are peaked: greedy outputs
@@ -91,7 +93,7 @@ def make_tiny_llama(folder: Path, seed: int = 0, chat_template: bool = True) -> 
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_position_embeddings,
         initializer_range=0.3,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -12,6 +12,23 @@ dict beside the value: a judge's rationale, the spread of several samples, a cos
 Metrics that need the model under test itself (perplexity of the reference, latency, memory)
 implement ``CandidateMetric.score_candidate``; the engine calls it while the candidate is loaded
 and caches the values under the candidate's fingerprint (unless ``cacheable`` is False).
+
+Optional attributes the engine honours (read with ``getattr``, so plain metrics need none):
+
+- ``needs_output = False``: the metric never reads ``Sample.output`` (perplexity). Its cached
+  values are not keyed by the output, it scores examples whose generation failed, and a suite
+  whose metrics all say so generates nothing.
+- ``uses_baseline = True``: the metric reads ``Sample.baseline_output`` (pairwise judges).
+- ``store_namespace`` + ``use_store(store)``: the metric keeps its own intermediate results
+  (sentence embeddings) in the run's cache, in that namespace (see ``UsesStore``).
+- ``aggregate_details(details)``: run-level figures computed from the per-example details, which
+  are cached with the values, so they stay right on fully cached runs (corpus perplexity).
+
+Registration. Built-ins call ``register`` when their module is imported. Plugins register three
+ways: the ``@evalkit.metric`` decorator (at import, e.g. in ``conftest.py``), the pytest hook
+``pytest_evalkit_register_metrics(register)``, and the entry point group ``evalkit.metrics``
+(``name = "package.module:factory"``), which is discovered on first use of the registry and
+imported only when a suite uses that name.
 """
 
 from __future__ import annotations
@@ -19,6 +36,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, Protocol, runtime_checkable
 
 from evalkit.candidates.base import Candidate, Message
@@ -107,35 +125,146 @@ class CandidateMetric(Protocol):
 AnyMetric = Metric | CandidateMetric
 MetricFactory = Callable[..., AnyMetric]
 
+
+@dataclass(frozen=True)
+class CorpusFigures:
+    """Run-level figures of a metric: ``corpus`` is the headline (``Aggregate.corpus``),
+    ``extra`` the secondary ones (``Aggregate.extra``), e.g. word perplexity, bits per byte."""
+
+    corpus: float | None
+    extra: Mapping[str, float | None] = field(default_factory=dict)
+
+
+@runtime_checkable
+class DetailAggregating(Protocol):
+    """A metric whose run-level figures come from its per-example details (loglikelihood sums
+    and counts), not from re-reading samples: details are cached with the values, so this works
+    for candidate metrics and for fully cached runs alike."""
+
+    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
+        """``details`` of the examples that have a value, in example order."""
+        ...
+
+
+class Store(Protocol):
+    """A namespaced key-value store: the run's cache, or memory when there is none."""
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]: ...
+
+    def put_many(self, items: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class UsesStore(Protocol):
+    """A metric that keeps intermediate results (embeddings) across candidates and runs.
+
+    The engine calls ``use_store`` once per run with the run's cache restricted to
+    ``store_namespace``; without that call the metric keeps them in memory. Values must be
+    JSON-serializable and keyed by everything that changes them (model fingerprint, text).
+    """
+
+    store_namespace: str
+
+    def use_store(self, store: Store) -> None: ...
+
+
+BUILTIN_MODULES = ("lexical", "semantic", "perplexity")
+ENTRY_POINT_GROUP = "evalkit.metrics"
+
 _REGISTRY: dict[str, MetricFactory] = {}
+_PLUGINS: dict[str, metadata.EntryPoint] | None = None
+"""Entry points of installed plugin packages, by metric name; discovered on first use of the
+registry, imported only when a suite uses the name (a broken plugin then fails only there)."""
+
+
+def origin(factory: Any) -> str:
+    """Where a factory was defined, ``module.qualname``: re-importing a conftest.py defines a
+    new object with the same origin, which may replace the old one; anything else may not."""
+    module = getattr(factory, "__module__", None) or "?"
+    return f"{module}.{getattr(factory, '__qualname__', repr(factory))}"
 
 
 def register(name: str, factory: MetricFactory, *, replace: bool = False) -> None:
-    """Make ``name`` usable in suite files; ``factory(**options)`` builds the metric."""
-    if name in _REGISTRY and not replace and _REGISTRY[name] is not factory:
-        raise ValueError(f"metric '{name}' is already registered")
+    """Make ``name`` usable in suite files; ``factory(**options)`` builds the metric.
+
+    Registering a name again with a factory from the same place (a reloaded conftest.py)
+    replaces it; a factory from anywhere else raises ValueError naming both, so a plugin can
+    never silently shadow a built-in or another plugin's metric.
+    """
+    if not callable(factory):
+        raise ValueError(f"metric '{name}': the factory {factory!r} is not callable")
+    existing = _REGISTRY.get(name)
+    if not replace and _conflicts(existing, factory):
+        raise ValueError(
+            f"metric '{name}' is already registered by {origin(existing)}; "
+            f"{origin(factory)} cannot register it too: choose another name"
+        )
     _REGISTRY[name] = factory
 
 
+def _conflicts(existing: MetricFactory | None, factory: MetricFactory) -> bool:
+    return existing is not None and existing is not factory and origin(existing) != origin(factory)
+
+
 def registered() -> list[str]:
+    """Every usable metric name: built-ins, registered plugins and installed plugin packages."""
     _load_builtins()
-    return sorted(_REGISTRY)
+    return sorted({*_REGISTRY, *_plugins()})
 
 
 def create(name: str, options: Mapping[str, Any] | None = None) -> AnyMetric:
     """Build a metric by registered name; unknown names and bad options raise SpecError."""
     _load_builtins()
     factory = _REGISTRY.get(name)
+    if name in _plugins():
+        factory = _load_plugin(name, factory)
     if factory is None:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        known = registered()
+        close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise SpecError(
-            f"unknown metric '{name}'.{hint} Registered metrics: {', '.join(sorted(_REGISTRY))}"
-        )
+        raise SpecError(f"unknown metric '{name}'.{hint} Registered metrics: {', '.join(known)}")
     try:
         return factory(**dict(options or {}))
     except (TypeError, ValueError) as exc:
         raise SpecError(f"bad options for metric '{name}': {exc}") from None
+
+
+def _plugins() -> dict[str, metadata.EntryPoint]:
+    global _PLUGINS
+    if _PLUGINS is None:
+        _PLUGINS = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return _PLUGINS
+
+
+def _load_plugin(name: str, registered_factory: MetricFactory | None) -> MetricFactory:
+    """Import a plugin package's metric; any failure names the package and the entry point."""
+    entry = _plugins()[name]
+    package = entry.dist.name if entry.dist is not None else "an installed package"
+    where = f"plugin package '{package}' (entry point {ENTRY_POINT_GROUP}: {name} = {entry.value})"
+    try:
+        loaded = entry.load()
+    except Exception as exc:  # an ImportError, or anything the plugin's import raises
+        raise SpecError(
+            f"metric '{name}' comes from {where}, which failed to load: "
+            f"{type(exc).__name__}: {exc}. Fix or reinstall '{package}', or uninstall it"
+        ) from exc
+    # A function decorated with @evalkit.metric carries its factory; classes are factories.
+    factory = getattr(loaded, "__evalkit_metric__", loaded)
+    if not callable(factory):
+        raise SpecError(f"metric '{name}' from {where} is {factory!r}, not a metric factory")
+    if _conflicts(registered_factory, factory):
+        raise SpecError(
+            f"metric '{name}' is defined twice: by {origin(registered_factory)} and by "
+            f"{where}; uninstall one or rename its metric"
+        )
+    _REGISTRY[name] = factory
+    return factory
+
+
+def reset_plugins() -> None:
+    """Forget discovered entry points (after installing a plugin in the same process; tests)."""
+    global _PLUGINS
+    _PLUGINS = None
 
 
 def split_score(value: ScoreValue) -> tuple[float | None, dict[str, Any]]:
@@ -154,4 +283,8 @@ def split_score(value: ScoreValue) -> tuple[float | None, dict[str, Any]]:
 
 def _load_builtins() -> None:
     # Imported here, not at module top: the built-in modules import this one to register.
-    from evalkit.metrics import lexical  # noqa: F401
+    # Each is light to import (its libraries are imported on first use).
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f"evalkit.metrics.{module}")

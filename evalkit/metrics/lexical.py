@@ -26,54 +26,23 @@ message.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import string
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib import metadata
 from typing import Any, ClassVar
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.base import Metric, MetricFactory, Sample, register
+from evalkit.metrics.base import MetricFactory, Sample, register
+from evalkit.metrics.options import check_option_names as _check_option_names
+from evalkit.metrics.options import check_type as _check_type
+from evalkit.metrics.options import checked_factory as _factory
+from evalkit.metrics.options import library_version as _library_version
 
 # --------------------------------------------------------------------------------------------
-# Option checking shared by every metric here.
-
-
-def _check_option_names(options: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    """Reject misspelled options with the valid list; a typo must never be silently ignored."""
-    allowed = sorted(allowed)
-    for key in options:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            valid = ", ".join(allowed) if allowed else "none"
-            raise TypeError(f"unknown option '{key}'.{hint} Valid options: {valid}")
-
-
-def _check_type(option: str, value: Any, types: tuple[type, ...]) -> None:
-    """YAML gives bools, ints, floats, strings and lists; say which one an option wants."""
-    # bool is an int subclass; an integer option given `true` is almost surely a mistake.
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if not ok:
-        wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-        raise TypeError(f"option '{option}' must be {wanted}, got {value!r}")
-
-
-def _factory(metric: str, build: Callable[..., Metric], allowed: Iterable[str]) -> MetricFactory:
-    """Wrap a constructor so unknown option names get a message listing the valid ones."""
-    allowed = tuple(allowed)
-
-    def factory(**options: Any) -> Metric:
-        _check_option_names(options, allowed)
-        return build(**options)
-
-    factory.__name__ = f"create_{metric}"
-    factory.__doc__ = f"Build the '{metric}' metric from its suite options ({', '.join(allowed)})."
-    return factory
+# Shared by every metric here (option checking lives in evalkit/metrics/options.py).
 
 
 def _references(metric: str, sample: Sample) -> tuple[str, ...]:
@@ -81,13 +50,6 @@ def _references(metric: str, sample: Sample) -> tuple[str, ...]:
     if not sample.references:
         raise ValueError(f"metric '{metric}' needs a reference; example '{sample.id}' has none")
     return sample.references
-
-
-def _library_version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:  # pragma: no cover - the dependency is required
-        return "unknown"
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,402 @@
+"""Perplexity of a local transformers candidate (base, adapter, quantized): two metrics.
+
+``reference_perplexity`` (per example): how surprised the candidate is by the reference answer,
+given the prompt exactly as generation feeds it (chat template applied, ``HFCandidate.render``).
+Only the answer's tokens count. Nothing is generated, so a suite of perplexity metrics alone
+runs no generation at all.
+
+Tokenization at the prompt/answer boundary. The model is conditioned on the rendered prompt's
+own token ids, untouched, so the context is identical to what ``generate`` sees (lm-evaluation-
+harness instead moves trailing whitespace from the context into the continuation; we do not,
+because a chat template's final "\\n" is part of the prompt the model is trained to continue).
+The answer's tokens are taken from tokenizing prompt text + answer in one go, as training data
+is tokenized, when the prompt's tokens are a prefix of that (``boundary: joint``, the usual case:
+chat templates end in a special token or a newline); if a merge across the boundary breaks
+that, the answer is tokenized on its own (``boundary: separate``). Each example's detail says
+which. Without a chat template, a space separates a prompt that does not end in whitespace
+from the answer (``separator`` overrides this), as lm-evaluation-harness's target delimiter.
+
+``perplexity`` (corpus): the text of a field (``text``) scored with lm-evaluation-harness's
+``loglikelihood_rolling``: the tokens (no special tokens) are predicted in windows of
+``max_length`` (default: the model's maximum positions), the first conditioned on the prefix
+token (BOS, else EOS), each later one on what precedes it within its window. By default the
+windows are disjoint (each token predicted once, the next window starts fresh); ``stride: S``
+advances windows by S tokens instead, so every prediction after the first window has at least
+``max_length - S`` tokens of context (Hugging Face's sliding-window perplexity). Each example's
+value is its token perplexity; its detail holds the loglikelihood sum and the token, word and
+byte counts, from which the run reports (lm-evaluation-harness's definitions) the corpus token
+perplexity as ``corpus`` and ``word_perplexity``, ``byte_perplexity`` and ``bits_per_byte`` in
+``extra``: exp(-sum ll / sum words), exp(-sum ll / sum bytes), -sum ll / sum bytes / ln 2, with
+words counted as ``len(re.split(r"\\s+", text))`` and bytes as UTF-8 bytes.
+
+Both compute log-probabilities with a plain forward pass (right padding, so positions are
+unchanged), sorted by length and batched (``batch_size`` of the suite's generation settings,
+fewer rows when windows are long), with log-softmax in float32 and sums in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from evalkit.candidates.base import GenerationRequest
+from evalkit.metrics.base import CorpusFigures, Sample, Score, ScoreValue, register
+from evalkit.metrics.options import check_type, checked_factory
+from evalkit.spec import GenerationSpec
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_MAX_LENGTH = 2048
+"""When neither the model config nor the tokenizer says how long a sequence may be."""
+MAX_BATCH_TOKENS = 16_384
+"""Rows x width per forward pass; long windows go fewer to a batch (logits are rows x width x
+vocabulary floats: 16k positions of a 49k vocabulary are 3 GB)."""
+_LOG_SOFTMAX_CHUNK = 1024
+
+
+@runtime_checkable
+class LocalModel(Protocol):
+    """A candidate whose weights are in this process (HFCandidate)."""
+
+    name: str
+
+    def loaded(self) -> tuple[Any, Any]: ...
+
+    def render(self, request: GenerationRequest) -> tuple[str, list[int]]: ...
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """Tokens to score (``continuation``) after tokens given as context."""
+
+    context: list[int]
+    continuation: list[int]
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows and log-probabilities.
+
+
+def rolling_windows(
+    tokens: Sequence[int], prefix_token: int, max_length: int, stride: int | None = None
+) -> list[Continuation]:
+    """Cover every token of ``tokens`` exactly once with windows of at most ``max_length``
+    model inputs, as lm-evaluation-harness's ``get_rolling_token_windows`` followed by
+    ``make_disjoint_window``.
+
+    The sequence is ``[prefix_token] + tokens``. The first window predicts the first
+    ``max_length`` tokens from the prefix; each later one predicts the next ``stride`` tokens
+    (default ``max_length``: disjoint windows), with the tokens before them in the same window as
+    context, so the model input ``context + continuation[:-1]`` is exactly ``max_length`` long
+    (the last window takes extra context rather than being short).
+    """
+    if max_length < 1:
+        raise ValueError("max_length must be at least 1")
+    step = max_length if stride is None else stride
+    if not 1 <= step <= max_length:
+        raise ValueError(f"stride must be between 1 and max_length ({max_length})")
+    sequence = [prefix_token, *tokens]  # tokens[i] is sequence[i + 1]
+    windows: list[Continuation] = []
+    start, end = 0, min(max_length, len(tokens))
+    while start < len(tokens):
+        first_input = max(0, end - max_length)
+        windows.append(
+            Continuation(sequence[first_input : start + 1], sequence[start + 1 : end + 1])
+        )
+        start, end = end, min(end + step, len(tokens))
+    return windows
+
+
+def continuation_loglikelihoods(
+    model: Any, rows: Sequence[Continuation], *, batch_size: int, pad_id: int
+) -> list[float]:
+    """Sum of log p(continuation tokens | what precedes them) for each row, in row order.
+
+    Rows are sorted longest first and right-padded: a real token then sits at the same position
+    as when run alone, and the causal mask keeps padding out of its attention.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(rows)), key=lambda i: -_input_length(rows[i]))
+    results = [0.0] * len(rows)
+    start = 0
+    while start < len(order):
+        width = _input_length(rows[order[start]])
+        count = max(1, min(batch_size, MAX_BATCH_TOKENS // max(width, 1)))
+        batch = order[start : start + count]
+        inputs = [(rows[i].context + rows[i].continuation)[:-1] for i in batch]
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(inputs):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        with torch.inference_mode():
+            logits = model(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+            ).logits
+        for row, i in enumerate(batch):
+            n_scored = len(rows[i].continuation)
+            end = len(inputs[row])
+            targets = torch.tensor(rows[i].continuation, dtype=torch.long, device=logits.device)
+            results[i] = _sum_logprobs(logits[row, end - n_scored : end], targets)
+        start += count
+    return results
+
+
+def _input_length(row: Continuation) -> int:
+    return len(row.context) + len(row.continuation) - 1
+
+
+def _sum_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """log_softmax in float32 (bf16 logits would lose digits), in chunks so a long window never
+    holds two full copies of its logits; the sum in float64."""
+    import torch
+
+    total = torch.zeros((), dtype=torch.float64)
+    for start in range(0, targets.shape[0], _LOG_SOFTMAX_CHUNK):
+        chunk = torch.log_softmax(logits[start : start + _LOG_SOFTMAX_CHUNK].float(), dim=-1)
+        picked = chunk.gather(-1, targets[start : start + _LOG_SOFTMAX_CHUNK, None])
+        total += picked.double().sum().cpu()
+    return float(total)
+
+
+def model_max_length(model: Any, tokenizer: Any) -> int:
+    """What lm-evaluation-harness uses: the config's positions, else a sane tokenizer limit."""
+    config = getattr(model, "config", None)
+    for attribute in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 1_000_000:  # "no limit" is a huge number
+        return limit
+    return DEFAULT_MAX_LENGTH
+
+
+def prefix_token(tokenizer: Any) -> int:
+    """What the first token is conditioned on: BOS, else EOS (lm-evaluation-harness's rule)."""
+    for value in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    raise ValueError(
+        "the tokenizer has neither a BOS nor an EOS token to condition the first token on"
+    )
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def _exp(value: float) -> float:
+    """exp that gives inf instead of raising; the engine reports inf as a missing value."""
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return float("inf")
+
+
+def _not_local(metric: str, candidate: Any, n: int) -> list[ScoreValue]:
+    reason = (
+        f"{metric} needs the model's weights in this process (a local transformers model); "
+        f"candidate '{getattr(candidate, 'name', candidate)}' is not one"
+    )
+    return [Score(None, {"error": reason}) for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# reference_perplexity
+
+
+def answer_tokens(tokenizer: Any, prompt_text: str, answer: str) -> tuple[list[int], str]:
+    """The answer's token ids after ``prompt_text``, and how they were found (see the module
+    docstring): ``joint`` when the prompt's tokens are a prefix of prompt + answer tokenized
+    together, else ``separate``."""
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(prompt_text + answer, add_special_tokens=False)["input_ids"]
+    if whole[: len(prompt_ids)] == prompt_ids and len(whole) > len(prompt_ids):
+        return list(whole[len(prompt_ids) :]), "joint"
+    return list(tokenizer(answer, add_special_tokens=False)["input_ids"]), "separate"
+
+
+class ReferencePerplexity:
+    """exp(-mean log p) of the first reference's tokens given the rendered prompt."""
+
+    name: ClassVar[str] = "reference_perplexity"
+    version: ClassVar[str] = "1"
+    higher_is_better: ClassVar[bool] = False
+    cacheable: ClassVar[bool] = True
+    needs_output: ClassVar[bool] = False
+
+    def __init__(self, separator: str | None = None) -> None:
+        check_type("separator", separator, (str, type(None)))
+        self.separator = separator
+
+    def signature(self) -> str:
+        separator = "auto" if self.separator is None else repr(self.separator)
+        return f"ref:first|context:rendered-prompt|separator:{separator}|tokens:joint-else-separate"
+
+    def score_candidate(
+        self, samples: Sequence[Sample], candidate: Any, params: GenerationSpec
+    ) -> list[ScoreValue]:
+        if not isinstance(candidate, LocalModel):
+            return _not_local(self.name, candidate, len(samples))
+        model, tokenizer = candidate.loaded()
+        limit = model_max_length(model, tokenizer)
+        rows: list[Continuation] = []
+        notes: list[dict[str, Any]] = []
+        for sample in samples:
+            row, note = self._row(sample, candidate, tokenizer, limit)
+            rows.append(row)
+            notes.append(note)
+        todo = [i for i, note in enumerate(notes) if "error" not in note]
+        sums = continuation_loglikelihoods(
+            model, [rows[i] for i in todo], batch_size=params.batch_size, pad_id=_pad_id(tokenizer)
+        )
+        values: list[ScoreValue] = [Score(None, note) for note in notes]
+        for i, total in zip(todo, sums, strict=True):
+            n_tokens = len(rows[i].continuation)
+            detail = {"loglikelihood": total, "n_tokens": n_tokens, **notes[i]}
+            values[i] = Score(_exp(-total / n_tokens), detail)
+        return values
+
+    def _row(
+        self, sample: Sample, candidate: LocalModel, tokenizer: Any, limit: int
+    ) -> tuple[Continuation, dict[str, Any]]:
+        if not sample.references:
+            raise ValueError(
+                f"metric '{self.name}' needs a reference; example '{sample.id}' has none"
+            )
+        text, ids = candidate.render(GenerationRequest(sample.id, sample.messages))
+        separator = self.separator
+        if separator is None:
+            separator = "" if not text or text[-1].isspace() else " "
+        answer, boundary = answer_tokens(tokenizer, text, separator + sample.reference)
+        context = list(ids) or [prefix_token(tokenizer)]
+        note: dict[str, Any] = {"boundary": boundary}
+        if not answer:
+            note["error"] = "the reference has no tokens"
+        elif len(answer) >= limit:
+            note["error"] = f"the reference has {len(answer)} tokens; the model takes {limit}"
+        elif len(context) + len(answer) - 1 > limit:  # keep the answer, drop the oldest context
+            note["context_truncated"] = len(context) + len(answer) - 1 - limit
+            context = context[note["context_truncated"] :]
+        return Continuation(context, answer), note
+
+    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
+        """Token-weighted over the whole suite: exp(-sum ll / sum tokens)."""
+        total = sum(float(d["loglikelihood"]) for d in details)
+        tokens = sum(int(d["n_tokens"]) for d in details)
+        return CorpusFigures(_exp(-total / tokens) if tokens else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# perplexity (rolling, over a text corpus)
+
+
+def count_words(text: str) -> int:
+    """lm-evaluation-harness's word count (wikitext): whitespace-separated pieces."""
+    return len(re.split(r"\s+", text))
+
+
+class Perplexity:
+    """Token perplexity of a text field with rolling windows; corpus figures in the aggregate."""
+
+    name: ClassVar[str] = "perplexity"
+    version: ClassVar[str] = "1"
+    higher_is_better: ClassVar[bool] = False
+    cacheable: ClassVar[bool] = True
+    needs_output: ClassVar[bool] = False
+
+    def __init__(
+        self, field: str = "text", max_length: int | None = None, stride: int | None = None
+    ) -> None:
+        check_type("field", field, (str,))
+        check_type("max_length", max_length, (int, type(None)))
+        check_type("stride", stride, (int, type(None)))
+        if max_length is not None and max_length < 1:
+            raise ValueError("max_length must be at least 1")
+        if stride is not None and (stride < 1 or (max_length is not None and stride > max_length)):
+            raise ValueError("stride must be at least 1 and at most max_length")
+        self.field = field
+        self.max_length = max_length
+        self.stride = stride
+
+    def signature(self) -> str:
+        return (
+            f"field:{self.field}|max_length:{self.max_length or 'model'}|"
+            f"stride:{self.stride or 'max_length'}|prefix:bos-else-eos|special_tokens:no"
+        )
+
+    def score_candidate(
+        self, samples: Sequence[Sample], candidate: Any, params: GenerationSpec
+    ) -> list[ScoreValue]:
+        if not isinstance(candidate, LocalModel):
+            return _not_local(self.name, candidate, len(samples))
+        model, tokenizer = candidate.loaded()
+        max_length = self.max_length or model_max_length(model, tokenizer)
+        if self.stride is not None and self.stride > max_length:
+            raise ValueError(f"stride {self.stride} exceeds the model's max_length {max_length}")
+        prefix = prefix_token(tokenizer)
+        texts = [self._text(sample) for sample in samples]
+        tokens = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        windows = [rolling_windows(t, prefix, max_length, self.stride) for t in tokens]
+        flat = [w for per_text in windows for w in per_text]
+        sums = continuation_loglikelihoods(
+            model, flat, batch_size=params.batch_size, pad_id=_pad_id(tokenizer)
+        )
+        values: list[ScoreValue] = []
+        position = 0
+        for text, ids, per_text in zip(texts, tokens, windows, strict=True):
+            total = sum(sums[position : position + len(per_text)])
+            position += len(per_text)
+            if not ids:
+                values.append(Score(None, {"error": f"field '{self.field}' has no tokens"}))
+                continue
+            detail = {
+                "loglikelihood": total,
+                "n_tokens": len(ids),
+                "n_words": count_words(text),
+                "n_bytes": len(text.encode("utf-8")),
+                "n_windows": len(per_text),
+            }
+            values.append(Score(_exp(-total / len(ids)), detail))
+        return values
+
+    def _text(self, sample: Sample) -> str:
+        text = sample.fields.get(self.field)
+        if not isinstance(text, str):
+            raise ValueError(
+                f"metric '{self.name}' scores the text in field '{self.field}', but example "
+                f"'{sample.id}' has {'no such field' if text is None else type(text).__name__}; "
+                "set the metric's `field:` option"
+            )
+        return text
+
+    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
+        total = sum(float(d["loglikelihood"]) for d in details)
+        tokens = sum(int(d["n_tokens"]) for d in details)
+        words = sum(int(d["n_words"]) for d in details)
+        n_bytes = sum(int(d["n_bytes"]) for d in details)
+        return CorpusFigures(
+            _exp(-total / tokens) if tokens else None,
+            {
+                "word_perplexity": _exp(-total / words) if words else None,
+                "byte_perplexity": _exp(-total / n_bytes) if n_bytes else None,
+                "bits_per_byte": -total / n_bytes / math.log(2) if n_bytes else None,
+            },
+        )
+
+
+register(
+    "reference_perplexity",
+    checked_factory("reference_perplexity", ReferencePerplexity, ["separator"]),
+)
+register("perplexity", checked_factory("perplexity", Perplexity, ["field", "max_length", "stride"]))
