@@ -263,9 +263,10 @@ class SuiteRunner:
                 candidate, fingerprint_hash, self.requests, params, self.options.cache
             )
             n_cached = sum(cached for _, cached in generations.values())
+            n_generated = len(self.requests) - n_cached
             examples = [self.example_result(r, *generations[r.id]) for r in self.requests]
         else:  # only perplexity-like metrics: no output is read, so none is made
-            n_cached = len(self.requests)
+            n_cached = n_generated = 0
             examples = [self.unanswered_result(r) for r in self.requests]
         t2 = time.perf_counter()
         scoring = _CandidateScoring(candidate, fingerprint_hash, params, baseline)
@@ -285,8 +286,8 @@ class SuiteRunner:
             examples=examples,
             aggregates=aggregates,
             generated=self.prepared.needs_outputs,
-            n_generated=len(self.requests) - n_cached,
-            n_cached=n_cached if self.prepared.needs_outputs else 0,
+            n_generated=n_generated,
+            n_cached=n_cached,
             n_errors=sum(e.error is not None for e in examples),
             timings=Timings(
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
