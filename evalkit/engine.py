@@ -259,6 +259,7 @@ class SuiteRunner:
             n_generated=len(self.requests) - n_cached,
             n_cached=n_cached,
             n_errors=sum(e.error is not None for e in examples),
+            cost=_total_cost(examples),
             timings=Timings(
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
             ),
@@ -278,6 +279,7 @@ class SuiteRunner:
             n_prompt_tokens=gen.n_prompt_tokens,
             n_output_tokens=gen.n_output_tokens,
             seconds=gen.seconds,
+            cost=gen.cost,
             cached=cached,
         )
 
@@ -551,7 +553,14 @@ def _generation_record(gen: Generation) -> dict[str, Any]:
         "n_prompt_tokens": gen.n_prompt_tokens,
         "n_output_tokens": gen.n_output_tokens,
         "seconds": gen.seconds,
+        "cost": gen.cost,
     }
+
+
+def _total_cost(examples: Sequence[ExampleResult]) -> float | None:
+    """Sum of the known per-example costs (cached ones at what they cost); None if none known."""
+    costs = [e.cost for e in examples if e.cost is not None]
+    return sum(costs) if costs else None
 
 
 def _dataset_hash(examples: Sequence[Example]) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openai_server import OpenAIServer
 from tinymodels import make_tiny_llama
 
 # --- offline environment and tiny models (tests/tinymodels.py) -------------------------------
@@ -35,3 +36,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Same architecture and tokenizer as ``tiny_model``, different weights (seed 1)."""
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama-seed1"), seed=1)
+
+
+# --- a real OpenAI-compatible server on 127.0.0.1 (tests/openai_server.py) ------------------
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAIServer]:
+    """A fresh server per test on a random free port; ``openai_server.base`` is its /v1 URL."""
+    with OpenAIServer() as server:
+        yield server
