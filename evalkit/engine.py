@@ -25,6 +25,7 @@ from evalkit._files import progress_enabled
 from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
+from evalkit.candidates.replay import check_replay_file
 from evalkit.errors import EvalkitError, SpecError
 from evalkit.gates import BaselineScores, evaluate_gate
 from evalkit.golden import Example, load_golden
@@ -89,6 +90,7 @@ def prepare_suite(path: Path) -> PreparedSuite:
     requests = [render_request(loaded, example) for example in examples]
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
+    _check_replay_files(loaded, {e.id for e in examples})
     return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
 
 
@@ -99,6 +101,14 @@ def _load_examples(loaded: LoadedSuite) -> list[Example]:
         if exc.path is None:
             raise SpecError(exc.detail, path=loaded.path, line=loaded.line_of("dataset")) from None
         raise
+
+
+def _check_replay_files(loaded: LoadedSuite, ids: set[str]) -> None:
+    """Replay files are data like the golden file: a broken line fails collection. A file not
+    written yet (a CI step may produce it) is reported when its candidate runs."""
+    for candidate in loaded.spec.candidates.values():
+        if candidate.replay is not None and loaded.resolve(candidate.replay).is_file():
+            check_replay_file(loaded.resolve(candidate.replay), ids, loaded.dataset_path)
 
 
 def _create_metrics(loaded: LoadedSuite) -> dict[str, AnyMetric]:

@@ -112,7 +112,7 @@ class ApiSpec(_Strict):
     @field_validator("base")
     @classmethod
     def _http_url(cls, base: str | None) -> str | None:
-        if base is not None and not re.match(r"^https?://[^/\s]+", base):
+        if base is not None and not re.match(r"^https?://[^/\s]+", base, re.IGNORECASE):
             raise ValueError(
                 f"'{base}' is not an http(s) URL; write it like http://127.0.0.1:8000/v1"
             )

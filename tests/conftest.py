@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,14 @@ from openai_server import OpenAIServer
 from tinymodels import make_tiny_llama
 
 # --- offline environment and tiny models (tests/tinymodels.py) -------------------------------
+
+# The importlib_metadata backport (a litellm dependency) replaces the standard library's
+# distribution finder on import. If that first happens inside an in-process pytester run,
+# pytester restores sys.meta_path afterwards and no finder is left: every later
+# importlib.metadata lookup in this process fails. Importing it here, before any pytester
+# snapshot, keeps its finder installed for good (a few milliseconds).
+with contextlib.suppress(ImportError):
+    importlib.import_module("importlib_metadata")
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "EVALKIT_PROGRESS": "0"}
 """huggingface_hub reads HF_HUB_OFFLINE when first imported, so test modules must import

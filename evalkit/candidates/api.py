@@ -428,7 +428,8 @@ class ApiCandidate:
         except Exception as exc:
             raise CandidateError(
                 f"candidate '{self.name}': litellm does not know the provider of '{model}' "
-                f"({_first_line(str(exc))}); write it as provider/model (e.g. openai/gpt-4o-mini)"
+                f"({redact(_first_line(str(exc)), self._secrets(key))}); write it as "
+                "provider/model (e.g. openai/gpt-4o-mini)"
                 " or give api.base for an OpenAI-compatible server"
             ) from None
         return _Call(
