@@ -8,6 +8,7 @@ evalkit's output.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -165,6 +166,17 @@ def test_final_failures_are_per_example_errors(openai_server: OpenAIServer) -> N
     assert "attempts" not in too_long
     for gen in out.values():
         assert gen.error is None or "\n" not in gen.error
+
+
+def test_a_server_that_is_not_there(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = CandidateSpec(model="m", api={"base": f"http://127.0.0.1:{port}/v1", "max_retries": 1})
+    out = generate_all(ApiCandidate("gone", spec, backoff=FAST), [request("hello")])
+    error = str(out["hello"].error)
+    assert error.startswith(f"could not reach http://127.0.0.1:{port}/v1")
+    assert "(after 2 attempts); check that the server is running" in error
 
 
 def test_timeouts_are_retried_then_reported(openai_server: OpenAIServer) -> None:

@@ -7,6 +7,8 @@ caching (a second run sends no request), crash safety, and located spec errors.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,14 @@ KEY = "sk-evalkit-DISTINCTIVE-7f3a9c2e51"
 KEY_ENV = "EVALKIT_E2E_API_KEY"
 RIGHT = {"France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid"}
 WRONG = {"Japan": "Kyoto", "Peru": "Cusco"}
+
+
+MODULE_PROBE = """
+import sys
+def pytest_sessionfinish(session):
+    with open("modules.txt", "w") as handle:
+        handle.write(str("litellm" in sys.modules))
+"""
 
 
 def _prompt(country: str) -> str:
@@ -78,7 +88,10 @@ def _files_containing(root: Path, secret: str) -> list[str]:
 
 
 def test_suite_with_an_api_candidate_end_to_end(
-    pytester: pytest.Pytester, project: Path, openai_server: OpenAIServer
+    pytester: pytest.Pytester,
+    project: Path,
+    openai_server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     result = pytester.runpytest("suites/", "-v", "-p", "no:xdist")
     result.assert_outcomes(passed=1)
@@ -95,10 +108,14 @@ def test_suite_with_an_api_candidate_end_to_end(
     assert remote.fingerprint == {"kind": "api", "model": "test-model", "base": openai_server.base}
     assert remote.describe["requests"] == len(CAPITALS) and remote.cost is None
     assert openai_server.count() == len(CAPITALS)
-    # A second run is answered from the cache: no request reaches the server.
-    result = pytester.runpytest("suites/", "-p", "no:xdist")
+    # A second run, in a fresh process without the key, is answered from the cache: no request
+    # reaches the server and litellm is not even imported.
+    monkeypatch.delenv(KEY_ENV)
+    pytester.makeconftest(MODULE_PROBE)
+    result = pytester.runpytest_subprocess("suites/", "-p", "no:xdist")
     result.assert_outcomes(passed=1)
     assert openai_server.count() == len(CAPITALS)
+    assert (project / "modules.txt").read_text() == "False"
     again = load_run(project / "reports" / "capitals" / "run.json").candidates["remote"]
     assert again.n_cached == len(CAPITALS) and again.n_generated == 0
     assert [e.output for e in again.examples] == [e.output for e in remote.examples]
@@ -157,16 +174,21 @@ def test_a_crash_mid_run_keeps_finished_generations(
     cache_path = project / "cache.sqlite"
     prepared = prepare_suite(project / "suites" / "capitals.yaml")
     options = RunOptions(report_dir=project / "out", cache=CrashAfterFirstBatch(cache_path))
-    options.progress = False
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_suite(prepared, options)
-    first_batch = openai_server.count()
-    # Re-run: only what the first batch did not store is requested again.
+    with sqlite3.connect(cache_path) as db:
+        (stored,) = db.execute(
+            "SELECT count(*) FROM entries WHERE namespace='generation'"
+        ).fetchone()
+    # Re-run: what the first batch stored is reused, only the rest is requested again.
+    rerun_started = time.perf_counter()
     rerun = run_suite(prepared, RunOptions(report_dir=project / "out", cache=Cache(cache_path)))
     remote = rerun.candidates["remote"]
-    assert remote.n_cached >= 1 and remote.n_cached + remote.n_generated == len(CAPITALS)
-    assert openai_server.count() - first_batch == remote.n_generated
-    assert _prompt("Peru") in [r.prompt for r in openai_server.log[first_batch:]]
+    reused = {e.id for e in remote.examples if e.cached}
+    assert 1 <= stored == len(reused) < len(CAPITALS) and "pe" not in reused
+    asked_again = {r.prompt for r in openai_server.log if r.started >= rerun_started}
+    assert asked_again == {_prompt(row["country"]) for row in CAPITALS if row["id"] not in reused}
+    assert all(e.error is None for e in remote.examples)
 
 
 def test_errors_are_recorded_not_scored(project: Path, openai_server: OpenAIServer) -> None:

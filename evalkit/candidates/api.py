@@ -331,9 +331,14 @@ class ApiCandidate:
         return replace(reply, attempts=attempts)
 
     async def _timed(
-        self, call: _Call, run: _Run, request: GenerationRequest, params: GenerationSpec
+        self,
+        call: _Call,
+        run: _Run,
+        request: GenerationRequest,
+        params: GenerationSpec,
+        stream: bool | None = None,
     ) -> LatencySample:
-        stream = self.stats.streaming is not False
+        stream = self.stats.streaming is not False if stream is None else stream
         kwargs = _request_kwargs(call, request, params, _Options(stream=stream))
 
         async def attempt() -> _Stream:
@@ -341,8 +346,8 @@ class ApiCandidate:
 
         result = await self._with_retries(call, run, attempt)
         if isinstance(result, str) and stream and _cannot_stream(result):
-            self.stats.streaming = False  # the server refuses streams: time whole replies
-            return await self._timed(call, run, request, params)
+            # Perhaps the server refuses streams: time the whole reply instead.
+            return await self._timed(call, run, request, params, stream=False)
         if isinstance(result, str):
             self.stats.errors += 1
             return LatencySample(request.id, None, 0.0, 0, error=result)
@@ -479,7 +484,7 @@ class ApiCandidate:
                 "OpenAI-compatible server",
                 retryable=True,
             )
-        if "APIConnectionError" in names or any(isinstance(e, OSError) for e in chain):
+        if any(_is_transport_error(e) for e in chain):
             return _Failure(
                 f"could not reach {where} ({detail or 'connection error'}); check that the "
                 "server is running and the URL",
@@ -505,11 +510,14 @@ class ApiCandidate:
                 retryable=False,
                 stop_all=True,
             )
-        code = f"HTTP {status}: " if isinstance(status, int) else ""
+        if isinstance(status, int):
+            return _Failure(
+                f"request rejected by {where} (HTTP {status}: {detail}); check the model name "
+                "and the generation settings",
+                retryable=False,
+            )
         return _Failure(
-            f"request rejected by {where} ({code}{detail}); check the model name and the "
-            "generation settings",
-            retryable=False,
+            f"request to {where} failed ({type(exc).__name__}: {detail})", retryable=False
         )
 
     def _advice(self, status: int) -> str:
@@ -694,6 +702,20 @@ def _causes(exc: BaseException) -> list[BaseException]:
         chain.append(current)
         current = current.__cause__ or current.__context__
     return chain
+
+
+_TRANSPORT_MODULES = {"openai", "httpx", "httpcore", "aiohttp"}
+_TRANSPORT_WORDS = ("Connect", "Disconnect", "ReadError", "WriteError", "Protocol")
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """A refused, dropped or broken connection (not litellm's catch-all APIConnectionError,
+    which it also raises for errors that have nothing to do with the network)."""
+    if isinstance(exc, OSError):
+        return True
+    module = type(exc).__module__.split(".")[0]
+    name = type(exc).__name__
+    return module in _TRANSPORT_MODULES and any(word in name for word in _TRANSPORT_WORDS)
 
 
 def _retry_after(exc: BaseException) -> float | None:
