@@ -244,6 +244,9 @@ def test_complete_many_logprobs_and_json_schema(openai_server: OpenAIServer) -> 
         default_top_logprobs(i, token, 3) for i, token in enumerate(tokens("alpha beta"))
     ]
     assert openai_server.log[0].body["top_logprobs"] == 3
+    # Several samples of one example (same id) each get their own reply, in order.
+    twice = cand.complete_many([request("same"), request("same")], GenerationSpec())
+    assert [r.text for r in twice] == ["same", "same"]
     # Without top_logprobs nothing is asked for and nothing is returned.
     plain = cand.complete_many([request("alpha beta")], GenerationSpec())
     assert plain[0].top_logprobs is None and "logprobs" not in openai_server.log[-1].body

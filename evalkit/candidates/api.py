@@ -66,7 +66,7 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -181,7 +181,7 @@ class _Stream:
     ttft_s: float | None = None
     chunks: int = 0
     usage: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    total_s: float = 0.0
 
 
 class ApiCandidate:
@@ -237,7 +237,7 @@ class ApiCandidate:
     ) -> Iterator[list[Generation]]:
         """Yield each group of requests that finished since the last yield."""
         for replies in self._replies(requests, params, _Options()):
-            yield [self._generation(reply, params) for reply in replies]
+            yield [self._generation(reply, params) for _, reply in replies]
 
     def complete_many(
         self,
@@ -247,10 +247,13 @@ class ApiCandidate:
         top_logprobs: int | None = None,
         json_schema: dict[str, Any] | None = None,
     ) -> list[ApiReply]:
-        """Complete every request (concurrently, with retries); replies in request order."""
+        """Complete every request (concurrently, with retries); replies in request order (ids
+        need not be unique: several samples of one example are fine)."""
         options = _Options(top_logprobs=top_logprobs, json_schema=json_schema)
-        by_id = {r.id: r for group in self._replies(requests, params, options) for r in group}
-        return [by_id[request.id] for request in requests]
+        by_index = dict(
+            pair for group in self._replies(requests, params, options) for pair in group
+        )
+        return [by_index[index] for index in range(len(requests))]
 
     def measure_latency(
         self, requests: Sequence[GenerationRequest], params: GenerationSpec, *, warmup: int
@@ -272,12 +275,12 @@ class ApiCandidate:
 
     def _replies(
         self, requests: Sequence[GenerationRequest], params: GenerationSpec, options: _Options
-    ) -> Iterator[list[ApiReply]]:
-        """Run the requests on the loop thread; yield replies in groups as they finish."""
+    ) -> Iterator[list[tuple[int, ApiReply]]]:
+        """Run the requests on the loop thread; yield (index, reply) groups as they finish."""
         if not requests:
             return
         call = self._call()
-        finished: queue.Queue[ApiReply | None] = queue.Queue()
+        finished: queue.Queue[tuple[int, ApiReply] | None] = queue.Queue()
         future = _submit(self._complete_all(call, requests, params, options, finished.put))
         future.add_done_callback(lambda _: finished.put(None))
         remaining = len(requests)
@@ -298,14 +301,14 @@ class ApiCandidate:
         requests: Sequence[GenerationRequest],
         params: GenerationSpec,
         options: _Options,
-        done: Callable[[ApiReply], None],
+        done: Callable[[tuple[int, ApiReply]], None],
     ) -> None:
         run = _Run(asyncio.Semaphore(self.api.concurrency))
 
-        async def one(request: GenerationRequest) -> None:
-            done(await self._complete(call, run, request, params, options))
+        async def one(index: int, request: GenerationRequest) -> None:
+            done((index, await self._complete(call, run, request, params, options)))
 
-        await asyncio.gather(*(one(r) for r in requests))
+        await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
 
     async def _complete(
         self,
@@ -357,7 +360,7 @@ class ApiCandidate:
         return LatencySample(
             id=request.id,
             ttft_s=timed.ttft_s,
-            total_s=timed.extra["total_s"],
+            total_s=timed.total_s,
             n_output_tokens=int(usage_tokens) if usage_tokens else timed.chunks,
         )
 
@@ -634,7 +637,7 @@ async def _read_stream(kwargs: dict[str, Any]) -> _Stream:
                 out.chunks += 1
                 pieces.append(text)
     out.text = "".join(pieces)
-    out.extra["total_s"] = time.perf_counter() - started
+    out.total_s = time.perf_counter() - started
     return out
 
 
@@ -642,9 +645,8 @@ async def _read_whole(kwargs: dict[str, Any]) -> _Stream:
     started = time.perf_counter()
     response = await _litellm().acompletion(**kwargs)
     text = response.choices[0].message.content or ""
-    out = _Stream(text=text, usage=getattr(response, "usage", None), chunks=0)
-    out.extra["total_s"] = time.perf_counter() - started
-    return out
+    usage = getattr(response, "usage", None)
+    return _Stream(text=text, usage=usage, total_s=time.perf_counter() - started)
 
 
 def _cannot_stream(error: str) -> bool:
@@ -835,7 +837,9 @@ def _loop() -> asyncio.AbstractEventLoop:
         return _LOOP[1]
 
 
-def _drain(finished: queue.Queue[ApiReply | None]) -> list[ApiReply] | None:
+def _drain(
+    finished: queue.Queue[tuple[int, ApiReply] | None],
+) -> list[tuple[int, ApiReply]] | None:
     """Block for one finished reply, then take every other one already waiting."""
     first = finished.get()
     if first is None:
