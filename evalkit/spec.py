@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -20,6 +21,7 @@ from pydantic import (
     PlainSerializer,
     ValidationError,
     WithJsonSchema,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -95,6 +97,14 @@ class SpeculativeSpec(_Strict):
         return self
 
 
+def public_url(url: str) -> str:
+    """Scheme, host, port and path of a URL: no user info (credentials), query or fragment."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+
+
 class ApiSpec(_Strict):
     """How an API candidate (litellm) is called. Keys are read from the environment variable
     named here, never written in the suite, the cache or the results."""
@@ -108,6 +118,11 @@ class ApiSpec(_Strict):
     max_retries: int = Field(
         4, ge=0, description="retries on 429, 5xx, timeouts and connection errors"
     )
+
+    @field_serializer("base")
+    def _public(self, base: str | None) -> str | None:
+        """run.json and reports copy the spec: they get the URL without user info or query."""
+        return public_url(base) if base else base
 
     @field_validator("base")
     @classmethod

@@ -19,10 +19,10 @@ import pytest
 from openai_server import Fault, OpenAIServer, Reply, default_top_logprobs, schema_instance, tokens
 
 from evalkit.candidates import make_candidate
-from evalkit.candidates.api import ApiCandidate, Backoff, is_litellm_model, public_base, redact
+from evalkit.candidates.api import ApiCandidate, Backoff, is_litellm_model, redact
 from evalkit.candidates.base import GenerationRequest, Message
 from evalkit.errors import CandidateError
-from evalkit.spec import CandidateSpec, GenerationSpec
+from evalkit.spec import CandidateSpec, GenerationSpec, public_url
 
 FAST = Backoff(base_s=0.01, cap_s=0.02)
 
@@ -294,7 +294,10 @@ def test_fingerprint_has_no_secrets_and_imports_no_litellm(tmp_path: Path) -> No
         "model": "my-model",
         "base": "https://example.com:8443/v1",
     }
-    assert public_base("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
+    assert public_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
+    # The spec as run.json records it carries no credentials or query either.
+    assert spec.model_dump(mode="json")["api"]["base"] == "https://example.com:8443/v1"
+    assert spec.api is not None and spec.api.base.startswith("HTTPS://user:pw@")  # as called
     # Choosing and fingerprinting an API candidate must not import litellm (2-3 s).
     code = (
         "import sys; from pathlib import Path; from evalkit.candidates import make_candidate;"

@@ -242,3 +242,28 @@ def test_bad_api_options_fail_collection(
     out = result.stdout.str()
     for text in expected:
         assert text in out, out
+
+
+PLAIN_TEST = """
+import pytest
+from evalkit.testing import golden_params
+
+@pytest.mark.parametrize("example", golden_params("golden/capitals.jsonl"))
+def test_capital(example, evalkit_model):
+    model = evalkit_model("test-model", api={{"base": {base!r}}}, max_new_tokens=4)
+    answer = model.generate(f"What is the capital of {{example.fields['country']}}?")
+    assert answer == example.references[0]
+"""
+
+
+def test_api_models_in_plain_test_functions(
+    pytester: pytest.Pytester, project: Path, openai_server: OpenAIServer
+) -> None:
+    openai_server.required_key = None
+    write_jsonl(project / "tests" / "golden" / "capitals.jsonl", CAPITALS)
+    (project / "tests" / "test_user.py").write_text(PLAIN_TEST.format(base=openai_server.base))
+    result = pytester.runpytest("tests/", "-p", "no:xdist", "-v")
+    # The server answers Kyoto and Cusco for Japan and Peru (WRONG): those two fail.
+    result.assert_outcomes(passed=len(RIGHT), failed=len(WRONG))
+    assert "test_capital[jp] FAILED" in result.stdout.str()
+    assert openai_server.count() == len(CAPITALS)

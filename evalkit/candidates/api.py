@@ -74,9 +74,9 @@ from urllib.parse import urlsplit
 
 from evalkit.candidates.base import Generation, GenerationRequest, LatencySample, Message
 from evalkit.errors import CandidateError
-from evalkit.spec import ApiSpec, CandidateSpec, GenerationSpec
+from evalkit.spec import ApiSpec, CandidateSpec, GenerationSpec, public_url
 
-__all__ = ["ApiCandidate", "ApiReply", "Backoff", "is_litellm_model", "redact"]
+__all__ = ["ApiCandidate", "ApiReply", "Backoff", "is_litellm_model", "public_url", "redact"]
 
 LOCAL_ONLY_OPTIONS = (
     "revision", "device", "dtype", "chat_template", "adapter", "merge", "quantization",
@@ -208,14 +208,14 @@ class ApiCandidate:
         return {
             "kind": "api",
             "model": self.model,
-            "base": public_base(self.api.base) if self.api.base else None,
+            "base": public_url(self.api.base) if self.api.base else None,
         }
 
     def describe(self) -> dict[str, Any]:
         return {
             "kind": "api",
             "model": self.model,
-            "base": public_base(self.api.base) if self.api.base else None,
+            "base": public_url(self.api.base) if self.api.base else None,
             "provider": self._call_cache.provider if self._call_cache else None,
             "requests": self.stats.requests,
             "retries": self.stats.retries,
@@ -470,7 +470,7 @@ class ApiCandidate:
 
     def _classify(self, exc: BaseException, call: _Call) -> _Failure:
         """What went wrong, whether to retry, and what the user can do about it."""
-        where = public_base(self.api.base) if self.api.base else call.provider
+        where = public_url(self.api.base) if self.api.base else call.provider
         chain = _causes(exc)
         names = {type(e).__name__ for e in chain}
         status = getattr(exc, "status_code", None)
@@ -760,14 +760,6 @@ def _supported_params(litellm: Any, model: str, provider: str) -> frozenset[str]
     except Exception:
         return None
     return frozenset(supported) if supported else None
-
-
-def public_base(url: str) -> str:
-    """Scheme, host, port and path of a URL: no user info, query or fragment."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
 
 
 @functools.cache
