@@ -19,7 +19,9 @@ import pytest
 from openai_server import Fault, OpenAIServer, Reply, default_top_logprobs, schema_instance, tokens
 
 from evalkit.candidates import make_candidate
-from evalkit.candidates.api import ApiCandidate, Backoff, is_litellm_model, redact
+from evalkit.candidates.api import ApiCandidate, Backoff
+from evalkit.candidates.api_errors import redact
+from evalkit.candidates.api_models import is_litellm_model
 from evalkit.candidates.base import GenerationRequest, Message
 from evalkit.errors import CandidateError
 from evalkit.spec import CandidateSpec, GenerationSpec, public_url

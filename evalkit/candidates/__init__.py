@@ -24,9 +24,11 @@ def make_candidate(
         from evalkit.candidates.replay import ReplayCandidate
 
         return ReplayCandidate(name, (base_dir / spec.replay).resolve())
-    from evalkit.candidates.api import ApiCandidate, is_bare_api_model
+    from evalkit.candidates.api_models import is_bare_api_model
 
     if spec.api is not None or is_bare_api_model(spec, base_dir):
+        from evalkit.candidates.api import ApiCandidate
+
         return ApiCandidate(name, spec)
     from evalkit.candidates.hf import HFCandidate
 

@@ -9,7 +9,7 @@ Which candidates are API candidates (``make_candidate``):
   (``revision``, ``device``, ``dtype``, ``chat_template``, ``adapter``, ``quantization``,
   ``speculative``). Hub ids such as ``HuggingFaceTB/SmolLM2-135M-Instruct`` or
   ``openai/gpt-oss-20b`` are not priced chat models of a litellm provider, so they stay local.
-  The price list is read as a file (``is_litellm_model``): deciding costs no litellm import.
+  The price list is read as a file (``api_models``): deciding costs no litellm import.
 
 With ``api.base`` the model is sent to that server through litellm's OpenAI-compatible client
 (vLLM, TGI, SGLang, llama.cpp server, Ollama, a LiteLLM proxy...): a model string whose prefix is
@@ -20,8 +20,8 @@ Keys: read from the variable ``api.key_env`` names; without ``key_env``, litellm
 standard variables (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...) -- except with ``api.base``,
 where no provider key is sent unless ``key_env`` says so (a placeholder goes instead), so a
 vendor key never reaches a third-party server by accident. Keys never reach the fingerprint, the
-cache, run.json, logs or error messages: every error text is redacted (``redact``) and no litellm
-exception leaves this module.
+cache, run.json, logs or error messages: every error text is redacted (``api_errors``) and no
+litellm exception leaves this module.
 
 Requests: asyncio on one background event-loop thread, at most ``api.concurrency`` in flight,
 each attempt limited to ``api.timeout_s``. 429, 5xx, timeouts, dropped connections and replies
@@ -33,7 +33,12 @@ A request that still fails becomes that example's ``Generation.error`` (one line
 happened and what to do), never a score. ``generate`` yields each group of finished requests at
 once, so the engine caches them as they land.
 
-Capabilities for other components:
+Decoding: ``max_new_tokens`` -> ``max_tokens``; ``temperature``; ``top_p`` and ``top_k`` when set;
+``seed`` only when sampling; ``stop`` (the first 4 sent, all applied to the reply locally, as for
+local models). ``Generation.prompt`` stays empty: the server's chat template is not known.
+
+Capabilities for other components (build one with ``make_candidate(name, CandidateSpec(model=...,
+api={...}), base_dir)``):
 
 - ``complete_many(requests, params, *, top_logprobs=None, json_schema=None) -> list[ApiReply]``
   in request order: the text, per generated position the top ``top_logprobs`` alternatives as
@@ -55,10 +60,6 @@ then stays what that name answered when it was cached (``--evalkit-no-cache`` as
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import importlib.util
-import json
 import os
 import queue
 import random
@@ -67,28 +68,19 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from evalkit.candidates.api_errors import classify, first_line, redact, with_attempts
 from evalkit.candidates.base import Generation, GenerationRequest, LatencySample, Message
 from evalkit.errors import CandidateError
 from evalkit.spec import ApiSpec, CandidateSpec, GenerationSpec, public_url
 
-__all__ = ["ApiCandidate", "ApiReply", "Backoff", "is_litellm_model", "public_url", "redact"]
-
-LOCAL_ONLY_OPTIONS = (
-    "revision", "device", "dtype", "chat_template", "adapter", "merge", "quantization",
-    "speculative",
-)  # fmt: skip
-"""Options that make a bare ``provider/name`` model string a local (transformers) model."""
+__all__ = ["ApiCandidate", "ApiReply", "Backoff"]
 
 PLACEHOLDER_KEY = "EMPTY"
 """Sent to an ``api.base`` server when no ``key_env`` is given (vLLM's convention)."""
 
-_CHAT_MODES = {"chat", "completion", "responses", None}
-_STOP_ALL = {401: "authentication failed", 403: "permission denied", 404: "not found"}
 _MAX_STOPS = 4  # OpenAI's limit; every stop string is also applied locally
 T = TypeVar("T")
 
@@ -134,16 +126,6 @@ class _Options:
     top_logprobs: int | None = None
     json_schema: dict[str, Any] | None = None
     stream: bool = False
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """A failed attempt, classified."""
-
-    message: str
-    retryable: bool
-    stop_all: bool = False
-    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -383,13 +365,18 @@ class ApiCandidate:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # litellm raises many types; all are classified
-                failure = self._classify(exc, call)
+                failure = classify(
+                    exc,
+                    where=public_url(self.api.base) if self.api.base else call.provider,
+                    secrets=call.secrets,
+                    timeout_s=self.api.timeout_s,
+                    advice=self._advice,
+                )
             if failure.stop_all:
                 run.stop_reason = failure.message
                 return failure.message
             if not failure.retryable or attempts > self.api.max_retries:
-                tries = f" (after {attempts} attempts)" if attempts > 1 else ""
-                return _with_tries(failure.message, tries)
+                return with_attempts(failure.message, attempts)
             self.stats.retries += 1
             await asyncio.sleep(self.backoff.delay(attempts - 1, failure.retry_after))
 
@@ -436,7 +423,7 @@ class ApiCandidate:
         except Exception as exc:
             raise CandidateError(
                 f"candidate '{self.name}': litellm does not know the provider of '{model}' "
-                f"({redact(_first_line(str(exc)), self._secrets(key))}); write it as "
+                f"({redact(first_line(str(exc)), self._secrets(key))}); write it as "
                 "provider/model (e.g. openai/gpt-4o-mini)"
                 " or give api.base for an OpenAI-compatible server"
             ) from None
@@ -461,78 +448,23 @@ class ApiCandidate:
             return value.strip()
         return PLACEHOLDER_KEY if self.api.base else None
 
+    def _advice(self, status: int) -> str:
+        """What to do about a 401, 403 or 404."""
+        if status == 404:
+            where = " and api.base" if self.api.base else ""
+            return f"check the model name '{self.model}'{where}"
+        if self.api.key_env:
+            return f"check the key in ${self.api.key_env} (api.key_env)"
+        if self.api.base:
+            return "set api.key_env to the variable that holds this server's key"
+        return "check the provider's key variable (e.g. OPENAI_API_KEY) or set api.key_env"
+
     def _secrets(self, key: str | None) -> tuple[str, ...]:
         secrets = [key] if key and key != PLACEHOLDER_KEY else []
         if self.api.base:
             parts = urlsplit(self.api.base)
             secrets += [s for s in (parts.password, parts.query) if s]
         return tuple(secrets)
-
-    def _classify(self, exc: BaseException, call: _Call) -> _Failure:
-        """What went wrong, whether to retry, and what the user can do about it."""
-        where = public_url(self.api.base) if self.api.base else call.provider
-        chain = _causes(exc)
-        names = {type(e).__name__ for e in chain}
-        status = getattr(exc, "status_code", None)
-        detail = redact(_detail(exc), call.secrets)
-        if isinstance(exc, TimeoutError) or "Timeout" in names or "APITimeoutError" in names:
-            return _Failure(
-                f"timed out after {self.api.timeout_s:g} s; raise api.timeout_s or lower "
-                "api.concurrency",
-                retryable=True,
-            )
-        if "JSONDecodeError" in names:
-            return _Failure(
-                f"the reply from {where} was not valid JSON; check that it is an "
-                "OpenAI-compatible server",
-                retryable=True,
-            )
-        if any(_is_transport_error(e) for e in chain):
-            return _Failure(
-                f"could not reach {where} ({detail or 'connection error'}); check that the "
-                "server is running and the URL",
-                retryable=True,
-            )
-        if status == 429:
-            return _Failure(
-                f"rate limited by {where} (HTTP 429: {detail}); lower api.concurrency or raise "
-                "api.max_retries",
-                retryable=True,
-                retry_after=_retry_after(exc),
-            )
-        if isinstance(status, int) and status >= 500:
-            return _Failure(
-                f"server error from {where} (HTTP {status}: {detail}); re-run later (finished "
-                "examples are cached)",
-                retryable=True,
-                retry_after=_retry_after(exc),
-            )
-        if status in _STOP_ALL:
-            return _Failure(
-                f"{_STOP_ALL[status]} at {where} (HTTP {status}: {detail}); {self._advice(status)}",
-                retryable=False,
-                stop_all=True,
-            )
-        if isinstance(status, int):
-            return _Failure(
-                f"request rejected by {where} (HTTP {status}: {detail}); check the model name "
-                "and the generation settings",
-                retryable=False,
-            )
-        return _Failure(
-            f"request to {where} failed ({type(exc).__name__}: {detail})", retryable=False
-        )
-
-    def _advice(self, status: int) -> str:
-        if status == 404:
-            return f"check the model name '{self.model}'" + (
-                " and api.base" if self.api.base else ""
-            )
-        if self.api.key_env:
-            return f"check the key in ${self.api.key_env} (api.key_env)"
-        if self.api.base:
-            return "set api.key_env to the variable that holds this server's key"
-        return "check the provider's key variable (e.g. OPENAI_API_KEY) or set api.key_env"
 
 
 # -- requests and replies ----------------------------------------------------------------------
@@ -660,88 +592,6 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text if cut < 0 else text[:cut]
 
 
-def _with_tries(message: str, tries: str) -> str:
-    head, sep, tail = message.partition(";")
-    return f"{head}{tries}{sep}{tail}"
-
-
-# -- errors -------------------------------------------------------------------------------------
-
-_REDACTIONS = (
-    (re.compile(r"(?i)(bearer\s+)[^\s'\",]+"), r"\1[redacted]"),
-    (re.compile(r"(?i)(api[_-]?key['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"), r"\1[redacted]"),
-    (re.compile(r"\bsk-[A-Za-z0-9_\-*.]{6,}"), "sk-[redacted]"),
-    (re.compile(r"(?i)(incorrect api key provided:\s*)[^\s.,]+"), r"\1[redacted]"),
-)
-
-
-def redact(text: str, secrets: Sequence[str] = ()) -> str:
-    """``text`` without the given secrets and without anything shaped like a key or token."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    for pattern, replacement in _REDACTIONS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def _detail(exc: BaseException) -> str:
-    """The provider's own words, without litellm's class-name prefixes, on one line."""
-    message = str(getattr(exc, "message", None) or exc)
-    message = re.sub(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?", "", message)
-    return _first_line(message)[:200]
-
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0] if lines else ""
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-_TRANSPORT_MODULES = {"openai", "httpx", "httpcore", "aiohttp"}
-_TRANSPORT_WORDS = ("Connect", "Disconnect", "ReadError", "WriteError", "Protocol")
-
-
-def _is_transport_error(exc: BaseException) -> bool:
-    """A refused, dropped or broken connection (not litellm's catch-all APIConnectionError,
-    which it also raises for errors that have nothing to do with the network)."""
-    if isinstance(exc, OSError):
-        return True
-    module = type(exc).__module__.split(".")[0]
-    name = type(exc).__name__
-    return module in _TRANSPORT_MODULES and any(word in name for word in _TRANSPORT_WORDS)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    """Seconds the server asked to wait (``retry-after-ms`` or ``Retry-After``), if it said."""
-    headers = getattr(exc, "litellm_response_headers", None)
-    response = getattr(exc, "response", None)
-    if not headers and response is not None:
-        headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    with contextlib.suppress(TypeError, ValueError):
-        if headers.get("retry-after-ms") is not None:
-            return float(headers["retry-after-ms"]) / 1000.0
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        with contextlib.suppress(TypeError, ValueError):
-            return parsedate_to_datetime(value).timestamp() - time.time()
-    return None
-
-
 # -- litellm, lazily --------------------------------------------------------------------------
 
 
@@ -760,47 +610,6 @@ def _supported_params(litellm: Any, model: str, provider: str) -> frozenset[str]
     except Exception:
         return None
     return frozenset(supported) if supported else None
-
-
-@functools.cache
-def _price_map() -> dict[str, Any]:
-    """litellm's bundled price list, read as a file so that deciding costs no litellm import."""
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or spec.origin is None:
-        return {}
-    path = Path(spec.origin).parent / "model_prices_and_context_window_backup.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def is_litellm_model(model: str) -> bool:
-    """``provider/name`` that litellm's local price list knows as a chat model of ``provider``."""
-    if "/" not in model:
-        return False
-    provider, rest = model.split("/", 1)
-    prices = _price_map()
-    entry = prices.get(model) or prices.get(rest)
-    if not isinstance(entry, dict) or entry.get("mode") not in _CHAT_MODES:
-        return False
-    return str(entry.get("litellm_provider", "")).split("-")[0] == provider
-
-
-def is_bare_api_model(spec: CandidateSpec, base_dir: Path) -> bool:
-    """Whether a candidate without ``api:`` names an API model (see the module docstring)."""
-    from evalkit.candidates.models import ALIASES
-
-    model = spec.model
-    if model is None or model in ALIASES:
-        return False
-    if set(LOCAL_ONLY_OPTIONS) & spec.model_fields_set:
-        return False
-    path = Path(model).expanduser()
-    if path.exists() or (not path.is_absolute() and (base_dir / path).exists()):
-        return False
-    return is_litellm_model(model)
 
 
 # -- the event loop thread -----------------------------------------------------------------------
