@@ -15,6 +15,7 @@ from evalkit.errors import EvalkitError
 def _run(args: argparse.Namespace) -> int:
     from evalkit.cache import Cache, cache_file
     from evalkit.engine import RunOptions, prepare_suite, run_suite
+    from evalkit.report.publish import publish
     from evalkit.report.table import format_table
 
     options = RunOptions(
@@ -26,8 +27,10 @@ def _run(args: argparse.Namespace) -> int:
         update_baseline=args.update_baseline,
     )
     failed = False
+    results = []
     for suite in args.suites:
         result = run_suite(prepare_suite(Path(suite)), options)
+        results.append(result)
         if result.gates:
             print(format_table(result.gates))
         for name, run in result.candidates.items():
@@ -41,6 +44,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"\n{verdict.suite}::{verdict.candidate}::{verdict.gate}\n{verdict.message}")
         failed = failed or not result.passed
     options.cache.close()
+    published = publish(results, options.report_dir)
+    print(f"report: {display_path(published.index)}")
     return 1 if failed else 0
 
 

@@ -128,15 +128,15 @@ def _status(change: PairedChange | None, higher_is_better: bool) -> Change:
 def _paired(
     cand: CandidateRun, base: CandidateRun, metrics: Sequence[MetricInfo]
 ) -> tuple[np.ndarray, list[float | None]]:
-    """Per-example deltas (examples x metrics; NaN where either side has no score) and the
-    baseline's mean over the same pairs."""
-    base_by_id = {e.id: e for e in base.examples}
-    deltas = np.full((len(cand.examples), len(metrics)), np.nan)
+    """Per-example deltas in the baseline's example order (examples x metrics; NaN where either
+    side has no score) and the baseline's mean over the same pairs."""
+    cand_by_id = {e.id: e for e in cand.examples}
+    deltas = np.full((len(base.examples), len(metrics)), np.nan)
     base_sums = np.zeros(len(metrics))
     base_counts = np.zeros(len(metrics))
-    for i, example in enumerate(cand.examples):
-        other = base_by_id.get(example.id)
-        if other is None:
+    for i, other in enumerate(base.examples):
+        example = cand_by_id.get(other.id)
+        if example is None:
             continue
         for j, metric in enumerate(metrics):
             c, b = example.scores.get(metric.name), other.scores.get(metric.name)
@@ -148,33 +148,26 @@ def _paired(
     return deltas, base_means
 
 
-def _candidate_rows(
-    run: RunResult, cand: CandidateRun, baseline: str | None, metrics: list[MetricInfo], seed: int
-) -> list[MetricRow]:
-    present = [m for m in metrics if m.name in cand.aggregates]
-    changes: list[PairedChange | None] = [None] * len(present)
-    base_means: list[float | None] = [None] * len(present)
-    if baseline is not None and cand.name != baseline and cand.examples:
-        deltas, base_means = _paired(cand, run.candidates[baseline], present)
-        changes = paired_changes(deltas, seed=seed)
-    rows = []
-    for metric, change, base_mean in zip(present, changes, base_means, strict=True):
-        gates = tuple(v for v in run.gates if v.candidate == cand.name and v.metric == metric.name)
-        status: Change = (
-            "baseline" if cand.name == baseline else _status(change, metric.higher_is_better)
-        )
-        rows.append(
-            MetricRow(
-                candidate=cand.name,
-                metric=metric,
-                aggregate=cand.aggregates[metric.name],
-                change=change,
-                status=status,
-                baseline_mean=base_mean,
-                gates=gates,
-            )
-        )
-    return rows
+def _changes(
+    run: RunResult, baseline: str, names: list[str], metrics: list[MetricInfo], seed: int
+) -> dict[tuple[str, str], tuple[PairedChange | None, float | None]]:
+    """(candidate, metric) -> paired change vs the baseline and the baseline's paired mean.
+    One bootstrap for all candidates and metrics: they share the examples, hence resamples."""
+    base = run.candidates[baseline]
+    blocks, keys, base_means = [], [], []
+    for name in names:
+        cand = run.candidates[name]
+        if name == baseline:
+            continue
+        present = [m for m in metrics if m.name in cand.aggregates]
+        deltas, means = _paired(cand, base, present)
+        blocks.append(deltas)
+        keys += [(name, m.name) for m in present]
+        base_means += means
+    if not keys:
+        return {}
+    changes = paired_changes(np.hstack(blocks), seed=seed)
+    return dict(zip(keys, zip(changes, base_means, strict=True), strict=True))
 
 
 def build_suite_view(run: RunResult, *, seed: int = 0) -> SuiteView:
@@ -184,11 +177,19 @@ def build_suite_view(run: RunResult, *, seed: int = 0) -> SuiteView:
         names.remove(baseline)
         names.insert(0, baseline)
     metrics = _metrics(run)
-    rows = [
-        row
-        for name in names
-        for row in _candidate_rows(run, run.candidates[name], baseline, metrics, seed)
-    ]
+    changes = _changes(run, baseline, names, metrics, seed) if baseline else {}
+    rows = []
+    for name in names:
+        for metric in metrics:
+            aggregate = run.candidates[name].aggregates.get(metric.name)
+            if aggregate is None:
+                continue
+            change, base_mean = changes.get((name, metric.name), (None, None))
+            status: Change = (
+                "baseline" if name == baseline else _status(change, metric.higher_is_better)
+            )
+            gates = tuple(v for v in run.gates if v.candidate == name and v.metric == metric.name)
+            rows.append(MetricRow(name, metric, aggregate, change, status, base_mean, gates))
     failed = [v for v in run.gates if not v.passed]
     status: Literal["passed", "failed", "no gates"] = (
         "no gates" if not run.gates else ("failed" if failed else "passed")
