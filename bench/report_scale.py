@@ -17,13 +17,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from reportdata import make_run  # noqa: E402
+from reportdata import make_run
 
-from evalkit.report.browser import chromium  # noqa: E402
-from evalkit.report.publish import publish  # noqa: E402
-from evalkit.results import save_run  # noqa: E402
+from evalkit.report.browser import chromium
+from evalkit.report.publish import publish
+from evalkit.results import save_run
 
 MB = 1024 * 1024
+MEASURE_JS = """() => {
+  const v = window.evalkitReport.views[0];
+  const q = (cls) => v.root.querySelector(cls);
+  const t = (f) => { const s = performance.now(); f(); return performance.now() - s; };
+  const set = (cls, prop, value) => () => { q(cls)[prop] = value; v.update(); };
+  const out = {init_ms: v.initMs};
+  out.sort_by_id_ms = t(set('.ex-sort', 'value', 'id'));
+  out.sort_by_delta_ms = t(set('.ex-sort', 'value', 'delta'));
+  out.search_ms = t(set('.ex-search', 'value', 'paris'));
+  out.search_rows = v.rows.length;
+  q('.ex-search').value = '';
+  out.regressions_only_ms = t(set('.ex-regr', 'checked', true));
+  out.regression_rows = v.rows.length;
+  out.any_quality_metric_ms = t(set('.ex-metric', 'value', '-1'));
+  out.next_page_ms = t(() => q('.ex-next').click());
+  const th = v.root.closest('.suite').querySelector('table.metrics th:nth-child(9)');
+  out.sort_metrics_table_ms = t(() => th.click());
+  return out;
+}"""
 
 
 def measure_page(index: Path) -> dict[str, float]:
@@ -38,26 +57,7 @@ def measure_page(index: Path) -> dict[str, float]:
         dom_ms = (time.perf_counter() - started) * 1000
         page.wait_for_selector(".examples[data-ready='1']", state="attached", timeout=60_000)
         ready_ms = (time.perf_counter() - started) * 1000
-        timings = page.evaluate(
-            """() => {
-              const v = window.evalkitReport.views[0];
-              const root = v.root;
-              const t = (f) => { const s = performance.now(); f(); return performance.now() - s; };
-              const out = {init_ms: v.initMs};
-              out.sort_by_id_ms = t(() => { root.querySelector('.ex-sort').value = 'id'; v.update(); });
-              out.sort_by_delta_ms = t(() => { root.querySelector('.ex-sort').value = 'delta'; v.update(); });
-              out.search_ms = t(() => { root.querySelector('.ex-search').value = 'paris'; v.update(); });
-              out.search_rows = v.rows.length;
-              root.querySelector('.ex-search').value = '';
-              out.regressions_only_ms = t(() => { root.querySelector('.ex-regr').checked = true; v.update(); });
-              out.regression_rows = v.rows.length;
-              out.any_metric_ms = t(() => { root.querySelector('.ex-metric').value = '-1'; v.update(); });
-              out.next_page_ms = t(() => root.querySelector('.ex-next').click());
-              const table = root.closest('.suite').querySelector('table.metrics th:nth-child(9)');
-              out.sort_metrics_table_ms = t(() => table.click());
-              return out;
-            }"""
-        )
+        timings = page.evaluate(MEASURE_JS)
         if errors:
             print("console errors:", errors[:5])
     return {"domcontentloaded_ms": dom_ms, "first_rows_ms": ready_ms, **timings}
@@ -84,9 +84,8 @@ def main() -> None:
     print(f"build fake run {t1 - t0:.1f} s, save run.json {t2 - t1:.1f} s")
     print(f"render report (stats, charts, both pages, summary): {t3 - t2:.2f} s")
     print(f"run.json {run_json.stat().st_size / MB:.1f} MB")
-    print(
-        f"suite page {suite_page.stat().st_size / MB:.1f} MB, index {published.index.stat().st_size / MB:.1f} MB"
-    )
+    page_mb = suite_page.stat().st_size / MB
+    print(f"suite page {page_mb:.1f} MB, index {published.index.stat().st_size / MB:.1f} MB")
     for name, value in measure_page(suite_page).items():
         print(f"chromium {name}: {value:.0f}" if name.endswith("_ms") else f"{name}: {value}")
 

@@ -35,3 +35,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Same architecture and tokenizer as ``tiny_model``, different weights (seed 1)."""
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama-seed1"), seed=1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_ci_step_summary() -> Iterator[None]:
+    """Suites that tests run must not append to the real CI job summary (GitHub Actions)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+        yield
