@@ -14,7 +14,9 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
+from evalkit.errors import EvalkitError
 from evalkit.gates import BaselineScores, evaluate_gate
 from evalkit.results import (
     Aggregate,
@@ -65,6 +67,18 @@ GATES = {
     "judge": GateSpec(metric="judge.correctness", max_drop=0.25),
     "tpot": GateSpec(metric="latency.tpot_ms", max_increase="15%"),
 }
+
+
+def require_chromium() -> None:
+    """Browser tests fail (never skip) without Chromium, saying how to install it."""
+    from evalkit.report.browser import chromium_path
+
+    try:
+        chromium_path()
+        return
+    except EvalkitError as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
 
 
 @dataclass(frozen=True)

@@ -132,9 +132,10 @@
     var firstQuality = d.metrics.findIndex(function (m) { return !m.resource; });
     metric.value = String(firstQuality < 0 ? -1 : firstQuality);
     var rerun = function () { self.page = 0; self.update(); };
-    [cand, base, metric, this.q("ex-sort"), this.q("ex-regr"), this.q("ex-err")].forEach(function (c) {
+    [cand, base, metric, this.q("ex-regr"), this.q("ex-err")].forEach(function (c) {
       c.addEventListener("change", rerun);
     });
+    this.q("ex-sort").addEventListener("change", function () { self.reverse = false; rerun(); });
     var timer = null;
     this.q("ex-search").addEventListener("input", function () {
       clearTimeout(timer);
