@@ -212,6 +212,32 @@ def examples_payload(view: SuiteView) -> dict[str, Any]:
 # -- panels -----------------------------------------------------------------------------------
 
 
+def _scalars(values: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v}" for k, v in values.items() if isinstance(v, str | int | float | bool)
+    )
+
+
+def candidate_lines(view: SuiteView) -> list[dict[str, Any]]:
+    """What each candidate is, in one line: model plus every settings dict (adapter,
+    quantization, speculative, api, generation overrides) from its spec and describe()."""
+    lines = []
+    for name in view.candidates:
+        run = view.run.candidates[name]
+        settings = {k: v for k, v in run.spec.items() if isinstance(v, dict)}
+        settings.update({k: v for k, v in run.describe.items() if isinstance(v, dict)})
+        model = run.describe.get("model") or run.spec.get("model") or run.spec.get("replay")
+        lines.append(
+            {
+                "name": name,
+                "model": model or run.describe.get("kind") or "",
+                "settings": {k: _scalars(v) for k, v in settings.items() if _scalars(v)},
+                "run": run,
+            }
+        )
+    return lines
+
+
 def latency_rows(view: SuiteView) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns (latency.* metrics) and one row per candidate with mean and extra figures, plus
     speculative decoding and cost facts from ``describe`` when present."""
@@ -277,6 +303,7 @@ def suite_context(view: SuiteView) -> dict[str, Any]:
         "has_speculative": any(r["speculative"] for r in latency_table),
         "has_cost": any(r["cost"] for r in latency_table),
         "system_message": shared_system_message(view.run),
+        "candidate_lines": candidate_lines(view),
         "payload": json_for_script(examples_payload(view)),
     }
 
