@@ -31,6 +31,7 @@ from evalkit._files import write_atomic
 from evalkit.report import charts
 from evalkit.report.view import ALPHA, RESOURCE_PREFIXES, SuiteView, overall_status
 from evalkit.results import RunResult
+from evalkit.stats import N_BOOTSTRAP
 
 MAX_NOTE_CHARS = 2000
 """Longer per-example details (judge transcripts) are cut in the report; run.json keeps all."""
@@ -114,19 +115,13 @@ def _compact(value: float | None) -> float | None:
 
 
 def _input_text(messages: list[dict[str, str]], shared_system: str | None) -> str:
-    parts = []
-    for message in messages:
-        if message.get("role") == "system" and message.get("content") == shared_system:
-            continue
-        parts.append(message.get("content", ""))
-    if len(parts) > 1:
-        shown = [
-            m
-            for m in messages
-            if not (m.get("role") == "system" and m.get("content") == shared_system)
-        ]
-        return "\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in shown)
-    return parts[0] if parts else ""
+    """The prompt as messages; a system message every example shares is shown once elsewhere."""
+    shown = [
+        m for m in messages if not (m.get("role") == "system" and m.get("content") == shared_system)
+    ]
+    if len(shown) == 1:
+        return shown[0].get("content", "")
+    return "\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in shown)
 
 
 def shared_system_message(run: RunResult) -> str | None:
@@ -287,6 +282,7 @@ def suite_context(view: SuiteView) -> dict[str, Any]:
             key=lambda r: (metric_order[r.metric.name], view.candidates.index(r.candidate)),
         ),
         "alpha": ALPHA,
+        "n_boot": f"{N_BOOTSTRAP:,}",
         "resource_prefixes": RESOURCE_PREFIXES,
         "changes_chart": charts.changes_chart(view),
         "means_charts": [c for m in view.metrics if (c := charts.means_chart(view, m))],

@@ -76,6 +76,7 @@ class SuiteView:
     rows: list[MetricRow]
     gate_status: Literal["passed", "failed", "no gates"]
     failed_gates: list[GateVerdict] = field(default_factory=list)
+    seed: int = 0
 
     @property
     def name(self) -> str:
@@ -203,6 +204,7 @@ def build_suite_view(run: RunResult, *, seed: int = 0) -> SuiteView:
         rows=rows,
         gate_status=status,
         failed_gates=failed,
+        seed=seed,
     )
 
 
