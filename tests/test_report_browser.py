@@ -5,6 +5,8 @@ These tests never skip: without /usr/bin/chromium they fail and say to run `make
 
 from __future__ import annotations
 
+import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,3 +195,40 @@ def test_csp_blocks_any_script_the_report_does_not_ship(visit: Visit) -> None:
     )
     assert page.evaluate("window.injected") is None
     assert any("Content Security Policy" in e for e in visit.errors)
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            table[i + 1][j + 1] = (
+                table[i][j] + 1 if x == y else max(table[i][j + 1], table[i + 1][j])
+            )
+    return table[-1][-1]
+
+
+def test_word_diff_is_a_longest_common_subsequence(visit: Visit) -> None:
+    """Both sides rebuild their text exactly, and the unchanged words are as many as the
+    longest common subsequence of the two word lists (computed here by plain DP)."""
+    rng = random.Random(0)
+    vocab = ["the", "a", "Paris", "Lyon", "is", "capital", "answer", ",", "."]
+    pairs = [
+        ("The capital is Paris today", "The capital is Lyon today"),
+        ("", "new words here"),
+        ("same  text\nkept", "same  text\nkept"),
+        ("The answer is Paris.", "I think it is Lyon, near the coast."),
+    ] + [
+        (" ".join(rng.choices(vocab, k=rng.randint(0, 30))), " ".join(rng.choices(vocab, k=30)))
+        for _ in range(20)
+    ]
+    results = visit.page.evaluate(
+        "pairs => pairs.map(p => window.evalkitReport.wordDiff(p[0], p[1]))", pairs
+    )
+    for (before, after), (left, right) in zip(pairs, results, strict=True):
+        assert "".join(text for _, text in left) == before
+        assert "".join(text for _, text in right) == after
+        assert {kind for kind, _ in left} <= {"", "del"}
+        assert {kind for kind, _ in right} <= {"", "ins"}
+        kept = [w for kind, text in left if kind == "" for w in re.split(r"(\s+)", text) if w]
+        words = [[w for w in re.split(r"(\s+)", t) if w] for t in (before, after)]
+        assert len(kept) == _lcs(*words)
