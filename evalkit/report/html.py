@@ -17,7 +17,6 @@ import base64
 import functools
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -29,12 +28,9 @@ from markupsafe import Markup
 
 from evalkit._files import write_atomic
 from evalkit.report import charts
+from evalkit.report.payload import examples_payload, shared_system_message
 from evalkit.report.view import ALPHA, RESOURCE_PREFIXES, SuiteView, overall_status
-from evalkit.results import RunResult
 from evalkit.stats import N_BOOTSTRAP
-
-MAX_NOTE_CHARS = 2000
-"""Longer per-example details (judge transcripts) are cut in the report; run.json keeps all."""
 
 
 @dataclass(frozen=True)
@@ -103,105 +99,6 @@ def json_for_script(data: Any) -> Markup:
         text = text.replace(char, escaped)
     text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return Markup(text)
-
-
-# -- the per-example payload read by report.js ------------------------------------------------
-
-
-def _compact(value: float | None) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return float(f"{value:.6g}")
-
-
-def _input_text(messages: list[dict[str, str]], shared_system: str | None) -> str:
-    """The prompt as messages; a system message every example shares is shown once elsewhere."""
-    shown = [
-        m for m in messages if not (m.get("role") == "system" and m.get("content") == shared_system)
-    ]
-    if len(shown) == 1:
-        return shown[0].get("content", "")
-    return "\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in shown)
-
-
-def shared_system_message(run: RunResult) -> str | None:
-    """The system message every example shares (shown once, in the metadata)."""
-    seen = set()
-    for cand in run.candidates.values():
-        for example in cand.examples:
-            seen.add(
-                next((m["content"] for m in example.messages if m.get("role") == "system"), None)
-            )
-            if len(seen) > 1:
-                return None
-    return seen.pop() if seen else None
-
-
-def _notes(details: dict[str, dict[str, Any]]) -> list[list[str]]:
-    notes = []
-    for column, detail in details.items():
-        for key, value in detail.items():
-            kind = key if key in ("rationale", "error") else "detail"
-            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            label = column if kind != "detail" else f"{column}.{key}"
-            notes.append([label, kind, text[:MAX_NOTE_CHARS]])
-    return notes
-
-
-def examples_payload(view: SuiteView) -> dict[str, Any]:
-    run = view.run
-    order: list[str] = []
-    known: set[str] = set()
-    for name in view.candidates:
-        for example in run.candidates[name].examples:
-            if example.id not in known:
-                known.add(example.id)
-                order.append(example.id)
-    position = {example_id: i for i, example_id in enumerate(order)}
-    first = {}
-    for name in reversed(view.candidates):
-        first.update({e.id: e for e in run.candidates[name].examples})
-    system = shared_system_message(run)
-    strings: list[str] = []
-    interned: dict[str, int] = {}
-
-    def intern(text: str | None) -> int:
-        if text is None:
-            return -1
-        if text not in interned:
-            interned[text] = len(strings)
-            strings.append(text)
-        return interned[text]
-
-    runs = []
-    for name in view.candidates:
-        out = [-1] * len(order)
-        scores = [[None] * len(order) for _ in view.metrics]
-        errors: dict[str, str] = {}
-        notes: dict[str, list[list[str]]] = {}
-        for example in run.candidates[name].examples:
-            i = position[example.id]
-            out[i] = intern(example.output)
-            for j, metric in enumerate(view.metrics):
-                scores[j][i] = _compact(example.scores.get(metric.name))
-            if example.error:
-                errors[str(i)] = example.error
-            if example.details:
-                notes[str(i)] = _notes(example.details)
-        runs.append({"out": out, "scores": scores, "errors": errors, "notes": notes})
-    return {
-        "metrics": [
-            {"name": m.name, "hib": m.higher_is_better, "resource": m.resource}
-            for m in view.metrics
-        ],
-        "candidates": view.candidates,
-        "baseline": view.candidates.index(view.baseline) if view.baseline else None,
-        "ids": order,
-        "inputs": [_input_text(first[i].messages, system) for i in order],
-        "refs": [" | ".join(first[i].references) for i in order],
-        "strings": strings,
-        "runs": runs,
-    }
 
 
 # -- panels -----------------------------------------------------------------------------------
