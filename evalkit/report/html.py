@@ -29,7 +29,7 @@ from markupsafe import Markup
 from evalkit._files import write_atomic
 from evalkit.report import charts
 from evalkit.report.payload import examples_payload, shared_system_message
-from evalkit.report.view import ALPHA, RESOURCE_PREFIXES, SuiteView, overall_status
+from evalkit.report.view import ALPHA, SuiteView, overall_status
 from evalkit.stats import N_BOOTSTRAP
 
 
@@ -180,7 +180,6 @@ def suite_context(view: SuiteView) -> dict[str, Any]:
         ),
         "alpha": ALPHA,
         "n_boot": f"{N_BOOTSTRAP:,}",
-        "resource_prefixes": RESOURCE_PREFIXES,
         "changes_chart": charts.changes_chart(view),
         "means_charts": [c for m in view.metrics if (c := charts.means_chart(view, m))],
         "distribution_charts": [
