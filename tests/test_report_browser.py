@@ -181,6 +181,15 @@ def test_hostile_golden_text_and_outputs_render_as_text(visit: Visit, run: RunRe
     for text in shown:
         if any(h in text for h in HOSTILE):
             assert text in hostile_inputs
+    outputs = {
+        e.id: e.output
+        for e in run.candidates["lora"].examples
+        if e.output and any(h in e.output for h in HOSTILE)
+    }
+    assert outputs
+    for example_id, output in outputs.items():
+        cell = page.locator(f"table.ex-table tr[data-id='{example_id}'] td.cand-out")
+        assert cell.inner_text() == output
     assert page.locator("img, textarea, iframe").count() == 0
     assert visit.dialogs == []
     assert page.evaluate("document.scripts.length") == 2
