@@ -10,7 +10,7 @@ from scipy import stats as scipy_stats
 
 from evalkit.report.summary import cell, render_summary, write_summary
 from evalkit.report.view import build_suite_view
-from evalkit.results import Aggregate, CandidateRun, ExampleResult, RunResult
+from evalkit.results import Aggregate, CandidateRun, ExampleResult, GateVerdict, RunResult
 from evalkit.stats import paired_changes
 
 # -- the shared paired bootstrap --------------------------------------------------------------
@@ -150,6 +150,17 @@ def test_regressions_rank_by_relative_size() -> None:
     # acc falls by 100% of its baseline mean, ms rises by about 20%: acc ranks first
     assert ranked == [("worse", "acc"), ("worse", "ms")]
     assert view.regressions[0].relative == pytest.approx(-1.0)
+
+
+def test_a_regression_a_gate_failed_on_ranks_first() -> None:
+    run = _known_run()
+    run.gates = [
+        GateVerdict(
+            suite="known", candidate="worse", gate="ms", metric="ms", status="failed", message="x"
+        )
+    ]
+    ranked = [(r.candidate, r.metric.name) for r in build_suite_view(run).regressions]
+    assert ranked == [("worse", "ms"), ("worse", "acc")]
 
 
 def test_missing_scores_are_not_pairs() -> None:

@@ -58,6 +58,10 @@ class MetricRow:
         return self.change.mean_delta / abs(self.baseline_mean)
 
     @property
+    def gate_failed(self) -> bool:
+        return any(not g.passed for g in self.gates)
+
+    @property
     def severity(self) -> float:
         """How much worse, comparable across metrics: relative change where defined."""
         if self.change is None:
@@ -89,9 +93,9 @@ class SuiteView:
 
     @property
     def regressions(self) -> list[MetricRow]:
-        """Significant regressions, worst first."""
+        """Significant regressions: those a gate failed on first, then by relative size."""
         found = [r for r in self.rows if r.status == "regression"]
-        return sorted(found, key=lambda r: r.severity, reverse=True)
+        return sorted(found, key=lambda r: (not r.gate_failed, -r.severity))
 
     @property
     def quality_metrics(self) -> list[MetricInfo]:

@@ -52,23 +52,26 @@
   }
 
   // -- word-level diff ------------------------------------------------------------------------
-  function words(text) { return text.split(/(\s+)/).filter(function (w) { return w.length; }); }
+  // Words keep their trailing whitespace (so a deleted phrase reads as one piece) but compare
+  // without it; leading whitespace is a token of its own.
+  function words(text) { return text.match(/^\s+|\S+\s*/g) || []; }
+  function same(x, y) { return x === y || x.trim() === y.trim(); }
 
   // Longest common subsequence over words, after trimming the common prefix and suffix.
   // Returns [baselineParts, candidateParts], each a list of [kind, text] with kind "", "del", "ins".
   function wordDiff(before, after) {
     var a = words(before), b = words(after);
     var start = 0;
-    while (start < a.length && start < b.length && a[start] === b[start]) start++;
+    while (start < a.length && start < b.length && same(a[start], b[start])) start++;
     var endA = a.length, endB = b.length;
-    while (endA > start && endB > start && a[endA - 1] === b[endB - 1]) { endA--; endB--; }
+    while (endA > start && endB > start && same(a[endA - 1], b[endB - 1])) { endA--; endB--; }
     var midA = a.slice(start, endA), midB = b.slice(start, endB);
     var left = [], right = [];
     function push(list, kind, text) {
       var last = list[list.length - 1];
       if (last && last[0] === kind) last[1] += text; else list.push([kind, text]);
     }
-    a.slice(0, start).forEach(function (w) { push(left, "", w); push(right, "", w); });
+    a.slice(0, start).forEach(function (w, k) { push(left, "", w); push(right, "", b[k]); });
     var n = midA.length, m = midB.length;
     if (n * m > 250000) { // too long to align word by word: show the middles as replaced
       midA.forEach(function (w) { push(left, "del", w); });
@@ -78,12 +81,12 @@
       for (var i = 0; i <= n; i++) { dp.push(new Int32Array(m + 1)); }
       for (i = n - 1; i >= 0; i--) {
         for (var j = m - 1; j >= 0; j--) {
-          dp[i][j] = midA[i] === midB[j] ? dp[i + 1][j + 1] + 1 : Math.max(dp[i + 1][j], dp[i][j + 1]);
+          dp[i][j] = same(midA[i], midB[j]) ? dp[i + 1][j + 1] + 1 : Math.max(dp[i + 1][j], dp[i][j + 1]);
         }
       }
       i = 0; j = 0;
       while (i < n || j < m) {
-        if (i < n && j < m && midA[i] === midB[j]) {
+        if (i < n && j < m && same(midA[i], midB[j])) {
           push(left, "", midA[i]); push(right, "", midB[j]); i++; j++;
         } else if (j < m && (i === n || dp[i][j + 1] >= dp[i + 1][j])) {
           push(right, "ins", midB[j]); j++;
@@ -92,7 +95,8 @@
         }
       }
     }
-    a.slice(endA).forEach(function (w) { push(left, "", w); push(right, "", w); });
+    a.slice(endA).forEach(function (w) { push(left, "", w); });
+    b.slice(endB).forEach(function (w) { push(right, "", w); });
     return [left, right];
   }
 
