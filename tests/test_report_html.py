@@ -188,3 +188,12 @@ def test_cli_report_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFix
     assert cli_main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "broken/run.json: not a readable evalkit run.json" in err
+
+
+def test_a_suite_without_compare_to_renders_without_changes(tmp_path: Path) -> None:
+    run = make_run(20, ("base", "lora"))
+    run.compare_to = None
+    page = publish([run], tmp_path).index.read_text(encoding="utf-8")
+    assert "accepted baselines only" in page
+    assert "no <code>compare_to</code> candidate" in page
+    assert '"baseline":null' in page
