@@ -23,6 +23,7 @@ from evalkit._files import display_path
 from evalkit.cache import Cache, cache_file
 from evalkit.engine import PreparedSuite, RunOptions, prepare_suite, run_suite
 from evalkit.errors import EvalkitError
+from evalkit.report.session import RUN_PROPERTY, SessionReport
 from evalkit.report.table import format_table
 from evalkit.results import GateVerdict, RunResult
 from evalkit.testing import ModelPool
@@ -128,6 +129,9 @@ def pytest_configure(config: pytest.Config) -> None:
     state = _session_options(config)
     config.stash[SESSION_KEY] = state
     config.pluginmanager.register(VerdictCollector(state), "evalkit-verdicts")
+    config.pluginmanager.register(
+        SessionReport(state.options.report_dir, seed=state.options.seed), "evalkit-report"
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -182,6 +186,8 @@ class GateItem(pytest.Item):
     def runtest(self) -> None:
         state = self.config.stash[SESSION_KEY]
         result = _suite_result(self, state)
+        run_json = state.options.report_dir / result.suite / "run.json"
+        self.user_properties.append((RUN_PROPERTY, str(run_json)))
         if self.gate == RUN_GATE:
             run = result.candidates[self.candidate]
             if run.n_errors == len(run.examples):

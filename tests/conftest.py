@@ -48,6 +48,14 @@ def tiny_model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama-seed1"), seed=1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_ci_step_summary() -> Iterator[None]:
+    """Suites that tests run must not append to the real CI job summary (GitHub Actions)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+        yield
+
+
 # --- a real OpenAI-compatible server on 127.0.0.1 (tests/openai_server.py) ------------------
 
 
