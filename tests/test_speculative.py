@@ -287,26 +287,22 @@ def test_lossless_items_pass_for_real_assisted_generation(
     assert all(v.passed and v.mean == 1.0 for v in lossless)
 
 
-LOSSY_CONFTEST = """
-# transformers' documented lossy mode: accept tokens against 0.01 * target + 0.99 * draft
-# instead of the target alone (generation_config.assistant_ensemble_weight).
-from evalkit.candidates import speculative
+def test_a_lossy_setup_fails_the_lossless_gate(
+    pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evalkit.candidates import speculative
 
-_attach = speculative.Speculation.attach
+    attach = speculative.Speculation.attach
 
-def attach(self, model, tokenizer):
-    _attach(self, model, tokenizer)
-    self._assist["assistant_ensemble_weight"] = 0.01
+    def lossy_attach(self: speculative.Speculation, model: object, tokenizer: object) -> None:
+        # transformers' documented lossy mode: accept tokens against 0.01 * target + 0.99 *
+        # draft instead of the target alone (generation_config.assistant_ensemble_weight).
+        attach(self, model, tokenizer)
+        assert self._assist is not None
+        self._assist["assistant_ensemble_weight"] = 0.01
 
-speculative.Speculation.attach = attach
-"""
-
-
-def test_a_lossy_setup_fails_the_lossless_gate(pytester: pytest.Pytester, project: Path) -> None:
-    (project / "conftest.py").write_text(LOSSY_CONFTEST)
-    result = pytester.runpytest_subprocess(
-        "suites/", "-p", "no:xdist", "--evalkit-candidates", "drafted,base"
-    )
+    monkeypatch.setattr(speculative.Speculation, "attach", lossy_attach)
+    result = pytester.runpytest("suites/", "-p", "no:xdist", "--evalkit-candidates", "drafted,base")
     result.assert_outcomes(passed=2, failed=1)
     run = load_run(project / "reports" / "words" / "run.json")
     check = run.candidates["drafted"].lossless
