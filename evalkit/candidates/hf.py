@@ -102,7 +102,7 @@ class HFCandidate:
             if resolved.path is not None
             else hub_fingerprint(str(resolved.hub_id), resolved.revision)
         )
-        fingerprint: dict[str, Any] = {
+        identity: dict[str, Any] = {
             "kind": "hf",
             "model": self.spec.model,
             "files": files,
@@ -111,8 +111,8 @@ class HFCandidate:
             "chat_template": self._chat_template_setting(),
         }
         if self.speculation is not None:  # without this key: the plain target's fingerprint
-            fingerprint["speculative"] = self.speculation.fingerprint()
-        return fingerprint
+            identity["speculative"] = self.speculation.fingerprint()
+        return identity
 
     def _chat_template_setting(self) -> bool | str:
         """True/False when known from the files; "auto" for hub models not on disk."""
@@ -435,7 +435,8 @@ class HFCandidate:
             "dtype": self.dtype_name if self._device is not None else self.spec.dtype,
             "load_seconds": self._load_seconds,
             "n_parameters": self._n_parameters,
-        } | ({"speculative": self.speculation.describe()} if self.speculation else {})
+            **({"speculative": self.speculation.describe()} if self.speculation else {}),
+        }
 
     def close(self) -> None:
         """Drop the model so a run over several candidates holds one in memory at a time."""

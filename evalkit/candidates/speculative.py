@@ -234,14 +234,18 @@ class Speculation:
     # -- speed-up ---------------------------------------------------------------------------
 
     def measure_speedup(
-        self, requests: Sequence[GenerationRequest], params: GenerationSpec
+        self,
+        requests: Sequence[GenerationRequest],
+        params: GenerationSpec,
+        n: int | None = None,
     ) -> None:
-        """Time the same ``speedup_sample`` requests with and without speculation, one request
-        at a time, alternating the order (plain first, then speculative first) so that drift in
-        machine load hits both alike; one untimed warm-up of each comes first."""
+        """Time the same ``n`` (default ``speedup_sample``) requests with and without
+        speculation, one request at a time, alternating the order (plain first, then
+        speculative first) so that drift in machine load hits both alike; one untimed warm-up
+        of each comes first."""
         from evalkit.candidates.timing import timing_sample
 
-        sample = timing_sample(requests, self.spec.speedup_sample)
+        sample = timing_sample(requests, self.spec.speedup_sample if n is None else n)
         if not sample:
             return
         owner = self.owner

@@ -129,7 +129,7 @@ class MemoryWindow:
             self._start_mb = torch.cuda.memory_allocated(self.device) / 2**20
             return
         self._reset = reset_peak_rss()
-        self._start_mb = _status_mb("VmRSS") or 0.0
+        self._start_mb = proc_status_mb("VmRSS") or 0.0
 
     def read(self) -> MemoryPeak:
         if self.device.type == "cuda":
@@ -138,7 +138,7 @@ class MemoryWindow:
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device) / 2**20
             return MemoryPeak(peak, self._start_mb, "cuda_peak_allocated")
-        hwm = _status_mb("VmHWM") if self._reset else None
+        hwm = proc_status_mb("VmHWM") if self._reset else None
         if hwm is not None:
             return MemoryPeak(hwm, self._start_mb, "process_peak_rss")
         maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -159,7 +159,7 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def _status_mb(field: str) -> float | None:
+def proc_status_mb(field: str) -> float | None:
     """A ``kB`` field of ``/proc/self/status`` in MiB (None where there is no procfs)."""
     try:
         status = Path("/proc/self/status").read_text()
