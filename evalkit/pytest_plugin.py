@@ -21,7 +21,7 @@ import pytest
 
 from evalkit._files import display_path
 from evalkit.cache import Cache, cache_file
-from evalkit.engine import PreparedSuite, RunOptions, prepare_suite, run_suite
+from evalkit.engine import PreparedSuite, RunOptions, implicit_gates, prepare_suite, run_suite
 from evalkit.errors import EvalkitError
 from evalkit.report.session import RUN_PROPERTY, SessionReport
 from evalkit.report.table import format_table
@@ -156,8 +156,9 @@ class SuiteFile(pytest.File):
         state.prepared[self.path] = prepared
         spec = prepared.loaded.spec
         names = [n for n in spec.candidates if state.candidates is None or n in state.candidates]
-        gates = list(spec.gates) or [RUN_GATE]
         for candidate in names:
+            # Speculative candidates also get `lossless` (their greedy outputs must not change).
+            gates = [*spec.gates, *implicit_gates(prepared.loaded, candidate)] or [RUN_GATE]
             for gate in gates:
                 yield GateItem.from_parent(
                     self, name=f"{candidate}::{gate}", candidate=candidate, gate=gate

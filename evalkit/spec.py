@@ -87,6 +87,12 @@ class SpeculativeSpec(_Strict):
     prompt_lookup: int | None = Field(
         None, ge=1, description="n-gram candidate tokens copied from the prompt per step"
     )
+    speedup_sample: int = Field(
+        8,
+        ge=0,
+        description="requests timed one at a time with and without speculation, alternating, in "
+        "every run, to report the speed-up; 0 turns it off (a cached run then loads no model)",
+    )
 
     @model_validator(mode="after")
     def _one_method(self) -> SpeculativeSpec:
