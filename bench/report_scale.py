@@ -1,5 +1,6 @@
 """Report at scale: 5 candidates x 5,000 examples. Prints render time, file sizes, and how the
-page behaves in headless Chromium (time to first rows, sort, search, filter, paging).
+page behaves in headless Chromium (time to first rows, sort, search, filter, paging), each with
+its ratio to the same run with 200 examples measured in the same session.
 
     .venv/bin/python bench/report_scale.py [--examples 5000] [--out /tmp/evalkit-bench-report]
 
@@ -63,31 +64,50 @@ def measure_page(index: Path) -> dict[str, float]:
     return {"domcontentloaded_ms": dom_ms, "first_rows_ms": ready_ms, **timings}
 
 
+def build(n_examples: int, names: tuple[str, ...], out: Path) -> dict[str, float]:
+    """Render one fake run; sizes in MB, times in seconds."""
+    run = make_run(n_examples, names, suite=f"scale{n_examples}")
+    run_json = save_run(run, out)
+    started = time.perf_counter()
+    published = publish([run], out)
+    return {
+        "render_s": time.perf_counter() - started,
+        "run_json_mb": run_json.stat().st_size / MB,
+        "page_mb": published.suite_pages[0].stat().st_size / MB,
+        "page": published.suite_pages[0],  # type: ignore[dict-item]
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--examples", type=int, default=5000)
     parser.add_argument("--candidates", type=int, default=5)
+    parser.add_argument("--baseline-examples", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("/tmp/evalkit-bench-report"))
     args = parser.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     names = ("base", "lora", "nf4", "spec", "remote")[: args.candidates]
-
-    t0 = time.perf_counter()
-    run = make_run(args.examples, names, suite="scale")
-    t1 = time.perf_counter()
-    run_json = save_run(run, args.out)
-    t2 = time.perf_counter()
-    published = publish([run], args.out)
-    t3 = time.perf_counter()
-    suite_page = published.suite_pages[0]
-    print(f"run: {args.candidates} candidates x {args.examples} examples, 10 metric columns")
-    print(f"build fake run {t1 - t0:.1f} s, save run.json {t2 - t1:.1f} s")
-    print(f"render report (stats, charts, both pages, summary): {t3 - t2:.2f} s")
-    print(f"run.json {run_json.stat().st_size / MB:.1f} MB")
-    page_mb = suite_page.stat().st_size / MB
-    print(f"suite page {page_mb:.1f} MB, index {published.index.stat().st_size / MB:.1f} MB")
-    for name, value in measure_page(suite_page).items():
-        print(f"chromium {name}: {value:.0f}" if name.endswith("_ms") else f"{name}: {value}")
+    # The same run with few examples, measured in the same session, is the baseline: the ratios
+    # say what the 25x larger example table costs on this machine, whatever its load.
+    small = build(args.baseline_examples, names, args.out)
+    large = build(args.examples, names, args.out)
+    print(
+        f"{args.candidates} candidates x {args.examples} examples (10 metric columns) vs "
+        f"x {args.baseline_examples} examples"
+    )
+    for key, unit in (("render_s", "s"), ("run_json_mb", "MB"), ("page_mb", "MB")):
+        ratio = large[key] / small[key]
+        print(f"{key}: {large[key]:.2f} {unit} (baseline {small[key]:.2f} {unit}, x{ratio:.1f})")
+    print(f"page / run.json size: {large['page_mb'] / large['run_json_mb']:.2f}")
+    small_page = measure_page(small["page"])  # type: ignore[arg-type]
+    large_page = measure_page(large["page"])  # type: ignore[arg-type]
+    for name, value in large_page.items():
+        base = small_page[name]
+        if name.endswith("_ms"):
+            ratio = value / max(base, 1)
+            print(f"chromium {name}: {value:.0f} ms (baseline {base:.0f} ms, x{ratio:.1f})")
+        else:
+            print(f"chromium {name}: {value} (baseline {base})")
 
 
 if __name__ == "__main__":

@@ -41,10 +41,12 @@ def load_runs(paths: Sequence[Path]) -> list[RunResult]:
 
 
 def publish(runs: Sequence[RunResult], report_dir: Path, *, seed: int = 0) -> Published:
-    """HTML pages and the Markdown summary for these runs (sorted by suite name)."""
+    """HTML pages and the Markdown summary for these runs: failed suites first (what a
+    reviewer must look at), then by name."""
     if not runs:
         raise EvalkitError(f"{report_dir}: no run.json to report on; run the suites first")
-    views = [build_suite_view(run, seed=seed) for run in sorted(runs, key=lambda r: r.suite)]
+    views = [build_suite_view(run, seed=seed) for run in runs]
+    views.sort(key=lambda v: (v.gate_status != "failed", v.name))
     pages = write_reports(views, report_dir)
     summary = write_summary(views, report_dir, display_path(pages[0]))
     return Published(index=pages[0], suite_pages=pages[1:], summary=summary)
