@@ -74,7 +74,11 @@ def make_tiny_tokenizer(vocab_size: int = 400, chat_template: bool = True) -> An
 
 
 def make_tiny_llama(
-    folder: Path, seed: int = 0, chat_template: bool = True, max_position_embeddings: int = 512
+    folder: Path,
+    seed: int = 0,
+    chat_template: bool = True,
+    vocab_size: int = 400,
+    max_position_embeddings: int = 512,
 ) -> Path:
     """Save a random 2-layer Llama and its tokenizer to ``folder``; returns ``folder``.
 
@@ -85,7 +89,7 @@ def make_tiny_llama(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = make_tiny_tokenizer(chat_template=chat_template)
+    tokenizer = make_tiny_tokenizer(vocab_size=vocab_size, chat_template=chat_template)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=48,
@@ -106,4 +110,21 @@ def make_tiny_llama(
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_noisy_copy(source: Path, folder: Path, noise: float, seed: int = 0) -> Path:
+    """``source`` with Gaussian noise (std ``noise``) added to every weight: a draft model that
+    agrees with its target often but not always, with the same tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * noise)
+    folder = Path(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
     return folder

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit._files import env_flag, progress_enabled
-from evalkit.candidates.base import Generation, GenerationRequest
+from evalkit.candidates.base import Generation, GenerationRequest, LatencySample
 from evalkit.candidates.models import (
     ALIASES,
     ResolvedModel,
@@ -31,6 +31,8 @@ from evalkit.spec import CandidateSpec, GenerationSpec
 
 if TYPE_CHECKING:
     import torch
+
+    from evalkit.candidates.speculative import Speculation
 
 
 @dataclass
@@ -60,6 +62,11 @@ class HFCandidate:
         self._tokenizer: Any = None
         self._load_seconds: float | None = None
         self._n_parameters: int | None = None
+        self.speculation: Speculation | None = None
+        if spec.speculative is not None:
+            from evalkit.candidates.speculative import Speculation
+
+            self.speculation = Speculation(self)
 
     def __repr__(self) -> str:
         return f"HFCandidate({self.name!r}, model={self.spec.model!r})"
@@ -95,7 +102,7 @@ class HFCandidate:
             if resolved.path is not None
             else hub_fingerprint(str(resolved.hub_id), resolved.revision)
         )
-        return {
+        identity: dict[str, Any] = {
             "kind": "hf",
             "model": self.spec.model,
             "files": files,
@@ -103,6 +110,9 @@ class HFCandidate:
             "device": device.type,
             "chat_template": self._chat_template_setting(),
         }
+        if self.speculation is not None:  # without this key: the plain target's fingerprint
+            identity["speculative"] = self.speculation.fingerprint()
+        return identity
 
     def _chat_template_setting(self) -> bool | str:
         """True/False when known from the files; "auto" for hub models not on disk."""
@@ -189,6 +199,8 @@ class HFCandidate:
             tokenizer.pad_token = tokenizer.eos_token
         self._load_seconds = time.perf_counter() - start
         self._n_parameters = int(model.num_parameters())
+        if self.speculation is not None:
+            self.speculation.attach(self._model, tokenizer)
 
     def _load_failure(self, exc: Exception) -> str:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -227,9 +239,15 @@ class HFCandidate:
     # -- generation -----------------------------------------------------------------------
 
     def generate(
-        self, requests: Sequence[GenerationRequest], params: GenerationSpec
+        self,
+        requests: Sequence[GenerationRequest],
+        params: GenerationSpec,
+        *,
+        assisted: bool = True,
     ) -> Iterator[list[Generation]]:
-        """Longest prompts first, batched with left padding, one list per finished batch."""
+        """Longest prompts first, batched with left padding, one list per finished batch.
+        Speculative candidates run one request at a time (``assisted=False``: the plain
+        target, batched)."""
         if not requests:
             return
         self._load()
@@ -250,10 +268,12 @@ class HFCandidate:
             disable=not progress_enabled(),
         )
         bar.update(len(empty))
+        speculating = assisted and self.speculation is not None
+        batch_size = 1 if speculating else params.batch_size
         with bar:
-            for index, start in enumerate(range(0, len(ordered), params.batch_size)):
-                batch = ordered[start : start + params.batch_size]
-                generations = self._generate_batch(batch, params, index)
+            for index, start in enumerate(range(0, len(ordered), batch_size)):
+                batch = ordered[start : start + batch_size]
+                generations = self._generate_batch(batch, params, index, assisted=assisted)
                 bar.update(len(batch))
                 yield generations
 
@@ -283,14 +303,45 @@ class HFCandidate:
         ids = tokenizer(text, add_special_tokens=not use_chat)["input_ids"]
         return _Prompt(request, text, list(ids))
 
+    def generate_single(
+        self,
+        request: GenerationRequest,
+        params: GenerationSpec,
+        *,
+        assisted: bool = True,
+        streamer: Any = None,
+    ) -> Generation:
+        """One request on its own, unbatched (latency probes and speed-up timing)."""
+        self._load()
+        prompt = self._prepare(request, self._use_chat_template())
+        if not prompt.ids:
+            return _empty_prompt(prompt)
+        return self._generate_batch([prompt], params, 0, assisted=assisted, streamer=streamer)[0]
+
+    def measure_latency(
+        self, requests: Sequence[GenerationRequest], params: GenerationSpec, *, warmup: int
+    ) -> list[LatencySample]:
+        from evalkit.candidates.timing import measure_single_requests
+
+        return measure_single_requests(self, requests, params, warmup=warmup)
+
     def _generate_batch(
-        self, batch: list[_Prompt], params: GenerationSpec, index: int
+        self,
+        batch: list[_Prompt],
+        params: GenerationSpec,
+        index: int,
+        *,
+        assisted: bool = True,
+        streamer: Any = None,
     ) -> list[Generation]:
         import torch
 
         start = time.perf_counter()
         input_ids, attention_mask = self._left_pad([p.ids for p in batch])
         kwargs = self._decoding_kwargs(params, input_ids.shape[1])
+        if streamer is not None:
+            kwargs["streamer"] = streamer
+        speculation = self.speculation if assisted else None
         if not params.greedy:
             # Seeded per batch, not once per run: a batch's samples then depend only on the
             # seed, its position and its requests, not on what ran earlier in this process.
@@ -298,9 +349,14 @@ class HFCandidate:
         # Not around the whole generator: inference mode is thread state and must not leak
         # into the caller's code while we are suspended at a yield.
         with torch.inference_mode():
-            output = self._model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, **kwargs
-            )
+            if speculation is not None:
+                output = speculation.generate(
+                    self._model, input_ids=input_ids, attention_mask=attention_mask, **kwargs
+                )
+            else:
+                output = self._model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, **kwargs
+                )
         seconds = (time.perf_counter() - start) / len(batch)
         new_tokens = output[:, input_ids.shape[1] :].tolist()
         return [
@@ -379,10 +435,13 @@ class HFCandidate:
             "dtype": self.dtype_name if self._device is not None else self.spec.dtype,
             "load_seconds": self._load_seconds,
             "n_parameters": self._n_parameters,
+            **({"speculative": self.speculation.describe()} if self.speculation else {}),
         }
 
     def close(self) -> None:
         """Drop the model so a run over several candidates holds one in memory at a time."""
+        if self.speculation is not None:
+            self.speculation.close()
         if self._model is None:
             return
         self._model = None
