@@ -565,7 +565,11 @@ class SuiteRunner:
             "metric": metric.name, "version": metric.version, "sig": metric.signature()
         }  # fmt: skip
         if by_candidate and scoring is not None:
-            identity.update(model=scoring.fingerprint_hash, decoding=scoring.decoding)
+            identity["model"] = scoring.fingerprint_hash
+            # Perplexity reads no decoding setting: candidates that differ only in decoding
+            # (greedy vs sampled) share its values.
+            if getattr(metric, "uses_decoding", True):
+                identity["decoding"] = scoring.decoding
         cacheable = not by_candidate or bool(getattr(metric, "cacheable", True))
         # Only pairwise metrics read the baseline's output; others share scores across candidates.
         pairwise = bool(getattr(metric, "uses_baseline", False))

@@ -237,7 +237,9 @@ def test_perplexity_option_and_field_errors(tiny: HFCandidate) -> None:
 # --- in a suite: no generation, aggregates, caching ---------------------------------------------
 
 
-def corpus_suite(root: Path, model: Path, metrics: list[Any]) -> Path:
+def corpus_suite(
+    root: Path, model: Path, metrics: list[Any], candidates: dict[str, Any] | None = None
+) -> Path:
     rows = [
         {"id": "a", "title": "cats", "text": TEXT, "reference": "Paris"},
         {"id": "b", "title": "dogs", "text": "A dog sees a small house.", "reference": "Berlin"},
@@ -247,7 +249,7 @@ def corpus_suite(root: Path, model: Path, metrics: list[Any]) -> Path:
         "suite": "corpus",
         "dataset": "corpus.jsonl",
         "prompt": "Tell me about {{ title }}.",
-        "candidates": {"tiny": {"model": str(model)}},
+        "candidates": candidates or {"tiny": {"model": str(model)}},
         "metrics": metrics,
         "gates": {m: {"max": 1e9} for m in metrics if m == "perplexity"},
     }
@@ -282,6 +284,31 @@ def test_suite_of_perplexity_metrics_generates_nothing(
     again = run_suite(prepare_suite(path), options).candidates["tiny"]
     assert again.aggregates["perplexity"] == aggregate
     assert [e.scores for e in again.examples] == [e.scores for e in run.examples]
+
+
+def test_candidates_differing_only_in_decoding_share_values(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    candidates = {
+        "greedy": {"model": str(tiny_model)},
+        "sampled": {"model": str(tiny_model), "generation": {"temperature": 0.8}},
+    }
+    path = corpus_suite(tmp_path, tiny_model, ["reference_perplexity"], candidates)
+    loaded_by: list[str] = []
+    original = HFCandidate.loaded
+
+    def counting(self: HFCandidate) -> Any:
+        loaded_by.append(self.name)
+        return original(self)
+
+    monkeypatch.setattr(HFCandidate, "loaded", counting)
+    options = RunOptions(
+        report_dir=tmp_path / "r", cache=Cache(tmp_path / "c.sqlite"), progress=False
+    )
+    result = run_suite(prepare_suite(path), options)
+    assert set(loaded_by) == {"greedy"}  # "sampled" found every value in the cache
+    greedy, sampled = (result.candidates[n].examples for n in ("greedy", "sampled"))
+    assert [e.scores for e in greedy] == [e.scores for e in sampled]
 
 
 def test_reference_perplexity_beside_an_output_metric(tmp_path: Path, tiny_model: Path) -> None:

@@ -26,6 +26,8 @@ Optional attributes the engine honours (read with ``getattr``, so plain metrics 
   values are not keyed by the output, it scores examples whose generation failed, and a suite
   whose metrics all say so generates nothing.
 - ``uses_baseline = True``: the metric reads ``Sample.baseline_output`` (pairwise judges).
+- ``uses_decoding = False`` (candidate metrics): the value does not depend on the decoding
+  settings, so candidates with the same model share cached values (perplexity).
 - ``store_namespace`` + ``use_store(store)``: the metric keeps its own intermediate results
   (sentence embeddings) in the run's cache, in that namespace (see ``UsesStore``).
 - ``aggregate_details(details)``: run-level figures computed from the per-example details, which

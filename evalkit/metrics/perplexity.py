@@ -234,6 +234,7 @@ class ReferencePerplexity:
     higher_is_better: ClassVar[bool] = False
     cacheable: ClassVar[bool] = True
     needs_output: ClassVar[bool] = False
+    uses_decoding: ClassVar[bool] = False
 
     def __init__(self, separator: str | None = None) -> None:
         check_type("separator", separator, (str, type(None)))
@@ -314,6 +315,7 @@ class Perplexity:
     higher_is_better: ClassVar[bool] = False
     cacheable: ClassVar[bool] = True
     needs_output: ClassVar[bool] = False
+    uses_decoding: ClassVar[bool] = False
 
     def __init__(
         self, field: str = "text", max_length: int | None = None, stride: int | None = None
