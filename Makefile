@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.evalkit-installed
+# The report's browser tests and screenshots drive Debian's Chromium (never `playwright install`).
+CHROMIUM := /usr/bin/chromium
 
 # Tests and the demo never reach a model hub or a price list.
 export HF_HUB_OFFLINE := 1
@@ -16,7 +18,18 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup demo test lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(CHROMIUM)
+
+# Installed as root (CI runs as root); anyone else is told the one command to run. apt's package
+# lists may be empty on a fresh machine, hence the update when the first try fails.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; \
+	else \
+	  echo "make setup: $(CHROMIUM) is missing; install it as root: apt-get install -y chromium"; \
+	  echo "  (the report's browser tests fail until it is there)"; \
+	fi
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +51,8 @@ demo: setup $(ADAPTER)/adapter_model.safetensors
 	@$(BIN)/python -m pytest suites/; rc=$$?; \
 	if [ $$rc -eq 1 ]; then echo "make demo: the failing gate above is a real regression the demo shows on purpose."; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
+	@$(BIN)/evalkit report reports/ --screenshot reports/screenshot.png \
+	  || echo "make demo: no screenshot of the report (see the message above)"
 
 test: setup
 	$(BIN)/ruff check evalkit tests golden

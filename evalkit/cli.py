@@ -1,4 +1,5 @@
-"""``evalkit`` command line: run a suite, print the suite schema, list model aliases."""
+"""``evalkit`` command line: run a suite, re-render reports, print the suite schema, list model
+aliases."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from evalkit.errors import EvalkitError
 def _run(args: argparse.Namespace) -> int:
     from evalkit.cache import Cache, cache_file
     from evalkit.engine import RunOptions, prepare_suite, run_suite
+    from evalkit.report.publish import publish
     from evalkit.report.table import format_table
 
     options = RunOptions(
@@ -25,8 +27,10 @@ def _run(args: argparse.Namespace) -> int:
         update_baseline=args.update_baseline,
     )
     failed = False
+    results = []
     for suite in args.suites:
         result = run_suite(prepare_suite(Path(suite)), options)
+        results.append(result)
         if result.gates:
             print(format_table(result.gates))
         for name, run in result.candidates.items():
@@ -40,7 +44,24 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"\n{verdict.suite}::{verdict.candidate}::{verdict.gate}\n{verdict.message}")
         failed = failed or not result.passed
     options.cache.close()
+    published = publish(results, options.report_dir)
+    print(f"report: {display_path(published.index)}")
     return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from evalkit.report.publish import find_runs, load_runs, publish
+
+    report_dir = Path(args.report_dir)
+    published = publish(load_runs(find_runs(report_dir)), report_dir, seed=args.seed)
+    for page in [published.index, *published.suite_pages]:
+        print(f"report: {display_path(page)}")
+    print(f"summary: {display_path(published.summary)}")
+    if args.screenshot:
+        from evalkit.report.browser import screenshot
+
+        print(f"screenshot: {display_path(screenshot(published.index, Path(args.screenshot)))}")
+    return 0
 
 
 def _schema(_: argparse.Namespace) -> int:
@@ -75,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="bypass the cache")
     run.add_argument("--update-baseline", action="store_true", help="accept results as baselines")
     run.set_defaults(handler=_run)
+    report = commands.add_parser(
+        "report", help="re-render the HTML reports and summary.md from saved run.json files"
+    )
+    report.add_argument(
+        "report_dir", nargs="?", default="reports", help="folder of <suite>/run.json (reports)"
+    )
+    report.add_argument("--screenshot", metavar="PNG", help="also save a screenshot of index.html")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    report.set_defaults(handler=_report)
     commands.add_parser("schema", help="print the suite JSON Schema").set_defaults(handler=_schema)
     commands.add_parser("models", help="list model aliases").set_defaults(handler=_models)
     return parser

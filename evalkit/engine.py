@@ -25,15 +25,17 @@ from evalkit._files import progress_enabled
 from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
+from evalkit.candidates.replay import check_replay_file
 from evalkit.errors import EvalkitError, SpecError
-from evalkit.gates import BaselineScores, evaluate_gate
+from evalkit.gates import LOSSLESS_GATE, BaselineScores, evaluate_gate, lossless_verdict
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import (
     AnyMetric,
     CandidateMetric,
     CorpusMetric,
+    RunMetric,
     Sample,
-    create,
+    create_columns,
     split_score,
 )
 from evalkit.prompts import render_request
@@ -41,6 +43,8 @@ from evalkit.results import (
     Aggregate,
     CandidateRun,
     ExampleResult,
+    LosslessCheck,
+    LosslessMismatch,
     RunResult,
     Timings,
     save_run,
@@ -89,6 +93,7 @@ def prepare_suite(path: Path) -> PreparedSuite:
     requests = [render_request(loaded, example) for example in examples]
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
+    _check_replay_files(loaded, {e.id for e in examples})
     return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
 
 
@@ -101,11 +106,25 @@ def _load_examples(loaded: LoadedSuite) -> list[Example]:
         raise
 
 
+def _check_replay_files(loaded: LoadedSuite, ids: set[str]) -> None:
+    """Replay files are data like the golden file: a broken line fails collection. A file not
+    written yet (a CI step may produce it) is reported when its candidate runs."""
+    for candidate in loaded.spec.candidates.values():
+        if candidate.replay is not None and loaded.resolve(candidate.replay).is_file():
+            check_replay_file(loaded.resolve(candidate.replay), ids, loaded.dataset_path)
+
+
 def _create_metrics(loaded: LoadedSuite) -> dict[str, AnyMetric]:
+    """Columns in list order; a group (``latency``) adds all its columns at its place."""
     metrics: dict[str, AnyMetric] = {}
     for index, metric_spec in enumerate(loaded.spec.metrics):
         try:
-            metrics[metric_spec.column] = create(metric_spec.name, metric_spec.options)
+            columns = create_columns(metric_spec.name, metric_spec.options, metric_spec.alias)
+            if twice := [c for c in columns if c in metrics]:
+                raise SpecError(
+                    f"column '{twice[0]}' appears twice (a group such as 'latency' makes "
+                    "several columns); drop one entry or give one an 'as:' name"
+                )
         except SpecError as exc:
             raise SpecError(
                 exc.detail,
@@ -113,10 +132,27 @@ def _create_metrics(loaded: LoadedSuite) -> dict[str, AnyMetric]:
                 line=loaded.line_of("metrics", index),
                 field=f"metrics[{index}]",
             ) from None
+        metrics.update(columns)
     return metrics
 
 
+def implicit_gates(loaded: LoadedSuite, candidate: str) -> list[str]:
+    """Checks a candidate gets without a gate entry: ``lossless`` for speculative candidates
+    decoding greedily (their outputs must equal the plain target's)."""
+    spec = loaded.spec.candidates[candidate]
+    params = loaded.spec.generation.merged(spec.generation)
+    return [LOSSLESS_GATE] if spec.speculative is not None and params.greedy else []
+
+
 def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
+    if LOSSLESS_GATE in loaded.spec.gates:
+        raise SpecError(
+            f"'{LOSSLESS_GATE}' is the name of evalkit's own check of speculative candidates; "
+            "gate a metric column instead",
+            path=loaded.path,
+            line=loaded.line_of("gates", LOSSLESS_GATE),
+            field=f"gates.{LOSSLESS_GATE}",
+        )
     for gate_name, gate in loaded.spec.gates.items():
         if gate.metric not in metrics:
             raise SpecError(
@@ -183,6 +219,11 @@ class SuiteRunner:
         for name in order:  # the compare_to candidate first: pairwise metrics read its outputs
             runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
         updated = self.update_baselines(runs) if self.options.update_baseline else []
+        gated = [
+            run
+            for run in runs.values()
+            if self.options.candidates is None or run.name in self.options.candidates
+        ]
         verdicts = [
             evaluate_gate(
                 self.spec.suite,
@@ -192,9 +233,12 @@ class SuiteRunner:
                 self.baseline_for(run, gate.metric, runs) if gate.is_regression else None,
                 seed=self.options.seed,
             )
-            for run in runs.values()
-            if self.options.candidates is None or run.name in self.options.candidates
+            for run in gated
             for gate_name, gate in self.spec.gates.items()
+        ] + [
+            lossless_verdict(self.spec.suite, run)
+            for run in gated
+            if LOSSLESS_GATE in implicit_gates(self.prepared.loaded, run.name)
         ]
         result = RunResult(
             suite=self.spec.suite,
@@ -242,6 +286,7 @@ class SuiteRunner:
         examples = [self.example_result(r, *generations[r.id]) for r in self.requests]
         scoring = _CandidateScoring(candidate, fingerprint_hash, params, baseline)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
+            lossless = self.check_speculation(candidate, fingerprint, params, generations)
             aggregates = self.score(scoring, examples)
         finally:
             describe = candidate.describe()
@@ -259,6 +304,8 @@ class SuiteRunner:
             n_generated=len(self.requests) - n_cached,
             n_cached=n_cached,
             n_errors=sum(e.error is not None for e in examples),
+            cost=_total_cost(examples),
+            lossless=lossless,
             timings=Timings(
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
             ),
@@ -278,8 +325,68 @@ class SuiteRunner:
             n_prompt_tokens=gen.n_prompt_tokens,
             n_output_tokens=gen.n_output_tokens,
             seconds=gen.seconds,
+            cost=gen.cost,
             cached=cached,
         )
+
+    # -- speculative candidates -------------------------------------------------------------
+
+    def check_speculation(
+        self,
+        candidate: Candidate,
+        fingerprint: dict[str, Any],
+        params: GenerationSpec,
+        generations: dict[str, tuple[Generation, bool]],
+    ) -> LosslessCheck | None:
+        """For speculative candidates: the lossless check (greedy only) and the speed-up timing.
+
+        The plain target's outputs come through the cache under the fingerprint without
+        ``speculative``, i.e. exactly the key a plain candidate with the same model uses, so a
+        ``base`` candidate that already ran answers them; otherwise they are generated here."""
+        speculation = getattr(candidate, "speculation", None)
+        if speculation is None:
+            return None
+        check = self._lossless(speculation, fingerprint, params, generations)
+        if speculation.spec.speedup_sample:
+            speculation.measure_speedup(self.requests, params)
+        return check
+
+    def _lossless(
+        self,
+        speculation: Any,
+        fingerprint: dict[str, Any],
+        params: GenerationSpec,
+        generations: dict[str, tuple[Generation, bool]],
+    ) -> LosslessCheck:
+        from evalkit.candidates.speculative import plain_fingerprint
+
+        plain_hash = make_key(**plain_fingerprint(fingerprint))[:16]
+        if not params.greedy:
+            return LosslessCheck(
+                plain_fingerprint_hash=plain_hash,
+                skipped="sampling: speculative sampling keeps the target's distribution, not "
+                "its individual samples, so outputs cannot be compared one by one; the check "
+                "runs under greedy decoding (temperature: 0)",
+            )
+        plain = generate_cached(
+            speculation.plain_target(), plain_hash, self.requests, params, self.options.cache
+        )
+        check = LosslessCheck(
+            plain_fingerprint_hash=plain_hash, plain_cached=sum(c for _, c in plain.values())
+        )
+        for request in self.requests:
+            fast, reference = generations[request.id][0], plain[request.id][0]
+            if fast.error is not None or reference.error is not None:
+                check.unchecked += 1
+                continue
+            check.checked += 1
+            if fast.output != reference.output:
+                check.mismatches.append(
+                    LosslessMismatch(
+                        id=request.id, output=fast.output, plain_output=reference.output
+                    )
+                )
+        return check
 
     # -- scoring ---------------------------------------------------------------------------
 
@@ -299,6 +406,9 @@ class SuiteRunner:
             disable=not self.options.progress,
         )
         for column, metric in metrics:
+            if isinstance(metric, RunMetric):
+                aggregates[column] = self.score_run(column, metric, samples, scoring)
+                continue
             values = self.score_metric(column, metric, samples, scoring)
             for example in examples:
                 value, detail = values.get(example.id, (None, {}))
@@ -310,6 +420,7 @@ class SuiteRunner:
             corpus = (
                 metric.aggregate(samples) if isinstance(metric, CorpusMetric) and samples else None
             )
+            summarize = getattr(metric, "aggregate_extra", None)
             aggregates[column] = Aggregate(
                 metric=column,
                 mean=estimate.mean if estimate else None,
@@ -318,11 +429,34 @@ class SuiteRunner:
                 n=len(present),
                 n_missing=len(examples) - len(present),
                 corpus=corpus,
+                extra=dict(summarize(present)) if summarize is not None else {},
                 higher_is_better=metric.higher_is_better,
                 signature=metric.signature(),
                 version=metric.version,
             )
         return aggregates
+
+    def score_run(
+        self, column: str, metric: RunMetric, samples: list[Sample], scoring: _CandidateScoring
+    ) -> Aggregate:
+        """A run-level figure: measured with the candidate every run, never cached."""
+        try:
+            measured = metric.score_run(samples, scoring.candidate, scoring.params)
+        except ValueError as exc:
+            raise EvalkitError(f"suite '{self.spec.suite}', metric '{column}': {exc}") from None
+        value, detail = split_score(measured.value)
+        return Aggregate(
+            metric=column,
+            mean=value,
+            n=int(value is not None),
+            n_missing=int(value is None),
+            extra=dict(measured.extra),
+            level="run",
+            detail={**measured.detail, **detail},
+            higher_is_better=metric.higher_is_better,
+            signature=metric.signature(),
+            version=metric.version,
+        )
 
     def sample(self, example_id: str, output: str, baseline: CandidateRun | None = None) -> Sample:
         """What a metric sees: an output with the current golden example's references, fields
@@ -408,10 +542,12 @@ class SuiteRunner:
         compare_to = self.spec.compare_to
         if compare_to and run.name != compare_to:
             other = runs[compare_to]
+            figure = other.aggregates.get(column)
             return BaselineScores(
                 label=f"candidate:{compare_to}",
                 scores={e.id: e.scores.get(column) for e in other.examples},
                 outputs={e.id: e.output for e in other.examples},
+                run_value=figure.mean if figure is not None else None,
             )
         return self.accepted_baseline(run.name, column)
 
@@ -437,6 +573,10 @@ class SuiteRunner:
         ]
         outputs = {e.id: e.output for e in current}
         metric = self.prepared.metrics[column]
+        if isinstance(metric, RunMetric):  # one stored figure, not per-example values
+            return BaselineScores(
+                label=label, scores={}, outputs=outputs, run_value=stored.means.get(column)
+            )
         if isinstance(metric, CandidateMetric):
             # Perplexity or latency needs the accepted model itself: use the stored values.
             return BaselineScores(
@@ -551,7 +691,14 @@ def _generation_record(gen: Generation) -> dict[str, Any]:
         "n_prompt_tokens": gen.n_prompt_tokens,
         "n_output_tokens": gen.n_output_tokens,
         "seconds": gen.seconds,
+        "cost": gen.cost,
     }
+
+
+def _total_cost(examples: Sequence[ExampleResult]) -> float | None:
+    """Sum of the known per-example costs (cached ones at what they cost); None if none known."""
+    costs = [e.cost for e in examples if e.cost is not None]
+    return sum(costs) if costs else None
 
 
 def _dataset_hash(examples: Sequence[Example]) -> str:

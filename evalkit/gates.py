@@ -3,6 +3,11 @@
 A regression gate fails only when the change is larger than allowed AND the one-sided paired
 bootstrap test says it is not noise (p < alpha); ``strict`` gates fail on the point estimate.
 A missing baseline is a failure that says how to accept one, never a silent pass.
+
+Run-level figures (tokens/s, peak memory) are one number per run: there is nothing to resample,
+so their regression gates compare the two numbers directly (as ``strict`` would) and say so.
+``lossless`` is evalkit's own check of speculative candidates: under greedy decoding their
+outputs must equal the plain target's, example by example.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from evalkit.results import CandidateRun, Comparison, GateVerdict, WorstExample
+from evalkit.results import Aggregate, CandidateRun, Comparison, GateVerdict, WorstExample
 from evalkit.spec import GateSpec
 from evalkit.stats import paired_test
 
 N_WORST = 5
+LOSSLESS_GATE = "lossless"
+N_MISMATCHES_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class BaselineScores:
     outputs: Mapping[str, str | None] = field(default_factory=dict)
     missing_reason: str | None = None
     """Set when there is no baseline: the gate fails with this text."""
+    run_value: float | None = None
+    """The baseline's figure for run-level metrics (tokens/s, peak memory)."""
 
 
 def _fmt(value: float | None) -> str:
@@ -57,11 +66,19 @@ def evaluate_gate(
     )
     if aggregate is None or aggregate.mean is None:
         verdict.status = "error"
+        first_error = next((e.error for e in run.examples if e.error), None)
         verdict.message = f"{run.name}: no '{gate.metric}' scores to gate on" + (
-            f" ({run.n_errors} examples failed to generate)" if run.n_errors else ""
+            f" ({run.n_errors} examples failed to generate; first error: {first_error})"
+            if run.n_errors
+            else ""
         )
+        reason = _missing_reason(run, gate.metric, aggregate)
+        if reason:
+            verdict.message += f": {reason}"
         return verdict
     verdict.mean = aggregate.mean
+    if aggregate.level == "run":
+        return _run_level(gate, aggregate, baseline, verdict)
     lines = [
         f"{gate.metric} mean {_fmt(aggregate.mean)} "
         f"(95% CI {_fmt(aggregate.ci_low)}..{_fmt(aggregate.ci_high)}, n={aggregate.n}"
@@ -93,6 +110,136 @@ def evaluate_gate(
             )
     verdict.message = "\n".join(lines)
     return verdict
+
+
+def _missing_reason(run: CandidateRun, column: str, aggregate: Aggregate | None) -> str | None:
+    """Why a metric has no value: a run-level figure's error, else the first example's."""
+    if aggregate is not None and aggregate.detail.get("error"):
+        return str(aggregate.detail["error"])
+    errors = (e.details.get(column, {}).get("error") for e in run.examples)
+    return next((str(error) for error in errors if error), None)
+
+
+def _bounds(gate: GateSpec, value: float) -> list[str]:
+    failures = []
+    if gate.min is not None and value < gate.min:
+        failures.append(f"{_fmt(value)} is below min {gate.min:g}")
+    if gate.max is not None and value > gate.max:
+        failures.append(f"{_fmt(value)} is above max {gate.max:g}")
+    return failures
+
+
+def _run_level(
+    gate: GateSpec, aggregate: Aggregate, baseline: BaselineScores | None, verdict: GateVerdict
+) -> GateVerdict:
+    """A gate on one figure per run: bounds, and changes judged on the two numbers alone."""
+    value = aggregate.mean
+    assert value is not None
+    lines = [f"{gate.metric} {_fmt(value)} (one figure for the whole run)"]
+    failures = _bounds(gate, value)
+    if gate.is_regression:
+        failures += _run_level_change(gate, value, baseline, verdict, lines)
+    if failures:
+        verdict.status = "failed"
+        lines.insert(0, "FAILED: " + "; ".join(failures))
+    verdict.message = "\n".join(lines)
+    return verdict
+
+
+def _run_level_change(
+    gate: GateSpec,
+    value: float,
+    baseline: BaselineScores | None,
+    verdict: GateVerdict,
+    lines: list[str],
+) -> list[str]:
+    if baseline is None or baseline.missing_reason is not None:
+        return [baseline.missing_reason if baseline else "no baseline to compare with"]
+    base = baseline.run_value
+    if base is None:
+        return [f"{baseline.label} has no '{gate.metric}' figure to compare with"]
+    failures: list[str] = []
+    for direction, threshold in (("drop", gate.max_drop), ("increase", gate.max_increase)):
+        if threshold is None:
+            continue
+        allowed = threshold.allowed(base)
+        change = base - value if direction == "drop" else value - base
+        verdict.comparison = Comparison(
+            baseline=baseline.label,
+            baseline_mean=base,
+            candidate_mean=value,
+            n_paired=1,
+            mean_delta=value - base,
+            allowed=allowed,
+        )
+        lines.append(
+            f"vs {baseline.label} {_fmt(base)}: delta {_signed(value - base)}, allowed "
+            f"{direction} {threshold} (= {allowed:.4g}); one figure per run, so no significance "
+            "test is possible: judged on the two numbers"
+        )
+        if change > allowed:
+            failures.append(f"{direction} of {change:.4g} exceeds {allowed:.4g}")
+    return failures
+
+
+def lossless_verdict(suite: str, run: CandidateRun) -> GateVerdict:
+    """Speculative decoding must not change greedy outputs: any mismatch with the plain
+    target fails, and the message lists the examples."""
+    verdict = GateVerdict(
+        suite=suite,
+        candidate=run.name,
+        gate=LOSSLESS_GATE,
+        metric=LOSSLESS_GATE,
+        status="passed",
+        message="",
+    )
+    check = run.lossless
+    if check is None or check.skipped is not None or check.checked == 0:
+        verdict.status = "error"
+        verdict.message = f"{run.name}: no outputs to compare with the plain target" + (
+            f" ({check.skipped})" if check is not None and check.skipped else ""
+        )
+        return verdict
+    same = check.checked - len(check.mismatches)
+    verdict.mean = same / check.checked
+    lines = [f"{same} of {check.checked} greedy outputs equal the target's without speculation"]
+    if check.unchecked:
+        lines[0] += f" ({check.unchecked} examples failed to generate, not compared)"
+    if check.plain_cached:
+        lines[0] += f"; plain outputs: {check.plain_cached} from the cache"
+    if check.mismatches:
+        verdict.status = "failed"
+        lines.insert(
+            0,
+            f"FAILED: speculative decoding changed {len(check.mismatches)} greedy outputs "
+            "(it must only change speed)",
+        )
+        lines += _mismatches(run, verdict)
+    verdict.message = "\n".join(lines)
+    return verdict
+
+
+def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
+    """Lines naming the first mismatching examples; they also become the verdict's worst."""
+    assert run.lossless is not None
+    mismatches = run.lossless.mismatches
+    references = {e.id: e.references for e in run.examples}
+    lines = []
+    for item in mismatches[:N_MISMATCHES_SHOWN]:
+        lines.append(f"  - {item.id}: speculative {item.output!r} | plain {item.plain_output!r}")
+        verdict.worst.append(
+            WorstExample(
+                id=item.id,
+                reference=(references.get(item.id) or [""])[0],
+                output=item.output,
+                baseline_output=item.plain_output,
+                score=0.0,
+                baseline_score=1.0,
+            )
+        )
+    if len(mismatches) > N_MISMATCHES_SHOWN:
+        lines.append(f"  ... and {len(mismatches) - N_MISMATCHES_SHOWN} more (run.json)")
+    return lines
 
 
 def _regression(

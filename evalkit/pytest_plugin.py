@@ -21,8 +21,9 @@ import pytest
 
 from evalkit._files import display_path
 from evalkit.cache import Cache, cache_file
-from evalkit.engine import PreparedSuite, RunOptions, prepare_suite, run_suite
+from evalkit.engine import PreparedSuite, RunOptions, implicit_gates, prepare_suite, run_suite
 from evalkit.errors import EvalkitError
+from evalkit.report.session import RUN_PROPERTY, SessionReport
 from evalkit.report.table import format_table
 from evalkit.results import GateVerdict, RunResult
 from evalkit.testing import ModelPool
@@ -128,6 +129,9 @@ def pytest_configure(config: pytest.Config) -> None:
     state = _session_options(config)
     config.stash[SESSION_KEY] = state
     config.pluginmanager.register(VerdictCollector(state), "evalkit-verdicts")
+    config.pluginmanager.register(
+        SessionReport(state.options.report_dir, seed=state.options.seed), "evalkit-report"
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -152,8 +156,9 @@ class SuiteFile(pytest.File):
         state.prepared[self.path] = prepared
         spec = prepared.loaded.spec
         names = [n for n in spec.candidates if state.candidates is None or n in state.candidates]
-        gates = list(spec.gates) or [RUN_GATE]
         for candidate in names:
+            # Speculative candidates also get `lossless` (their greedy outputs must not change).
+            gates = [*spec.gates, *implicit_gates(prepared.loaded, candidate)] or [RUN_GATE]
             for gate in gates:
                 yield GateItem.from_parent(
                     self, name=f"{candidate}::{gate}", candidate=candidate, gate=gate
@@ -182,6 +187,8 @@ class GateItem(pytest.Item):
     def runtest(self) -> None:
         state = self.config.stash[SESSION_KEY]
         result = _suite_result(self, state)
+        run_json = state.options.report_dir / result.suite / "run.json"
+        self.user_properties.append((RUN_PROPERTY, str(run_json)))
         if self.gate == RUN_GATE:
             run = result.candidates[self.candidate]
             if run.n_errors == len(run.examples):

@@ -33,6 +33,7 @@ class ExampleResult(BaseModel):
     n_prompt_tokens: int = 0
     n_output_tokens: int = 0
     seconds: float = 0.0
+    cost: float | None = Field(None, description="USD (API candidates); None when unknown")
     cached: bool = False
 
 
@@ -48,6 +49,15 @@ class Aggregate(BaseModel):
         default_factory=dict,
         description="secondary run-level figures, e.g. p50/p95, word and byte perplexity",
     )
+    level: Literal["example", "run"] = Field(
+        "example",
+        description="'run': one figure for the whole run (tokens/s, peak memory) in 'mean', "
+        "with no per-example scores and no CI",
+    )
+    detail: dict[str, Any] = Field(
+        default_factory=dict,
+        description="for run-level figures: how it was measured, or the 'error' of a missing one",
+    )
     higher_is_better: bool = True
     signature: str = ""
     version: str = ""
@@ -58,6 +68,23 @@ class Timings(BaseModel):
     generate_s: float = 0.0
     score_s: float = 0.0
     total_s: float = 0.0
+
+
+class LosslessMismatch(BaseModel):
+    id: str
+    output: str | None
+    plain_output: str | None
+
+
+class LosslessCheck(BaseModel):
+    """A speculative candidate's greedy outputs against its target's own (plain) outputs."""
+
+    checked: int = 0
+    mismatches: list[LosslessMismatch] = Field(default_factory=list)
+    unchecked: int = Field(0, description="examples that failed to generate in either run")
+    plain_fingerprint_hash: str = ""
+    plain_cached: int = Field(0, description="plain outputs read from the cache")
+    skipped: str | None = Field(None, description="why no check was made (sampling)")
 
 
 class CandidateRun(BaseModel):
@@ -72,6 +99,12 @@ class CandidateRun(BaseModel):
     n_generated: int = 0
     n_cached: int = 0
     n_errors: int = 0
+    cost: float | None = Field(
+        None, description="USD of this candidate's outputs (cached ones included); None: unknown"
+    )
+    lossless: LosslessCheck | None = Field(
+        None, description="speculative candidates: greedy outputs equal the plain target's?"
+    )
     timings: Timings = Field(default_factory=Timings)
 
 

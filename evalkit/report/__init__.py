@@ -1,1 +1,3 @@
-"""Renderings of a RunResult: the verdict table (terminal, Markdown)."""
+"""Renderings of saved RunResults: the terminal verdict table (table.py), the self-contained HTML
+report (view.py computes, charts.py draws, html.py renders templates/), the Markdown CI summary
+(summary.py); publish.py writes them, session.py does so at the end of a pytest session."""

@@ -17,10 +17,12 @@ def verdict_row(verdict: GateVerdict) -> tuple[str, ...]:
     comparison = verdict.comparison
     delta = p = ""
     if comparison is not None and comparison.mean_delta is not None:
-        delta = (
-            f"{comparison.mean_delta:+.3f} [{comparison.ci_low:+.3f}, {comparison.ci_high:+.3f}]"
-            f" vs {comparison.baseline}"
+        interval = (
+            f" [{comparison.ci_low:+.3f}, {comparison.ci_high:+.3f}]"
+            if comparison.ci_low is not None and comparison.ci_high is not None
+            else ""  # run-level figures: one number, no interval
         )
+        delta = f"{comparison.mean_delta:+.3f}{interval} vs {comparison.baseline}"
         p = f"{comparison.p_value:.3g}" if comparison.p_value is not None else ""
     elif verdict.rules.get("max_drop") or verdict.rules.get("max_increase"):
         delta = "no baseline" if verdict.status != "passed" else ""

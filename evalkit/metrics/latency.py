@@ -1,0 +1,282 @@
+"""Latency and memory as metrics any suite can gate on, measured afresh in every run.
+
+``latency`` in a suite's metrics list is shorthand for all five columns (options ``sample``,
+``warmup``); each column can also be listed alone:
+
+=====================  ========  ==================================================================
+column                 level     value
+=====================  ========  ==================================================================
+latency.ttft_ms        example   time to the first generated token of a request run alone, ms
+latency.tpot_ms        example   (end-to-end - TTFT) / (generated tokens - 1): ms per output token
+latency.e2e_ms         example   end-to-end time of a request run alone, ms
+latency.tokens_per_s   run       answer tokens / wall time of one batched ``generate`` over the
+                                 sample (the suite's batch_size; 1 for speculative candidates)
+memory.peak_mb         run       peak memory during the measurement: CUDA peak allocated, or the
+                                 process's peak RSS on CPU (reset first via /proc/self/clear_refs)
+=====================  ========  ==================================================================
+
+The sample is ``sample`` examples chosen by a hash of their ids, so every candidate of a suite
+times the same examples and per-example gates pair them by id; the first ``warmup`` of them run
+once untimed first. Examples outside the sample have no value (reason given). The per-example
+columns also report p50/p95 in ``Aggregate.extra``. One measurement feeds all five columns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from evalkit.candidates.base import Candidate, GenerationRequest, LatencyProbe, LatencySample
+from evalkit.metrics.base import RunValue, Sample, Score, register, register_group
+from evalkit.spec import GenerationSpec
+
+NOT_SAMPLED = "not in the latency sample"
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    sample: int = 16
+    warmup: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sample, bool) or not isinstance(self.sample, int) or self.sample < 1:
+            raise ValueError(f"sample must be a whole number >= 1, got {self.sample!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be a whole number >= 0, got {self.warmup!r}")
+
+    def signature(self) -> str:
+        return f"single requests|sample:{self.sample} by id hash|warmup:{self.warmup}"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One candidate's latency sample, throughput run and memory peak."""
+
+    samples: dict[str, LatencySample]
+    throughput: RunValue
+    memory: RunValue
+    error: str | None = None
+    """Set when nothing could be timed (e.g. replayed outputs)."""
+
+
+# One measurement per live candidate object and settings: the five columns share it, and it
+# disappears with the candidate (the engine builds a new one per run).
+_MEASURED: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Measurement]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def measure(
+    candidate: Candidate,
+    samples: Sequence[Sample],
+    params: GenerationSpec,
+    settings: LatencySettings,
+) -> Measurement:
+    requests = [GenerationRequest(id=s.id, messages=s.messages) for s in samples]
+    key = (settings, params.model_dump_json(), tuple(sorted(r.id for r in requests)))
+    memo = _MEASURED.setdefault(candidate, {})
+    if key not in memo:
+        memo[key] = _measure(candidate, requests, params, settings)
+    return memo[key]
+
+
+def _measure(
+    candidate: Candidate,
+    requests: list[GenerationRequest],
+    params: GenerationSpec,
+    settings: LatencySettings,
+) -> Measurement:
+    from evalkit.candidates.timing import timing_sample
+
+    if not isinstance(candidate, LatencyProbe):
+        reason = (
+            f"candidate '{candidate.name}' has no model to time ({type(candidate).__name__}: "
+            "its outputs were made elsewhere)"
+        )
+        missing = RunValue(None, detail={"error": reason})
+        return Measurement({}, missing, missing, error=reason)
+    chosen = timing_sample(requests, settings.sample)
+    speculation = getattr(candidate, "speculation", None)
+    counting = (
+        speculation.counting(speculation.probed)
+        if speculation is not None
+        else contextlib.nullcontext()
+    )
+    window = _memory_window(candidate)
+    with counting:
+        if window is not None:
+            _load(candidate)  # weights count, loading transients do not
+            window.start()
+        timed = candidate.measure_latency(chosen, params, warmup=settings.warmup)
+        throughput = _throughput(candidate, chosen, params)
+        memory = _memory(window, candidate)
+    return Measurement({s.id: s for s in timed}, throughput, memory)
+
+
+def _load(candidate: Candidate) -> None:
+    loaded = getattr(candidate, "loaded", None)
+    if loaded is not None:
+        loaded()
+
+
+def _memory_window(candidate: Candidate) -> Any:
+    from evalkit.candidates.hf import HFCandidate
+    from evalkit.candidates.timing import MemoryWindow
+
+    return MemoryWindow(candidate.device) if isinstance(candidate, HFCandidate) else None
+
+
+def _memory(window: Any, candidate: Candidate) -> RunValue:
+    if window is None:
+        reason = f"candidate '{candidate.name}' is not a local model: its memory is not ours"
+        return RunValue(None, detail={"error": reason})
+    peak = window.read()
+    detail: dict[str, Any] = {"kind": peak.kind, "window": "latency sample + throughput run"}
+    if peak.note:
+        detail["note"] = peak.note
+    return RunValue(peak.peak_mb, extra={"start_mb": peak.start_mb}, detail=detail)
+
+
+def _throughput(
+    candidate: Candidate, requests: list[GenerationRequest], params: GenerationSpec
+) -> RunValue:
+    from evalkit.candidates.timing import stopwatch
+
+    tokens = errors = 0
+    with stopwatch() as elapsed:
+        for batch in candidate.generate(requests, params):
+            tokens += sum(g.n_output_tokens for g in batch if g.error is None)
+            errors += sum(g.error is not None for g in batch)
+    seconds = elapsed[0]
+    batch_size = 1 if getattr(candidate, "speculation", None) is not None else params.batch_size
+    detail = {"requests": len(requests), "errors": errors, "batch_size": batch_size}
+    if errors == len(requests) or seconds <= 0:
+        return RunValue(None, detail={**detail, "error": "every request of the run failed"})
+    return RunValue(tokens / seconds, extra={"tokens": tokens, "seconds": seconds}, detail=detail)
+
+
+# -- per-example columns ---------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default ``linear`` method)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+class _PerRequest:
+    """A per-example latency column; ``part`` picks what it reads from a LatencySample."""
+
+    version = "1"
+    higher_is_better = False
+    cacheable = False
+
+    def __init__(self, name: str, part: str, settings: LatencySettings) -> None:
+        self.name = name
+        self.part = part
+        self.settings = settings
+
+    def signature(self) -> str:
+        return f"{self.part}|ms|{self.settings.signature()}"
+
+    def score_candidate(
+        self, samples: Sequence[Sample], candidate: Candidate, params: GenerationSpec
+    ) -> list[Score]:
+        measured = measure(candidate, samples, params, self.settings)
+        if measured.error is not None:
+            return [Score(None, {"error": measured.error}) for _ in samples]
+        return [self._value(measured.samples.get(s.id)) for s in samples]
+
+    def _value(self, timed: LatencySample | None) -> Score:
+        if timed is None:
+            return Score(None, {"error": NOT_SAMPLED})
+        if timed.error is not None:
+            return Score(None, {"error": timed.error})
+        detail = {"output_tokens": timed.n_output_tokens}
+        if self.part == "e2e":
+            return Score(timed.total_s * 1000, detail)
+        if timed.ttft_s is None:
+            return Score(None, {**detail, "error": "no token was generated"})
+        if self.part == "ttft":
+            return Score(timed.ttft_s * 1000, detail)
+        if timed.n_output_tokens < 2:
+            return Score(None, {**detail, "error": "one output token: no time per output token"})
+        per_token = (timed.total_s - timed.ttft_s) / (timed.n_output_tokens - 1)
+        return Score(per_token * 1000, detail)
+
+    def aggregate_extra(self, values: Sequence[float]) -> dict[str, float | None]:
+        if not values:
+            return {"p50": None, "p95": None}
+        return {"p50": percentile(values, 50), "p95": percentile(values, 95)}
+
+
+class _Throughput:
+    name = "latency.tokens_per_s"
+    version = "1"
+    higher_is_better = True
+
+    def __init__(self, settings: LatencySettings) -> None:
+        self.settings = settings
+
+    def signature(self) -> str:
+        return (
+            "answer tokens/s of one batched generate over the sample|"
+            f"sample:{self.settings.sample} by id hash"
+        )
+
+    def score_run(
+        self, samples: Sequence[Sample], candidate: Candidate, params: GenerationSpec
+    ) -> RunValue:
+        return measure(candidate, samples, params, self.settings).throughput
+
+
+class _PeakMemory:
+    name = "memory.peak_mb"
+    version = "1"
+    higher_is_better = False
+
+    def __init__(self, settings: LatencySettings) -> None:
+        self.settings = settings
+
+    def signature(self) -> str:
+        return (
+            "MiB|cuda peak allocated or process peak RSS|during the latency measurement|"
+            f"sample:{self.settings.sample} by id hash"
+        )
+
+    def score_run(
+        self, samples: Sequence[Sample], candidate: Candidate, params: GenerationSpec
+    ) -> RunValue:
+        return measure(candidate, samples, params, self.settings).memory
+
+
+PER_REQUEST = {"latency.ttft_ms": "ttft", "latency.tpot_ms": "tpot", "latency.e2e_ms": "e2e"}
+
+
+def latency_columns(sample: int = 16, warmup: int = 2) -> dict[str, Any]:
+    """The ``latency`` group: all five columns, sharing one measurement."""
+    settings = LatencySettings(sample=sample, warmup=warmup)
+    columns: dict[str, Any] = {
+        name: _PerRequest(name, part, settings) for name, part in PER_REQUEST.items()
+    }
+    columns["latency.tokens_per_s"] = _Throughput(settings)
+    columns["memory.peak_mb"] = _PeakMemory(settings)
+    return columns
+
+
+def _single(name: str) -> Any:
+    def factory(sample: int = 16, warmup: int = 2) -> Any:
+        return latency_columns(sample, warmup)[name]
+
+    return factory
+
+
+for _name in (*PER_REQUEST, "latency.tokens_per_s", "memory.peak_mb"):
+    register(_name, _single(_name))
+register_group("latency", latency_columns)
