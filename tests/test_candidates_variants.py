@@ -488,3 +488,18 @@ def test_demo_adapter_changes_smollm2_answers(tmp_path: Path) -> None:
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "smollm2-135m-instruct"
     assert sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+
+
+def test_speculative_decoding_runs_on_the_adapted_model(tiny_model: Path, lora: Path) -> None:
+    """The draft (here the base model) proposes, the adapted target verifies: greedy output is
+    the adapted model's own, and acceptance is counted through peft's wrapper."""
+    adapted = outputs(candidate(tiny_model, adapter=str(lora)), batch_size=1)
+    speculative = candidate(
+        tiny_model,
+        adapter=str(lora),
+        speculative={"draft": str(tiny_model), "num_assistant_tokens": 3},
+    )
+    assert outputs(speculative) == adapted
+    assert speculative.speculation is not None
+    facts = speculative.speculation.describe()
+    assert facts["proposed"] > 0 and 0 <= facts["accepted"] <= facts["proposed"]
