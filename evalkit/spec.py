@@ -173,6 +173,14 @@ class CandidateSpec(_Strict):
             raise ValueError("give exactly one of 'model' or 'replay'")
         if self.merge and self.adapter is None:
             raise ValueError("merge: true needs an 'adapter'")
+        if self.merge and self.quantization is not None:
+            # peft can merge into bitsandbytes layers, but it dequantizes, adds the update and
+            # quantizes again: the rounding changes answers (measured: different greedy tokens).
+            raise ValueError(
+                "merge: true cannot be combined with quantization: merging re-quantizes the "
+                "weights and the rounding changes answers; remove 'merge' to run the adapter "
+                "unmerged on the quantized base (QLoRA-style)"
+            )
         if self.api is not None and self.replay is not None:
             raise ValueError("'api' calls a 'model'; a replay candidate has none")
         local_only = {

@@ -79,6 +79,8 @@ def make_tiny_llama(
     chat_template: bool = True,
     vocab_size: int = 400,
     max_position_embeddings: int = 512,
+    hidden_size: int = 48,
+    intermediate_size: int = 96,
 ) -> Path:
     """Save a random 2-layer Llama and its tokenizer to ``folder``; returns ``folder``.
 
@@ -92,8 +94,8 @@ def make_tiny_llama(
     tokenizer = make_tiny_tokenizer(vocab_size=vocab_size, chat_template=chat_template)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=48,
-        intermediate_size=96,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -111,6 +113,36 @@ def make_tiny_llama(
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_tiny_lora(
+    base: Path,
+    folder: Path,
+    seed: int = 0,
+    steps: int = 15,
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj"),
+    rank: int = 4,
+) -> Path:
+    """Train a LoRA adapter on ``base`` for a few steps (random token batches, seeded; about a
+    second) and save it to ``folder`` with peft; ``steps=0`` saves it untrained (B = 0)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(target_modules))
+    peft_model = get_peft_model(model, config)
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=3e-2)
+    vocab = model.config.vocab_size
+    for _ in range(steps):
+        ids = torch.randint(0, vocab, (4, 16))
+        peft_model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    peft_model.save_pretrained(folder)
+    return Path(folder)
 
 
 def make_noisy_copy(source: Path, folder: Path, noise: float, seed: int = 0) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit._files import env_flag, progress_enabled
+from evalkit.candidates import adapters, quantization
 from evalkit.candidates.base import Generation, GenerationRequest, LatencySample
 from evalkit.candidates.models import (
     ALIASES,
@@ -62,6 +63,10 @@ class HFCandidate:
         self._tokenizer: Any = None
         self._load_seconds: float | None = None
         self._n_parameters: int | None = None
+        self._adapter: adapters.AdapterFolder | None = None
+        self._attached: adapters.AttachedAdapter | None = None
+        self._weights_bytes: int | None = None
+        self._quantization_facts: dict[str, Any] = {}
         self.speculation: Speculation | None = None
         if spec.speculative is not None:
             from evalkit.candidates.speculative import Speculation
@@ -82,6 +87,17 @@ class HFCandidate:
             except CandidateError as exc:
                 raise CandidateError(f"candidate '{self.name}': {exc}") from None
         return self._resolved
+
+    @property
+    def adapter(self) -> adapters.AdapterFolder | None:
+        """The ``adapter:`` folder, read and checked on first use (no weights loaded)."""
+        if self._adapter is None and self.spec.adapter is not None:
+            self._adapter = adapters.read_adapter(self.spec.adapter, self.base_dir, self._who)
+        return self._adapter
+
+    @property
+    def _who(self) -> str:
+        return f"candidate '{self.name}'"
 
     def _locate(self) -> str:
         """Relative folders are relative to ``base_dir``; an ``org/name`` with no such folder
@@ -110,6 +126,13 @@ class HFCandidate:
             "device": device.type,
             "chat_template": self._chat_template_setting(),
         }
+        # Added only when set, so plain candidates keep their fingerprints (and caches).
+        if self.adapter is not None:
+            identity["adapter"] = adapters.fingerprint(self.adapter, self.spec.merge)
+        if self.spec.quantization is not None:
+            identity["quantization"] = quantization.fingerprint(
+                self.spec.quantization, self.dtype_name, device
+            )
         if self.speculation is not None:  # without this key: the plain target's fingerprint
             identity["speculative"] = self.speculation.fingerprint()
         return identity
@@ -182,17 +205,30 @@ class HFCandidate:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        resolved, device = self.resolved, self.device
+        resolved, device, quant = self.resolved, self.device, self.spec.quantization
         hub = {"revision": resolved.revision} if resolved.kind == "hub" else {}
+        if quant is not None:
+            quantization.check_backend(quant, device, self._who)
         start = time.perf_counter()
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved.source, **hub)
             model = AutoModelForCausalLM.from_pretrained(
-                resolved.source, dtype=getattr(torch, self.dtype_name), **hub
+                resolved.source,
+                dtype=getattr(torch, self.dtype_name),
+                **hub,
+                **quantization.load_kwargs(quant, self.dtype_name, device),
             )
         except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
             raise CandidateError(self._load_failure(exc)) from exc
-        self._model = model.to(device).eval()
+        if quant is None:
+            model = model.to(device)
+        else:  # bitsandbytes placed it while quantizing
+            self._quantization_facts = quantization.prepare_loaded(model, device)
+        model = self._attach_adapter(model)
+        self._weights_bytes = int(model.get_memory_footprint()) + int(
+            self._quantization_facts.get("constants_bytes", 0)
+        )
+        self._model = model.eval()
         self._tokenizer = tokenizer
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
@@ -200,11 +236,29 @@ class HFCandidate:
         self._load_seconds = time.perf_counter() - start
         self._n_parameters = int(model.num_parameters())
         if self.speculation is not None:
-            self.speculation.attach(self._model, tokenizer)
+            self.speculation.attach(_transformers_model(self._model), tokenizer)
+
+    def _attach_adapter(self, model: Any) -> Any:
+        """The base model wrapped in (or merged with) the ``adapter:``; fails loudly."""
+        folder = self.adapter
+        if folder is None:
+            return model
+        base_check = adapters.check_base(folder, self.resolved, str(self.spec.model))
+        model, self._attached = adapters.attach(
+            model, folder, merge=self.spec.merge, base_check=base_check, device=self.device
+        )
+        return model
 
     def _load_failure(self, exc: Exception) -> str:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         resolved = self.resolved
+        if self.spec.quantization is not None:
+            settings = quantization.settings(self.spec.quantization, self.dtype_name)
+            return (
+                f"candidate '{self.name}': could not load '{self.spec.model}' with "
+                f"quantization {settings} ({reason}); check that it loads without "
+                "'quantization:', then change or remove the quantization settings"
+            )
         if resolved.kind != "hub":
             return (
                 f"candidate '{self.name}': could not load the model in {resolved.path} "
@@ -435,8 +489,21 @@ class HFCandidate:
             "dtype": self.dtype_name if self._device is not None else self.spec.dtype,
             "load_seconds": self._load_seconds,
             "n_parameters": self._n_parameters,
+            "weights_mb": _megabytes(self._weights_bytes),
+            **self._variant_facts(),
             **({"speculative": self.speculation.describe()} if self.speculation else {}),
         }
+
+    def _variant_facts(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {}
+        if self.spec.quantization is not None:
+            facts["quantization"] = {
+                **quantization.settings(self.spec.quantization, self.dtype_name),
+                **self._quantization_facts,
+            }
+        if self._adapter is not None:
+            facts["adapter"] = adapters.describe(self._adapter, self.spec.merge, self._attached)
+        return facts
 
     def close(self) -> None:
         """Drop the model so a run over several candidates holds one in memory at a time."""
@@ -451,6 +518,16 @@ class HFCandidate:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def _transformers_model(model: Any) -> Any:
+    """The transformers model whose ``generate`` runs: an unmerged peft adapter wraps it."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _megabytes(size: int | None) -> float | None:
+    """Decimal megabytes (10^6 bytes) to the kilobyte: what the loaded weights occupy."""
+    return None if size is None else round(size / 1e6, 3)
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
