@@ -18,6 +18,7 @@ folder is written atomically (a crash never leaves a half-written adapter).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -195,13 +196,28 @@ def save_atomically(peft_model: Any, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        peft_model.save_pretrained(tmp)
+        peft_model.save_pretrained(tmp, save_embedding_layers=False)  # LoRA tensors only
+        make_reproducible(tmp)
         tmp.chmod(0o755)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def make_reproducible(folder: Path) -> None:
+    """Same seed, same bytes: peft writes ``target_modules`` from a set, whose order changes
+    with Python's hash seed from run to run, so we sort it (peft reads it back as a set). The
+    generated model card (README.md, boilerplate) goes."""
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    (folder / "README.md").unlink(missing_ok=True)
+    for file in folder.iterdir():
+        file.chmod(0o644)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -466,25 +466,27 @@ def test_device_bitsandbytes_cannot_serve_is_one_clear_error(
 
 @pytest.mark.real_model
 def test_demo_adapter_changes_smollm2_answers(tmp_path: Path) -> None:
-    """A few training steps of golden/train_adapter.py already move SmolLM2 toward the terse
-    format; the adapter loads on the alias and matches it by name."""
+    """Two training steps of golden/train_adapter.py (the real script, cut short) give an
+    adapter that loads on the alias, matches it by name, and changes SmolLM2's answers."""
     trainer = load_script("train_adapter")
     out = tmp_path / "terse"
-    trainer.main(["--out", str(out), "--steps", "4", "--batch-size", "4", "--lr", "3e-3"])
+    trainer.main(["--out", str(out), "--steps", "2", "--batch-size", "2", "--lr", "1e-2"])
     questions = ["What is the capital of France? Answer with the city name only."] + [
         f"How many meters are in {n} kilometers? Reply with the number only." for n in (2, 7)
     ]
     reqs = [GenerationRequest(f"q{i}", (Message("user", q),)) for i, q in enumerate(questions)]
     params = GenerationSpec(max_new_tokens=12)
 
-    def answers(**spec: Any) -> dict[str, str]:
+    def answers(**spec: Any) -> tuple[dict[str, str], dict[str, Any]]:
         cand = HFCandidate("demo", CandidateSpec(model="smollm2-135m-instruct", **spec), ROOT)
         got = {g.id: g.output for batch in cand.generate(reqs, params) for g in batch}
         cand.close()
-        return got
+        return got, cand.describe()
 
-    adapted = answers(adapter=str(out))
-    assert adapted != answers()
+    adapted, described = answers(adapter=str(out))
+    assert adapted != answers()[0]
+    assert described["adapter"]["base_check"] == "same name"
+    assert described["adapter"]["lora_modules"] == 4 * 30  # q/k/v/o in SmolLM2's 30 layers
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "smollm2-135m-instruct"
     assert sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
