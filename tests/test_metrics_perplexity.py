@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from suitefiles import write_jsonl, write_suite
-from tinymodels import make_tiny_llama
+from tinymodels import make_tiny_llama, make_tiny_lora
 
 from evalkit.cache import Cache
 from evalkit.candidates.base import Message
@@ -131,6 +131,42 @@ def test_reference_perplexity_equals_direct_computation(tiny: HFCandidate) -> No
         assert detail["boundary"] == "joint"
         assert detail["loglikelihood"] == pytest.approx(total, rel=1e-4)
         assert value == pytest.approx(math.exp(-total / n_tokens), rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Layer sizes bitsandbytes' 4-bit CPU kernel takes (see test_candidates_variants.py)."""
+    folder = tmp_path_factory.mktemp("tiny-llama-64")
+    return make_tiny_llama(folder, seed=2, hidden_size=64, intermediate_size=128)
+
+
+@pytest.mark.parametrize("variant", ["adapter", "nf4"])
+def test_reference_perplexity_of_adapter_and_quantized_candidates(
+    wide_model: Path, tmp_path: Path, variant: str
+) -> None:
+    """The metric scores the candidate as loaded (LoRA on top, or 4-bit weights): equal to the
+    direct computation on that model, and not the base model's values."""
+    if variant == "adapter":
+        extra: dict[str, Any] = {"adapter": str(make_tiny_lora(wide_model, tmp_path / "lora"))}
+    else:
+        extra = {"quantization": {"bits": 4, "type": "nf4"}}
+    samples = [
+        chat_sample("a", "What is the capital of France?", ["Paris"]),
+        chat_sample("b", "Who?", ["My friend knows the teacher."]),
+    ]
+    metric = create("reference_perplexity")
+    values: dict[str, list[float | None]] = {}
+    for name, spec in (("base", {}), (variant, extra)):
+        cand = HFCandidate(name, CandidateSpec(model=str(wide_model), **spec), wide_model.parent)
+        try:
+            raw = metric.score_candidate(samples, cand, GenerationSpec(batch_size=2))
+            values[name] = [split_score(r)[0] for r in raw]
+            for sample, value in zip(samples, values[name], strict=True):
+                total, n_tokens = expected_reference_loglikelihood(cand, sample)
+                assert value == pytest.approx(math.exp(-total / n_tokens), rel=1e-4)
+        finally:
+            cand.close()
+    assert values[variant] != pytest.approx(values["base"], rel=1e-3)
 
 
 def test_answer_tokens_at_a_merging_boundary(tiny: HFCandidate) -> None:
