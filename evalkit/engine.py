@@ -33,6 +33,7 @@ from evalkit.metrics import (
     CandidateMetric,
     CorpusMetric,
     Sample,
+    SummarizingMetric,
     create,
     split_score,
 )
@@ -105,7 +106,9 @@ def _create_metrics(loaded: LoadedSuite) -> dict[str, AnyMetric]:
     metrics: dict[str, AnyMetric] = {}
     for index, metric_spec in enumerate(loaded.spec.metrics):
         try:
-            metrics[metric_spec.column] = create(metric_spec.name, metric_spec.options)
+            metrics[metric_spec.column] = create(
+                metric_spec.name, metric_spec.options, base_dir=loaded.path.parent
+            )
         except SpecError as exc:
             raise SpecError(
                 exc.detail,
@@ -318,6 +321,7 @@ class SuiteRunner:
                 n=len(present),
                 n_missing=len(examples) - len(present),
                 corpus=corpus,
+                extra=_summary(metric, values),
                 higher_is_better=metric.higher_is_better,
                 signature=metric.signature(),
                 version=metric.version,
@@ -475,6 +479,15 @@ class _CandidateScoring:
     @property
     def decoding(self) -> dict[str, Any]:
         return self.params.model_dump(mode="json", exclude={"batch_size"})
+
+
+def _summary(
+    metric: AnyMetric, values: dict[str, tuple[float | None, dict[str, Any]]]
+) -> dict[str, float | None]:
+    """A metric's own run-level figures (judge cost, win rates), from every scored example."""
+    if not isinstance(metric, SummarizingMetric) or not values:
+        return {}
+    return metric.summarize([detail for _, detail in values.values()])
 
 
 def _score_key(identity: dict[str, Any], sample: Sample, pairwise: bool) -> str:

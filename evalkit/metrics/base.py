@@ -17,8 +17,10 @@ and caches the values under the candidate's fingerprint (unless ``cacheable`` is
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from evalkit.candidates.base import Candidate, Message
@@ -104,6 +106,16 @@ class CandidateMetric(Protocol):
     ) -> Sequence[ScoreValue]: ...
 
 
+@runtime_checkable
+class SummarizingMetric(Protocol):
+    """A metric with run-level figures of its own beside the mean (a judge's summed cost, a
+    pairwise judge's win/tie/loss rates); the engine stores them in ``Aggregate.extra``."""
+
+    def summarize(self, details: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+        """From the per-example details (cached ones included) of the scored examples."""
+        ...
+
+
 AnyMetric = Metric | CandidateMetric
 MetricFactory = Callable[..., AnyMetric]
 
@@ -122,8 +134,13 @@ def registered() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create(name: str, options: Mapping[str, Any] | None = None) -> AnyMetric:
-    """Build a metric by registered name; unknown names and bad options raise SpecError."""
+def create(
+    name: str, options: Mapping[str, Any] | None = None, *, base_dir: Path | None = None
+) -> AnyMetric:
+    """Build a metric by registered name; unknown names and bad options raise SpecError.
+
+    A factory that takes a ``base_dir`` keyword gets the suite file's folder, so the paths in
+    its options (a judge's rubric file or model folder) are relative to the suite file."""
     _load_builtins()
     factory = _REGISTRY.get(name)
     if factory is None:
@@ -132,8 +149,11 @@ def create(name: str, options: Mapping[str, Any] | None = None) -> AnyMetric:
         raise SpecError(
             f"unknown metric '{name}'.{hint} Registered metrics: {', '.join(sorted(_REGISTRY))}"
         )
+    kwargs = dict(options or {})
+    if base_dir is not None and "base_dir" in inspect.signature(factory).parameters:
+        kwargs["base_dir"] = base_dir
     try:
-        return factory(**dict(options or {}))
+        return factory(**kwargs)
     except (TypeError, ValueError) as exc:
         raise SpecError(f"bad options for metric '{name}': {exc}") from None
 
@@ -154,4 +174,4 @@ def split_score(value: ScoreValue) -> tuple[float | None, dict[str, Any]]:
 
 def _load_builtins() -> None:
     # Imported here, not at module top: the built-in modules import this one to register.
-    from evalkit.metrics import lexical  # noqa: F401
+    from evalkit.metrics import judge, lexical  # noqa: F401
