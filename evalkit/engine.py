@@ -90,6 +90,7 @@ def prepare_suite(path: Path) -> PreparedSuite:
     requests = [render_request(loaded, example) for example in examples]
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
+    _check_pairwise(loaded, metrics)
     return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
 
 
@@ -129,6 +130,30 @@ def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
                 line=loaded.line_of("gates", gate_name),
                 field=f"gates.{gate_name}",
             )
+
+
+def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
+    """A metric that reads the baseline's output needs a ``compare_to`` candidate."""
+    if loaded.spec.compare_to is not None:
+        return
+    for index, (column, metric) in enumerate(metrics.items()):
+        if getattr(metric, "uses_baseline", False):
+            raise SpecError(
+                f"metric '{column}' compares each output with the compare_to candidate's "
+                "output, but the suite has no 'compare_to'; add compare_to: <candidate>",
+                path=loaded.path,
+                line=loaded.line_of("metrics", index),
+                field=f"metrics[{index}]",
+            )
+
+
+def gate_applies(prepared: PreparedSuite, candidate: str, gate_name: str) -> bool:
+    """False for a gate on a pairwise metric (one that reads the compare_to candidate's output)
+    for the compare_to candidate itself: it has nothing to be compared with."""
+    gate = prepared.loaded.spec.gates[gate_name]
+    metric = prepared.metrics.get(gate.metric)
+    pairwise = bool(getattr(metric, "uses_baseline", False))
+    return not (pairwise and candidate == prepared.loaded.spec.compare_to)
 
 
 def library_versions() -> dict[str, str]:
@@ -198,6 +223,7 @@ class SuiteRunner:
             for run in runs.values()
             if self.options.candidates is None or run.name in self.options.candidates
             for gate_name, gate in self.spec.gates.items()
+            if gate_applies(self.prepared, run.name, gate_name)
         ]
         result = RunResult(
             suite=self.spec.suite,

@@ -21,7 +21,7 @@ import pytest
 
 from evalkit._files import display_path
 from evalkit.cache import Cache, cache_file
-from evalkit.engine import PreparedSuite, RunOptions, prepare_suite, run_suite
+from evalkit.engine import PreparedSuite, RunOptions, gate_applies, prepare_suite, run_suite
 from evalkit.errors import EvalkitError
 from evalkit.report.table import format_table
 from evalkit.results import GateVerdict, RunResult
@@ -155,6 +155,8 @@ class SuiteFile(pytest.File):
         gates = list(spec.gates) or [RUN_GATE]
         for candidate in names:
             for gate in gates:
+                if gate != RUN_GATE and not gate_applies(prepared, candidate, gate):
+                    continue  # a pairwise gate has nothing to compare the compare_to with
                 yield GateItem.from_parent(
                     self, name=f"{candidate}::{gate}", candidate=candidate, gate=gate
                 )

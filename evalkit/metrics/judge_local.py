@@ -160,8 +160,10 @@ def choice_tokens(
             if full[: len(prefix)] == prefix and len(full) == len(prefix) + 1:
                 ids[choice] = full[-1]
             else:
-                pieces = tokenizer.convert_ids_to_tokens(full[len(prefix) - 1 :])
-                problems.append(f"'{sep}{choice}' after {text!r} is {pieces} (tokens)")
+                stable = full[: len(prefix)] == prefix
+                pieces = tokenizer.convert_ids_to_tokens(full[len(prefix) :] if stable else full)
+                where = "" if stable else " and re-tokenizes the prefix"
+                problems.append(f"'{sep}{choice}' after {text!r} is {pieces} (tokens){where}")
                 break
         else:
             if len(set(ids.values())) == len(ids):

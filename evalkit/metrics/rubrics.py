@@ -148,6 +148,8 @@ def parse_levels(raw: Any, *, where: str) -> dict[int, str]:
     for key, text in raw.items():
         if isinstance(key, bool) or not str(key).strip().lstrip("-").isdigit():
             raise ValueError(f"{where}: level '{key}' is not an integer score")
+        if isinstance(text, bool):  # YAML reads an unquoted no/yes/off/on as a boolean
+            raise ValueError(f"{where}: level {key} reads as {text}; quote its description")
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{where}: level {key} needs a description text")
         levels[int(key)] = text.strip()
