@@ -25,6 +25,7 @@ from evalkit._files import progress_enabled
 from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
+from evalkit.candidates.replay import check_replay_file
 from evalkit.errors import EvalkitError, SpecError
 from evalkit.gates import BaselineScores, evaluate_gate
 from evalkit.golden import Example, load_golden
@@ -91,6 +92,7 @@ def prepare_suite(path: Path) -> PreparedSuite:
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
     _check_pairwise(loaded, metrics)
+    _check_replay_files(loaded, {e.id for e in examples})
     return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
 
 
@@ -101,6 +103,14 @@ def _load_examples(loaded: LoadedSuite) -> list[Example]:
         if exc.path is None:
             raise SpecError(exc.detail, path=loaded.path, line=loaded.line_of("dataset")) from None
         raise
+
+
+def _check_replay_files(loaded: LoadedSuite, ids: set[str]) -> None:
+    """Replay files are data like the golden file: a broken line fails collection. A file not
+    written yet (a CI step may produce it) is reported when its candidate runs."""
+    for candidate in loaded.spec.candidates.values():
+        if candidate.replay is not None and loaded.resolve(candidate.replay).is_file():
+            check_replay_file(loaded.resolve(candidate.replay), ids, loaded.dataset_path)
 
 
 def _create_metrics(loaded: LoadedSuite) -> dict[str, AnyMetric]:
@@ -288,6 +298,7 @@ class SuiteRunner:
             n_generated=len(self.requests) - n_cached,
             n_cached=n_cached,
             n_errors=sum(e.error is not None for e in examples),
+            cost=_total_cost(examples),
             timings=Timings(
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
             ),
@@ -307,6 +318,7 @@ class SuiteRunner:
             n_prompt_tokens=gen.n_prompt_tokens,
             n_output_tokens=gen.n_output_tokens,
             seconds=gen.seconds,
+            cost=gen.cost,
             cached=cached,
         )
 
@@ -590,7 +602,14 @@ def _generation_record(gen: Generation) -> dict[str, Any]:
         "n_prompt_tokens": gen.n_prompt_tokens,
         "n_output_tokens": gen.n_output_tokens,
         "seconds": gen.seconds,
+        "cost": gen.cost,
     }
+
+
+def _total_cost(examples: Sequence[ExampleResult]) -> float | None:
+    """Sum of the known per-example costs (cached ones at what they cost); None if none known."""
+    costs = [e.cost for e in examples if e.cost is not None]
+    return sum(costs) if costs else None
 
 
 def _dataset_hash(examples: Sequence[Example]) -> str:

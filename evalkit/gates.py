@@ -57,8 +57,11 @@ def evaluate_gate(
     )
     if aggregate is None or aggregate.mean is None:
         verdict.status = "error"
+        first_error = next((e.error for e in run.examples if e.error), None)
         verdict.message = f"{run.name}: no '{gate.metric}' scores to gate on" + (
-            f" ({run.n_errors} examples failed to generate)" if run.n_errors else ""
+            f" ({run.n_errors} examples failed to generate; first error: {first_error})"
+            if run.n_errors
+            else ""
         )
         return verdict
     verdict.mean = aggregate.mean

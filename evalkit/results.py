@@ -33,6 +33,7 @@ class ExampleResult(BaseModel):
     n_prompt_tokens: int = 0
     n_output_tokens: int = 0
     seconds: float = 0.0
+    cost: float | None = Field(None, description="USD (API candidates); None when unknown")
     cached: bool = False
 
 
@@ -72,6 +73,9 @@ class CandidateRun(BaseModel):
     n_generated: int = 0
     n_cached: int = 0
     n_errors: int = 0
+    cost: float | None = Field(
+        None, description="USD of this candidate's outputs (cached ones included); None: unknown"
+    )
     timings: Timings = Field(default_factory=Timings)
 
 

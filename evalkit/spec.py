@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -20,6 +21,7 @@ from pydantic import (
     PlainSerializer,
     ValidationError,
     WithJsonSchema,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -95,6 +97,14 @@ class SpeculativeSpec(_Strict):
         return self
 
 
+def public_url(url: str) -> str:
+    """Scheme, host, port and path of a URL: no user info (credentials), query or fragment."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+
+
 class ApiSpec(_Strict):
     """How an API candidate (litellm) is called. Keys are read from the environment variable
     named here, never written in the suite, the cache or the results."""
@@ -105,7 +115,23 @@ class ApiSpec(_Strict):
     key_env: str | None = Field(None, description="environment variable holding the API key")
     concurrency: int = Field(8, ge=1, description="requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
-    max_retries: int = Field(4, ge=0, description="retries on 429, 5xx and timeouts")
+    max_retries: int = Field(
+        4, ge=0, description="retries on 429, 5xx, timeouts and connection errors"
+    )
+
+    @field_serializer("base")
+    def _public(self, base: str | None) -> str | None:
+        """run.json and reports copy the spec: they get the URL without user info or query."""
+        return public_url(base) if base else base
+
+    @field_validator("base")
+    @classmethod
+    def _http_url(cls, base: str | None) -> str | None:
+        if base is not None and not re.match(r"^https?://[^/\s]+", base, re.IGNORECASE):
+            raise ValueError(
+                f"'{base}' is not an http(s) URL; write it like http://127.0.0.1:8000/v1"
+            )
+        return base
 
 
 class CandidateSpec(_Strict):
@@ -129,7 +155,10 @@ class CandidateSpec(_Strict):
     quantization: QuantizationSpec | None = None
     speculative: SpeculativeSpec | None = None
     api: ApiSpec | None = Field(
-        None, description="call 'model' through litellm (any litellm model string)"
+        None,
+        description="call 'model' through litellm (any litellm model string) or an "
+        "OpenAI-compatible server (api.base); 'provider/name' strings that litellm prices are "
+        "API models even without this block",
     )
 
     @model_validator(mode="after")
@@ -138,7 +167,12 @@ class CandidateSpec(_Strict):
             raise ValueError("give exactly one of 'model' or 'replay'")
         if self.merge and self.adapter is None:
             raise ValueError("merge: true needs an 'adapter'")
-        local_only = {"adapter", "quantization", "speculative"} & self.model_fields_set
+        if self.api is not None and self.replay is not None:
+            raise ValueError("'api' calls a 'model'; a replay candidate has none")
+        local_only = {
+            "adapter", "quantization", "speculative", "device", "dtype", "revision",
+            "chat_template",
+        } & self.model_fields_set  # fmt: skip
         if (self.api is not None or self.replay is not None) and local_only:
             kind = "API" if self.api is not None else "replay"
             raise ValueError(f"{', '.join(sorted(local_only))} do not apply to {kind} candidates")

@@ -101,10 +101,10 @@ class ModelHandle:
 class ModelPool:
     """The ``evalkit_model`` fixture: ``evalkit_model(model, **options)`` -> ModelHandle.
 
-    Candidate options (``device``, ``dtype``, ``chat_template``, ``revision``) pick the model;
-    the rest are default generation settings (``max_new_tokens``, ``temperature``, ...)."""
+    Candidate options (``device``, ``dtype``, ``chat_template``, ``revision``, ``api``) pick the
+    model; the rest are default generation settings (``max_new_tokens``, ``temperature``, ...)."""
 
-    CANDIDATE_OPTIONS = ("device", "dtype", "chat_template", "revision")
+    CANDIDATE_OPTIONS = ("device", "dtype", "chat_template", "revision", "api")
 
     def __init__(self, cache: Cache, base_dir: Path, device: str | None = None) -> None:
         self.cache = cache

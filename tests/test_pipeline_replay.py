@@ -280,8 +280,9 @@ def test_examples_without_output_are_errors_not_zeros(
     assert bad.examples[35].error == f"no output for id 'q35' in {project / 'golden' / 'bad.jsonl'}"
     verdict = next(v for v in run.gates if v.candidate == "bad")
     assert "n=30, 10 examples without a score" in verdict.message
-    assert "no 'exact_match' scores to gate on (40 examples failed to generate)" in (
-        result.stdout.str()
+    assert (
+        "no 'exact_match' scores to gate on (40 examples failed to generate; first error: "
+        "no output for id 'q00'" in result.stdout.str()
     )
 
 

@@ -38,6 +38,8 @@ class Generation:
     seconds: float = 0.0
     """Wall time of the batch this request ran in, divided by the batch size."""
     error: str | None = None
+    cost: float | None = None
+    """USD the request cost (API candidates, from litellm's price map); None when unknown."""
 
 
 class Candidate(Protocol):
