@@ -177,7 +177,7 @@ def test_pairwise_judge_with_position_bias_comes_out_as_ties(tiny_model: Path) -
     metric = create("judge_pairwise", {"model": str(tiny_model)})
     assert isinstance(metric, PairwiseJudgeMetric)
 
-    def first_always(prompts_for: Any, choices: Sequence[str]) -> list[list[Reading]]:
+    def first_always(prompts_for: Any, choices: Sequence[str], field: str) -> list[list[Reading]]:
         return [[_reading(p.id, {"1": 0.7, "2": 0.2, "0": 0.1})] for p in prompts_for("score")]
 
     metric.read = first_always  # type: ignore[method-assign]
@@ -211,7 +211,9 @@ def test_pairwise_consistent_judge_wins_and_loses(tiny_model: Path) -> None:
     ]
     shown: list[str] = []
 
-    def prefers_reference(prompts_for: Any, choices: Sequence[str]) -> list[list[Reading]]:
+    def prefers_reference(
+        prompts_for: Any, choices: Sequence[str], field: str
+    ) -> list[list[Reading]]:
         readings = []
         for prompt in prompts_for("score"):
             shown.append(prompt.id)

@@ -78,7 +78,7 @@ class _Judge:
 
     @property
     def is_api(self) -> bool:
-        return self.options.api is not None
+        return self.options.is_api
 
     def judge_signature(self) -> str:
         """The judge's identity: model fingerprint, rubric, prompt version, reading mode."""
@@ -101,12 +101,18 @@ class _Judge:
             parts.append(f"rationale:{options.rationale_tokens if not self.is_api else 'json'}")
         return "|".join(parts)
 
-    def read(self, prompts_for: PromptsFor, choices: Sequence[str]) -> list[list[Reading]]:
-        """Readings per prompt (one per sample), from whichever kind of judge this is."""
+    def read(
+        self, prompts_for: PromptsFor, choices: Sequence[str], field: str
+    ) -> list[list[Reading]]:
+        """Readings per prompt (one per sample), from whichever kind of judge this is;
+        ``field`` names the choice in a JSON reply (``score`` or ``verdict``)."""
         if self.is_api:
+            from evalkit.candidates.api import ApiCandidate
             from evalkit.metrics.judge_api import ApiJudge
 
-            return ApiJudge(self.candidate, self.options).read(prompts_for, choices)
+            if not isinstance(self.candidate, ApiCandidate):
+                raise CandidateError(f"judge model '{self.options.model}' is not an API model")
+            return ApiJudge(self.candidate, self.options).read(prompts_for, choices, field)
         from evalkit.candidates.hf import HFCandidate
         from evalkit.metrics.judge_local import LocalJudge
 
@@ -160,7 +166,7 @@ class JudgeMetric(_Judge):
         def prompts_for(reply: str) -> list[JudgePrompt]:
             return [self.prompt(sample, reply) for _, sample in todo]
 
-        readings = self.read(prompts_for, self.choices) if todo else []
+        readings = self.read(prompts_for, self.choices, "score") if todo else []
         for (index, _), sample_readings in zip(todo, readings, strict=True):
             out[index] = self.to_score(sample_readings)
         return out
@@ -189,8 +195,12 @@ class JudgeMetric(_Judge):
             detail["probs"] = probs
             detail["argmax"] = int(max(probs, key=probs.__getitem__))
             detail["mass"] = round(first.mass or 0.0, 6)
+            detail["read"] = "distribution"
         elif first.choice is not None:
             detail["argmax"] = int(first.choice)
+            detail["read"] = "json"
+        if first.extra.get("fallback"):
+            detail["fallback"] = first.extra["fallback"]
         if len(readings) > 1:
             detail["samples"] = [
                 None if v is None else round(v, 6) for v in map(expected_score, readings)
@@ -253,7 +263,7 @@ class PairwiseJudgeMetric(_Judge):
         def prompts_for(reply: str) -> list[JudgePrompt]:
             return [p for _, sample in todo for p in self.prompts(sample, reply)]
 
-        readings = self.read(prompts_for, PAIR_CHOICES) if todo else []
+        readings = self.read(prompts_for, PAIR_CHOICES, "verdict") if todo else []
         for n, (index, _) in enumerate(todo):
             out[index] = self.to_score(readings[2 * n], readings[2 * n + 1])
         return out
@@ -299,6 +309,8 @@ class PairwiseJudgeMetric(_Judge):
             orders=orders,
             p_win=round(statistics.fmean(o["win"] + 0.5 * o["tie"] for o in orders.values()), 6),
         )
+        reads = {"distribution" if r.probs is not None else "json" for r in (*first, *second)}
+        detail["read"] = "+".join(sorted(reads))
         masses = [r.mass for r in (*first, *second) if r.mass is not None]
         if masses:
             detail["mass"] = round(statistics.fmean(masses), 6)

@@ -55,11 +55,24 @@ class _JudgeModelOptions(BaseModel):
     max_reasks: int = Field(2, ge=0, le=10, description="JSON mode: re-asks after a bad reply")
     batch_size: int = Field(8, ge=1, description="local judges: prompts per forward pass")
 
+    @property
+    def is_api(self) -> bool:
+        """An ``api:`` block, or a bare ``provider/name`` litellm prices as a chat model (the
+        rule ``make_candidate`` applies; it reads a file, imports nothing)."""
+        from evalkit.candidates.api_models import LOCAL_ONLY_OPTIONS, is_litellm_model
+        from evalkit.candidates.models import ALIASES
+
+        if self.api is not None:
+            return True
+        if self.model in ALIASES or set(LOCAL_ONLY_OPTIONS) & self.model_fields_set:
+            return False
+        return is_litellm_model(self.model)
+
     @model_validator(mode="after")
     def _judge_kind(self) -> _JudgeModelOptions:
         if self.rubric is not None and self.rubric_file is not None:
             raise ValueError("give 'rubric' or 'rubric_file', not both")
-        if self.api is None:
+        if not self.is_api:
             local_only_wrong = {"temperature", "read", "max_reasks"} & self.model_fields_set
             if self.samples > 1:
                 raise ValueError(
@@ -78,6 +91,11 @@ class _JudgeModelOptions(BaseModel):
                 raise ValueError(
                     f"samples: {self.samples} with temperature 0 asks the same question "
                     "several times for the same answer; set temperature > 0 or drop samples"
+                )
+            if self.rationale and self.read == "logprobs":
+                raise ValueError(
+                    "rationale needs read: json (or auto): with logprobs the score is the "
+                    "reply's first token, so nothing comes before it"
                 )
             local_only = {"device", "dtype", "chat_template", "revision", "batch_size"}
             if given := local_only & self.model_fields_set:
