@@ -32,7 +32,9 @@ def _sample(i: int, answer: str, reference: str = "Paris", country: str = "Franc
     )
 
 
-def _direct_probs(folder: Path, metric: JudgeMetric, sample: Sample) -> dict[str, float]:
+def _direct_probs(
+    folder: Path, metric: JudgeMetric, sample: Sample, rationale: str | None = None
+) -> dict[str, float]:
     """The judge's next-token probabilities of "1".."5", computed without evalkit's reader:
     the chat template applied by the tokenizer, one unpadded forward pass, softmax."""
     import torch
@@ -40,9 +42,11 @@ def _direct_probs(folder: Path, metric: JudgeMetric, sample: Sample) -> dict[str
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    prompt = metric.prompt(sample, "score")
+    prompt = metric.prompt(sample, "rationale" if rationale is not None else "score")
     messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if rationale is not None:
+        text += rationale + "\n"
     ids = tokenizer(text + prompt.prefill, add_special_tokens=False, return_tensors="pt")
     with torch.no_grad():
         logits = model(**ids).logits[0, -1].double()
@@ -69,6 +73,18 @@ def test_score_is_the_probability_weighted_mean_of_the_next_token(tiny_model: Pa
     answers = ["Paris", "Lyon", "The capital of France is Paris, a big city.", "", "Rome"]
     samples = [_sample(i, a) for i, a in enumerate(answers)]
     _check_against_direct(tiny_model, metric, samples)
+
+
+def test_optional_rationale_comes_first_and_the_score_is_read_after_it(tiny_model: Path) -> None:
+    metric = create("judge", {"model": str(tiny_model), "rationale": True, "rationale_tokens": 12})
+    sample = _sample(0, "Lyon")
+    (score,) = metric.score([sample])
+    rationale = score.detail["rationale"]
+    assert rationale and 0 < score.detail["judge_output_tokens"] <= 12
+    raw = _direct_probs(tiny_model, metric, sample, rationale=rationale)
+    expected = sum(int(d) * p for d, p in raw.items()) / sum(raw.values())
+    assert score.value == pytest.approx(expected, abs=1e-4)
+    assert "rationale:12" in metric.signature()
 
 
 @pytest.mark.real_model

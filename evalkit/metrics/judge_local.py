@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from evalkit.candidates.base import GenerationRequest
+from evalkit.candidates.base import Generation, GenerationRequest
 from evalkit.errors import CandidateError
 from evalkit.metrics.judge_prompts import JudgePrompt, Reading
 from evalkit.spec import GenerationSpec
@@ -35,7 +35,7 @@ class _Encoded:
     prompt: JudgePrompt
     ids: list[int]
     choice_ids: dict[str, int]
-    rationale: str | None = None
+    rationale: Generation | None = None
 
 
 class LocalJudge:
@@ -71,27 +71,32 @@ class LocalJudge:
     # -- prompt -> token ids ----------------------------------------------------------------
 
     def _encode(
-        self, tokenizer: Any, prompt: JudgePrompt, choices: Sequence[str], rationale: str | None
+        self,
+        tokenizer: Any,
+        prompt: JudgePrompt,
+        choices: Sequence[str],
+        rationale: Generation | None,
     ) -> _Encoded:
         text, rendered_ids = self.candidate.render(GenerationRequest(prompt.id, prompt.messages))
-        head = text + (f"{rationale}\n" if rationale else "")
+        head = text + (f"{rationale.output}\n" if rationale else "")
         ids, choice_ids = choice_tokens(tokenizer, head, prompt.prefill, choices)
         plain = _tokens(tokenizer, text)
-        # render() may add special tokens (BOS without a chat template) in front of the text.
-        if plain and rendered_ids[-len(plain) :] != plain:
+        # render() may add special tokens (BOS without a chat template) in front of the text;
+        # what follows the text must not re-tokenize its end.
+        if (plain and rendered_ids[-len(plain) :] != plain) or ids[: len(plain)] != plain:
             raise CandidateError(
-                f"judge '{self.candidate.name}': the rendered prompt does not end with its own "
-                "tokens (the tokenizer adds tokens at the end); use a judge with a chat template"
+                f"judge '{self.candidate.name}': the judge prompt's tokens change when the "
+                "score prefix is appended; use a judge model with a chat template"
             )
         return _Encoded(prompt, rendered_ids + ids[len(plain) :], choice_ids, rationale)
 
-    def _rationales(self, prompts: Sequence[JudgePrompt], max_tokens: int) -> dict[str, str]:
-        """Greedy short rationales for prompts that ask for one first (``prompt.rationale``)."""
-        params = GenerationSpec(max_new_tokens=max_tokens, temperature=0.0, stop=["Score:"])
+    def _rationales(self, prompts: Sequence[JudgePrompt], max_tokens: int) -> dict[str, Generation]:
+        """Greedy short rationales (the prompts ask for one before the score)."""
+        params = GenerationSpec(max_new_tokens=max_tokens, temperature=0.0, stop=["Score"])
         requests = [GenerationRequest(p.id, p.messages) for p in prompts]
-        out: dict[str, str] = {}
+        out: dict[str, Generation] = {}
         for batch in self.candidate.generate(requests, params):
-            out.update((g.id, g.output.strip()) for g in batch)
+            out.update((g.id, g) for g in batch)
         return out
 
     # -- forward pass -------------------------------------------------------------------------
@@ -123,13 +128,15 @@ class LocalJudge:
 def _reading(encoded: _Encoded, logprobs: Any, seconds: float) -> Reading:
     raw = {c: math.exp(float(logprobs[t])) for c, t in encoded.choice_ids.items()}
     mass = sum(raw.values())
+    rationale = encoded.rationale
     return Reading(
         id=encoded.prompt.id,
         probs={c: p / mass for c, p in raw.items()} if mass > 0 else None,
         mass=mass,
-        rationale=encoded.rationale,
+        rationale=rationale.output if rationale else None,
         n_prompt_tokens=len(encoded.ids),
-        seconds=seconds,
+        n_output_tokens=rationale.n_output_tokens if rationale else 0,
+        seconds=seconds + (rationale.seconds if rationale else 0.0),
         error=None if mass > 0 else "the judge gives no probability to any score token",
     )
 
