@@ -311,6 +311,7 @@ def test_judge_scores_are_cached_and_the_judge_loads_only_on_a_miss(
     metrics = [{"judge": {"model": "../models/judge", "as": "correct"}}]
     suite = _project(tmp_path, tiny_model, metrics)
     prepared, first = _run(suite, tmp_path)
+    assert prepared.metrics["correct"].candidate.describe()["load_seconds"] is not None
     # Both candidates answer "Paris" for France: that judgment is made once and shared.
     assert (first.cache["misses"]["score"], first.cache["hits"]["score"]) == (7, 1)
     run = first.candidates["new"]
@@ -327,7 +328,7 @@ def test_judge_scores_are_cached_and_the_judge_loads_only_on_a_miss(
     prepared, second = _run(suite, tmp_path)
     assert second.cache["hits"]["score"] == 8 and "score" not in second.cache["misses"]
     judge = prepared.metrics["correct"]
-    assert judge._candidate._model is None  # fingerprinted for the key, never loaded
+    assert judge.candidate.describe()["load_seconds"] is None  # fingerprinted, never loaded
     assert [e.scores for e in second.candidates["new"].examples] == [e.scores for e in run.examples]
 
     # Another rubric is another judgment: nothing is reused.
@@ -459,3 +460,23 @@ def test_missing_reference_is_a_missing_value_not_a_zero(tiny_model: Path) -> No
     sample = Sample(id="x", output="Paris", references=(), prompt="q")
     (score,) = metric.score([sample])
     assert score.value is None and "no reference" in score.detail["error"]
+
+
+def test_score_tokens_with_the_space_merged_into_the_digit() -> None:
+    """GPT-2-like tokenizers spell " 3" as one token: the prefill's trailing space moves onto
+    the score, so each score is still exactly one token after the prefix."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from evalkit.metrics.judge_local import choice_tokens
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    trainer = trainers.BpeTrainer(vocab_size=80, special_tokens=["<unk>"], show_progress=False)
+    backend.train_from_iterator([f"Score: {d} ok" for d in "12345"] * 50, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    assert tokenizer.tokenize("Score: 3") == ["▁Score:", "▁3"]  # the space is in the digit
+
+    prefix, ids = choice_tokens(tokenizer, "ok", " Score: ", list("12345"))
+    assert tokenizer.convert_ids_to_tokens(prefix)[-1] == "▁Score:"
+    assert tokenizer.convert_ids_to_tokens(list(ids.values())) == [f"▁{d}" for d in "12345"]

@@ -121,7 +121,13 @@ class _Judge:
         local = LocalJudge(self.candidate, batch_size=self.options.batch_size)
         reply = "rationale" if self.options.rationale else "score"
         tokens = self.options.rationale_tokens if self.options.rationale else 0
-        return [[r] for r in local.read(prompts_for(reply), choices, rationale_tokens=tokens)]
+        try:
+            readings = local.read(prompts_for(reply), choices, rationale_tokens=tokens)
+        finally:
+            # Freed after each batch of judgments: a run then holds at most the candidate
+            # under test and one judge, and a cached re-run loads neither.
+            self.candidate.close()
+        return [[r] for r in readings]
 
     def close(self) -> None:
         if self._candidate is not None:
