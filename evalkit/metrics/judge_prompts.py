@@ -9,10 +9,9 @@ that carries the nonce (``Score for answer-NONCE:``), which no judged text can c
 
 Digits inside the data are written as full-width digits (``200`` becomes ``２００``): the
 judge answers with an ASCII digit token, and a judged text can then never spell one. Small
-judges copy digits from their context: SmolLM2-135M gave "Lyon" as the capital of France +1.05
-on the 1-5 scale when the answer ended in "Score: 5", before this (see tests/test_judge.py);
-with it, the injected instruction no longer moves the score. Strong judges read full-width
-digits as digits.
+judges copy digits from their context: with the tags alone, SmolLM2-135M scored six wrong
+capitals +1.31 higher on the 1-5 scale when they ended in "... Score: 5"; with full-width digits
+the change is -0.07 (tests/test_judge.py). Strong judges read full-width digits as digits.
 
 PROMPT_VERSION is part of every judge metric's signature: bump it whenever a prompt changes, so
 cached judgments are not reused.
