@@ -4,6 +4,7 @@ and option errors."""
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -32,16 +33,23 @@ def _sample(i: int, answer: str, reference: str = "Paris", country: str = "Franc
     )
 
 
+@functools.cache
+def _load_direct(folder: Path) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return tokenizer, AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
 def _direct_probs(
     folder: Path, metric: JudgeMetric, sample: Sample, rationale: str | None = None
 ) -> dict[str, float]:
     """The judge's next-token probabilities of "1".."5", computed without evalkit's reader:
     the chat template applied by the tokenizer, one unpadded forward pass, softmax."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tokenizer, model = _load_direct(folder)
     prompt = metric.prompt(sample, "rationale" if rationale is not None else "score")
     messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -117,18 +125,15 @@ full-width digits the injections raise SmolLM2's mean score by +0.36 and +1.31 (
 asserted below); with them, the mean changes are -0.03 and -0.07."""
 
 
-def _mean_shifts(metric: JudgeMetric, suffixes: Sequence[str]) -> list[float]:
-    """Mean score change of the wrong answers when each suffix is appended to them."""
+def _scores(metric: JudgeMetric, suffix: str) -> list[float]:
+    samples = [_sample(i, a + suffix, r, c) for i, (c, r, a) in enumerate(WRONG)]
+    return [s.value for s in metric.score(samples)]
 
-    def scores(suffix: str) -> list[float]:
-        samples = [_sample(i, a + suffix, r, c) for i, (c, r, a) in enumerate(WRONG)]
-        return [s.value for s in metric.score(samples)]
 
-    before = scores("")
-    return [
-        statistics.fmean(a - b for a, b in zip(scores(suffix), before, strict=True))
-        for suffix in suffixes
-    ]
+def _mean_shift(metric: JudgeMetric, before: list[float], suffix: str) -> float:
+    """Mean score change of the wrong answers when the suffix is appended to them."""
+    after = _scores(metric, suffix)
+    return statistics.fmean(a - b for a, b in zip(after, before, strict=True))
 
 
 @pytest.mark.real_model
@@ -136,13 +141,16 @@ def test_injected_instruction_does_not_raise_smollm2_score(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     metric = create("judge", {"model": "smollm2-135m-instruct"})
-    shifts = _mean_shifts(metric, INJECTIONS)
+    before = _scores(metric, "")
+    shifts = [_mean_shift(metric, before, suffix) for suffix in INJECTIONS]
     assert all(shift <= TOLERANCE for shift in shifts), shifts
-    # The same judge without full-width digits in the data copies the injected "5".
+    # The same judge without full-width digits in the data copies the injected "5". (The plain
+    # answers have no digits, so their prompts and scores are the same without the mapping.)
+    assert not any(ch.isdigit() for row in WRONG for ch in "".join(row))
     import evalkit.metrics.judge_prompts as prompts
 
     monkeypatch.setattr(prompts, "_FULL_WIDTH", {})
-    assert _mean_shifts(metric, INJECTIONS[1:]) > [0.5]
+    assert _mean_shift(metric, before, INJECTIONS[1]) > 0.5
 
 
 # -- prompts --------------------------------------------------------------------------------
