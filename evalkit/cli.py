@@ -83,6 +83,31 @@ def _models(_: argparse.Namespace) -> int:
     return 0
 
 
+def _judge_agreement(args: argparse.Namespace) -> int:
+    from evalkit.agreement import load_labels, measure
+    from evalkit.metrics import create
+
+    options: dict[str, object] = {"model": args.model, "scale": [args.low, args.high]}
+    if args.rubric_file:
+        options["rubric_file"] = args.rubric_file
+    else:
+        options["rubric"] = args.rubric
+    if args.api_base or args.api_key_env:
+        options["api"] = {"base": args.api_base, "key_env": args.api_key_env}
+    if args.read:
+        options["read"] = args.read
+    if args.device:
+        options["device"] = args.device
+    labels = load_labels(Path(args.labels))[: args.limit]
+    metric = create("judge", options, base_dir=Path.cwd())
+    report = measure(labels, metric)
+    print(report.table())
+    if args.json:
+        Path(args.json).write_text(report.to_json(), encoding="utf-8")
+        print(f"details: {display_path(Path(args.json))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--screenshot", metavar="PNG", help="also save a screenshot of index.html")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     report.set_defaults(handler=_report)
+    agree = commands.add_parser(
+        "judge-agreement",
+        help="how well a judge agrees with human labels (Spearman, quadratic-weighted kappa)",
+    )
+    agree.add_argument(
+        "--labels", required=True, help=".jsonl: id, question, reference, answer, score"
+    )
+    agree.add_argument("--model", required=True, help="judge model: alias, folder, hub id or API")
+    agree.add_argument("--rubric", default="correctness", help="built-in rubric or criteria text")
+    agree.add_argument("--rubric-file", default=None, help="rubric file (.yaml or text)")
+    agree.add_argument("--low", type=int, default=1, help="lowest score of the scale (default 1)")
+    agree.add_argument("--high", type=int, default=5, help="highest score (default 5)")
+    agree.add_argument("--api-base", default=None, help="OpenAI-compatible server URL")
+    agree.add_argument("--api-key-env", default=None, help="variable holding the API key")
+    agree.add_argument("--read", choices=["auto", "logprobs", "json"], default=None)
+    agree.add_argument("--device", default=None, help="local judges: cpu, cuda, ...")
+    agree.add_argument("--limit", type=int, default=None, help="first N labels only")
+    agree.add_argument("--json", default=None, help="write the full report (per label) here")
+    agree.set_defaults(handler=_judge_agreement)
     commands.add_parser("schema", help="print the suite JSON Schema").set_defaults(handler=_schema)
     commands.add_parser("models", help="list model aliases").set_defaults(handler=_models)
     return parser

@@ -35,6 +35,7 @@ from evalkit.metrics import (
     CorpusMetric,
     RunMetric,
     Sample,
+    SummarizingMetric,
     create_columns,
     split_score,
 )
@@ -104,6 +105,7 @@ def prepare_suite(path: Path) -> PreparedSuite:
     requests = [render_request(loaded, example) for example in examples]
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
+    _check_pairwise(loaded, metrics)
     _check_replay_files(loaded, {e.id for e in examples})
     return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
 
@@ -130,7 +132,12 @@ def _create_metrics(loaded: LoadedSuite) -> dict[str, AnyMetric]:
     metrics: dict[str, AnyMetric] = {}
     for index, metric_spec in enumerate(loaded.spec.metrics):
         try:
-            columns = create_columns(metric_spec.name, metric_spec.options, metric_spec.alias)
+            columns = create_columns(
+                metric_spec.name,
+                metric_spec.options,
+                metric_spec.alias,
+                base_dir=loaded.path.parent,
+            )
             if twice := [c for c in columns if c in metrics]:
                 raise SpecError(
                     f"column '{twice[0]}' appears twice (a group such as 'latency' makes "
@@ -173,6 +180,30 @@ def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
                 line=loaded.line_of("gates", gate_name),
                 field=f"gates.{gate_name}",
             )
+
+
+def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
+    """A metric that reads the baseline's output needs a ``compare_to`` candidate."""
+    if loaded.spec.compare_to is not None:
+        return
+    for index, (column, metric) in enumerate(metrics.items()):
+        if getattr(metric, "uses_baseline", False):
+            raise SpecError(
+                f"metric '{column}' compares each output with the compare_to candidate's "
+                "output, but the suite has no 'compare_to'; add compare_to: <candidate>",
+                path=loaded.path,
+                line=loaded.line_of("metrics", index),
+                field=f"metrics[{index}]",
+            )
+
+
+def gate_applies(prepared: PreparedSuite, candidate: str, gate_name: str) -> bool:
+    """False for a gate on a pairwise metric (one that reads the compare_to candidate's output)
+    for the compare_to candidate itself: it has nothing to be compared with."""
+    gate = prepared.loaded.spec.gates[gate_name]
+    metric = prepared.metrics.get(gate.metric)
+    pairwise = bool(getattr(metric, "uses_baseline", False))
+    return not (pairwise and candidate == prepared.loaded.spec.compare_to)
 
 
 def library_versions() -> dict[str, str]:
@@ -259,6 +290,7 @@ class SuiteRunner:
             )
             for run in gated
             for gate_name, gate in self.spec.gates.items()
+            if gate_applies(self.prepared, run.name, gate_name)
         ] + [
             lossless_verdict(self.spec.suite, run)
             for run in gated
@@ -473,7 +505,7 @@ class SuiteRunner:
                 n=len(present),
                 n_missing=len(examples) - len(present),
                 corpus=figures.corpus,
-                extra=dict(figures.extra),
+                extra={**figures.extra, **_summary(metric, values)},
                 higher_is_better=metric.higher_is_better,
                 signature=metric.signature(),
                 version=metric.version,
@@ -690,6 +722,15 @@ class _CandidateScoring:
     @property
     def decoding(self) -> dict[str, Any]:
         return self.params.model_dump(mode="json", exclude={"batch_size"})
+
+
+def _summary(
+    metric: AnyMetric, values: dict[str, tuple[float | None, dict[str, Any]]]
+) -> dict[str, float | None]:
+    """A metric's own run-level figures (judge cost, win rates), from every scored example."""
+    if not isinstance(metric, SummarizingMetric) or not values:
+        return {}
+    return metric.summarize([detail for _, detail in values.values()])
 
 
 def _score_key(identity: dict[str, Any], sample: Sample, pairwise: bool, uses_output: bool) -> str:

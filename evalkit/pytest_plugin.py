@@ -21,7 +21,14 @@ import pytest
 
 from evalkit._files import display_path
 from evalkit.cache import Cache, cache_file
-from evalkit.engine import PreparedSuite, RunOptions, implicit_gates, prepare_suite, run_suite
+from evalkit.engine import (
+    PreparedSuite,
+    RunOptions,
+    gate_applies,
+    implicit_gates,
+    prepare_suite,
+    run_suite,
+)
 from evalkit.errors import EvalkitError
 from evalkit.metrics import register
 from evalkit.report.session import RUN_PROPERTY, SessionReport
@@ -170,6 +177,8 @@ class SuiteFile(pytest.File):
             # Speculative candidates also get `lossless` (their greedy outputs must not change).
             gates = [*spec.gates, *implicit_gates(prepared.loaded, candidate)] or [RUN_GATE]
             for gate in gates:
+                if gate != RUN_GATE and not gate_applies(prepared, candidate, gate):
+                    continue  # a pairwise gate has nothing to compare the compare_to with
                 yield GateItem.from_parent(
                     self, name=f"{candidate}::{gate}", candidate=candidate, gate=gate
                 )

@@ -22,6 +22,10 @@ request (by requests with that last user message when ``prompt`` is given);
 is an HTTP status (with ``Retry-After`` / ``retry-after-ms`` headers), a delay before answering (a
 slow reply), a 200 with a body that is not JSON, or a dropped connection.
 
+``server.respond(prompt, body)`` (a callable, when set) answers before the table, for replies that
+depend on the whole request (re-ask rounds, seeds, which response a judge sees first);
+``server.offer_logprobs = False`` plays an API that ignores ``logprobs``.
+
 Every request is recorded in ``server.log`` (:class:`Record`); ``server.count(prompt=...)`` and
 ``server.max_in_flight`` are what tests assert on. ``server.required_key`` makes the server answer
 401 to any other bearer token, echoing the wrong key in its message (as some providers do) so that
@@ -36,6 +40,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -137,6 +142,11 @@ class OpenAIServer:
         self.refuse_stream = False
         """Answer 400 to ``stream: true`` (a server that cannot stream)."""
         self.required_key: str | None = None
+        self.offer_logprobs = True
+        """False: answer as an API without log-probabilities (ignores ``logprobs: true``)."""
+        self.respond: Callable[[str, dict[str, Any]], str | Reply | None] | None = None
+        """Called with (last user message, request body) before the ``replies`` table; a
+        non-None result is the reply (for replies that depend on the whole request)."""
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -222,6 +232,9 @@ class OpenAIServer:
             record.status = status
 
     def reply_for(self, prompt: str, body: dict[str, Any]) -> Reply:
+        computed = self.respond(prompt, body) if self.respond is not None else None
+        if computed is not None:
+            return computed if isinstance(computed, Reply) else Reply(computed)
         scripted = self._state.replies.get(prompt)
         if scripted is not None:
             return scripted if isinstance(scripted, Reply) else Reply(scripted)
@@ -353,7 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
             if index == 0:
                 delta["role"] = "assistant"
             choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
-            if record.body.get("logprobs"):
+            if record.body.get("logprobs") and owner.offer_logprobs:
                 choice["logprobs"] = {"content": [_logprob_entry(reply, index, record.body)]}
             self._event(_chunk(record, [choice]))
         self._event(_chunk(record, [{"index": 0, "delta": {}, "finish_reason": finish}]))
@@ -456,7 +469,7 @@ def _completion(owner: OpenAIServer, record: Record) -> dict[str, Any]:
         "finish_reason": finish,
         "logprobs": None,
     }
-    if record.body.get("logprobs"):
+    if record.body.get("logprobs") and owner.offer_logprobs:
         choice["logprobs"] = {
             "content": [_logprob_entry(reply, i, record.body) for i in range(len(pieces))]
         }

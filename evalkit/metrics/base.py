@@ -43,9 +43,11 @@ imported only when a suite uses that name.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from evalkit.candidates.base import Candidate, Message
@@ -131,6 +133,16 @@ class CandidateMetric(Protocol):
     ) -> Sequence[ScoreValue]: ...
 
 
+@runtime_checkable
+class SummarizingMetric(Protocol):
+    """A metric with run-level figures of its own beside the mean (a judge's summed cost, a
+    pairwise judge's win/tie/loss rates); the engine stores them in ``Aggregate.extra``."""
+
+    def summarize(self, details: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+        """From the per-example details (cached ones included) of the scored examples."""
+        ...
+
+
 @dataclass(frozen=True)
 class RunValue:
     """A run-level figure. ``value`` None means not measured and ``detail["error"]`` says why;
@@ -206,7 +218,7 @@ class UsesStore(Protocol):
     def use_store(self, store: Store) -> None: ...
 
 
-BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "latency")
+BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "latency", "judge")
 ENTRY_POINT_GROUP = "evalkit.metrics"
 
 _REGISTRY: dict[str, MetricFactory] = {}
@@ -264,13 +276,17 @@ def registered_groups() -> list[str]:
 
 
 def create_columns(
-    name: str, options: Mapping[str, Any] | None = None, alias: str | None = None
+    name: str,
+    options: Mapping[str, Any] | None = None,
+    alias: str | None = None,
+    *,
+    base_dir: Path | None = None,
 ) -> dict[str, AnyMetric]:
     """The columns one entry of a suite's metrics list makes: one metric, or a group's."""
     _load_builtins()
     group = _GROUPS.get(name)
     if group is None:
-        return {alias or name: create(name, options)}
+        return {alias or name: create(name, options, base_dir=base_dir)}
     if alias is not None:
         raise SpecError(
             f"'{name}' is a group of metrics ({', '.join(group())}); 'as:' cannot rename it, "
@@ -282,8 +298,13 @@ def create_columns(
         raise SpecError(f"bad options for metric group '{name}': {exc}") from None
 
 
-def create(name: str, options: Mapping[str, Any] | None = None) -> AnyMetric:
-    """Build a metric by registered name; unknown names and bad options raise SpecError."""
+def create(
+    name: str, options: Mapping[str, Any] | None = None, *, base_dir: Path | None = None
+) -> AnyMetric:
+    """Build a metric by registered name; unknown names and bad options raise SpecError.
+
+    A factory that takes a ``base_dir`` keyword gets the suite file's folder, so the paths in
+    its options (a judge's rubric file or model folder) are relative to the suite file."""
     _load_builtins()
     factory = _REGISTRY.get(name)
     if name in _plugins():
@@ -293,8 +314,11 @@ def create(name: str, options: Mapping[str, Any] | None = None) -> AnyMetric:
         close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise SpecError(f"unknown metric '{name}'.{hint} Registered metrics: {', '.join(known)}")
+    kwargs = dict(options or {})
+    if base_dir is not None and "base_dir" in inspect.signature(factory).parameters:
+        kwargs["base_dir"] = base_dir
     try:
-        return factory(**dict(options or {}))
+        return factory(**kwargs)
     except (TypeError, ValueError) as exc:
         raise SpecError(f"bad options for metric '{name}': {exc}") from None
 
