@@ -199,8 +199,11 @@ def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
 
 def gate_applies(prepared: PreparedSuite, candidate: str, gate_name: str) -> bool:
     """False for a gate on a pairwise metric (one that reads the compare_to candidate's output)
-    for the compare_to candidate itself: it has nothing to be compared with."""
-    gate = prepared.loaded.spec.gates[gate_name]
+    for the compare_to candidate itself: it has nothing to be compared with. Implicit gates
+    (``lossless``) are not in the spec and always apply to the candidates they are made for."""
+    gate = prepared.loaded.spec.gates.get(gate_name)
+    if gate is None:
+        return True
     metric = prepared.metrics.get(gate.metric)
     pairwise = bool(getattr(metric, "uses_baseline", False))
     return not (pairwise and candidate == prepared.loaded.spec.compare_to)
