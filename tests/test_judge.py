@@ -488,3 +488,22 @@ def test_score_tokens_with_the_space_merged_into_the_digit() -> None:
     prefix, ids = choice_tokens(tokenizer, "ok", " Score: ", list("12345"))
     assert tokenizer.convert_ids_to_tokens(prefix)[-1] == "▁Score:"
     assert tokenizer.convert_ids_to_tokens(list(ids.values())) == [f"▁{d}" for d in "12345"]
+
+
+def test_building_judges_imports_no_model_library() -> None:
+    """Suites are collected by building their metrics: a judge loads nothing until it scores."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from evalkit.metrics import create\n"
+        "create('judge', {'model': 'smollm2-135m-instruct', 'rubric': 'helpfulness'})\n"
+        "create('judge_pairwise', {'model': 'openai/gpt-4o-mini', 'samples': 2, "
+        "'temperature': 0.5})\n"
+        "print(sorted({'torch', 'transformers', 'litellm'} & set(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
