@@ -124,13 +124,17 @@ def test_reference_perplexity_equals_direct_computation(tiny: HFCandidate) -> No
     ]
     metric = create("reference_perplexity")
     values = metric.score_candidate(samples, tiny, GenerationSpec(batch_size=2))
-    for sample, raw in zip(samples, values, strict=True):
+    logged = create("reference_perplexity", {"log": True}).score_candidate(
+        samples, tiny, GenerationSpec(batch_size=3)
+    )
+    for sample, raw, raw_log in zip(samples, values, logged, strict=True):
         value, detail = split_score(raw)
         total, n_tokens = expected_reference_loglikelihood(tiny, sample)
         assert detail["n_tokens"] == n_tokens
         assert detail["boundary"] == "joint"
         assert detail["loglikelihood"] == pytest.approx(total, rel=1e-4)
         assert value == pytest.approx(math.exp(-total / n_tokens), rel=1e-4)
+        assert split_score(raw_log)[0] == pytest.approx(-total / n_tokens, rel=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +261,9 @@ def test_corpus_figures_use_lm_evaluation_harness_definitions() -> None:
     assert figures.extra["word_perplexity"] == pytest.approx(math.exp(150.5 / 34))
     assert figures.extra["byte_perplexity"] == pytest.approx(math.exp(150.5 / 171))
     assert figures.extra["bits_per_byte"] == pytest.approx(150.5 / 171 / math.log(2))
+    logged = create("perplexity", {"log": True}).aggregate_details(details)
+    assert logged.corpus == pytest.approx(150.5 / 52)  # nats per token
+    assert logged.extra == figures.extra
 
 
 def test_perplexity_option_and_field_errors(tiny: HFCandidate) -> None:

@@ -29,6 +29,13 @@ perplexity as ``corpus`` and ``word_perplexity``, ``byte_perplexity`` and ``bits
 ``extra``: exp(-sum ll / sum words), exp(-sum ll / sum bytes), -sum ll / sum bytes / ln 2, with
 words counted as ``len(re.split(r"\\s+", text))`` and bytes as UTF-8 bytes.
 
+``log: true`` (both metrics) reports the mean negative log-likelihood per token in nats (the
+log of the perplexity) instead of the perplexity, and the corpus figure on the same scale. Per
+example, perplexities are heavy-tailed (a one-token answer the model finds unlikely can score
+in the thousands), so a mean of them is dominated by a few examples and paired tests on it are
+noisy; on the log scale the same change is detected far more reliably. Gate on it with an
+absolute threshold: ``max_increase: 0.05`` allows about 5% more perplexity (e^0.05 = 1.051).
+
 Both compute log-probabilities with a plain forward pass (right padding, so positions are
 unchanged), sorted by length and batched (``batch_size`` of the suite's generation settings,
 fewer rows when windows are long), with log-softmax in float32 and sums in float64.
@@ -195,6 +202,11 @@ def _pad_id(tokenizer: Any) -> int:
     return 0
 
 
+def _per_token(nll: float, log: bool) -> float:
+    """Perplexity, or with ``log`` the mean negative log-likelihood per token (its log, nats)."""
+    return nll if log else _exp(nll)
+
+
 def _exp(value: float) -> float:
     """exp that gives inf instead of raising; the engine reports inf as a missing value."""
     try:
@@ -236,13 +248,19 @@ class ReferencePerplexity:
     needs_output: ClassVar[bool] = False
     uses_decoding: ClassVar[bool] = False
 
-    def __init__(self, separator: str | None = None) -> None:
+    def __init__(self, separator: str | None = None, log: bool = False) -> None:
         check_type("separator", separator, (str, type(None)))
+        check_type("log", log, (bool,))
         self.separator = separator
+        self.log = log
 
     def signature(self) -> str:
         separator = "auto" if self.separator is None else repr(self.separator)
-        return f"ref:first|context:rendered-prompt|separator:{separator}|tokens:joint-else-separate"
+        value = "nll" if self.log else "perplexity"
+        return (
+            f"value:{value}|ref:first|context:rendered-prompt|separator:{separator}|"
+            "tokens:joint-else-separate"
+        )
 
     def score_candidate(
         self, samples: Sequence[Sample], candidate: Any, params: GenerationSpec
@@ -265,7 +283,7 @@ class ReferencePerplexity:
         for i, total in zip(todo, sums, strict=True):
             n_tokens = len(rows[i].continuation)
             detail = {"loglikelihood": total, "n_tokens": n_tokens, **notes[i]}
-            values[i] = Score(_exp(-total / n_tokens), detail)
+            values[i] = Score(_per_token(-total / n_tokens, self.log), detail)
         return values
 
     def _row(
@@ -295,7 +313,7 @@ class ReferencePerplexity:
         """Token-weighted over the whole suite: exp(-sum ll / sum tokens)."""
         total = sum(float(d["loglikelihood"]) for d in details)
         tokens = sum(int(d["n_tokens"]) for d in details)
-        return CorpusFigures(_exp(-total / tokens) if tokens else None)
+        return CorpusFigures(_per_token(-total / tokens, self.log) if tokens else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,11 +336,16 @@ class Perplexity:
     uses_decoding: ClassVar[bool] = False
 
     def __init__(
-        self, field: str = "text", max_length: int | None = None, stride: int | None = None
+        self,
+        field: str = "text",
+        max_length: int | None = None,
+        stride: int | None = None,
+        log: bool = False,
     ) -> None:
         check_type("field", field, (str,))
         check_type("max_length", max_length, (int, type(None)))
         check_type("stride", stride, (int, type(None)))
+        check_type("log", log, (bool,))
         if max_length is not None and max_length < 1:
             raise ValueError("max_length must be at least 1")
         if stride is not None and (stride < 1 or (max_length is not None and stride > max_length)):
@@ -330,10 +353,12 @@ class Perplexity:
         self.field = field
         self.max_length = max_length
         self.stride = stride
+        self.log = log
 
     def signature(self) -> str:
+        value = "nll" if self.log else "perplexity"
         return (
-            f"field:{self.field}|max_length:{self.max_length or 'model'}|"
+            f"value:{value}|field:{self.field}|max_length:{self.max_length or 'model'}|"
             f"stride:{self.stride or 'max_length'}|prefix:bos-else-eos|special_tokens:no"
         )
 
@@ -369,7 +394,7 @@ class Perplexity:
                 "n_bytes": len(text.encode("utf-8")),
                 "n_windows": len(per_text),
             }
-            values.append(Score(_exp(-total / len(ids)), detail))
+            values.append(Score(_per_token(-total / len(ids), self.log), detail))
         return values
 
     def _text(self, sample: Sample) -> str:
@@ -388,7 +413,7 @@ class Perplexity:
         words = sum(int(d["n_words"]) for d in details)
         n_bytes = sum(int(d["n_bytes"]) for d in details)
         return CorpusFigures(
-            _exp(-total / tokens) if tokens else None,
+            _per_token(-total / tokens, self.log) if tokens else None,
             {
                 "word_perplexity": _exp(-total / words) if words else None,
                 "byte_perplexity": _exp(-total / n_bytes) if n_bytes else None,
@@ -399,6 +424,9 @@ class Perplexity:
 
 register(
     "reference_perplexity",
-    checked_factory("reference_perplexity", ReferencePerplexity, ["separator"]),
+    checked_factory("reference_perplexity", ReferencePerplexity, ["separator", "log"]),
 )
-register("perplexity", checked_factory("perplexity", Perplexity, ["field", "max_length", "stride"]))
+register(
+    "perplexity",
+    checked_factory("perplexity", Perplexity, ["field", "max_length", "stride", "log"]),
+)
