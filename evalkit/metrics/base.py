@@ -258,8 +258,9 @@ def _conflicts(existing: MetricFactory | None, factory: MetricFactory) -> bool:
 
 
 def register_group(name: str, factory: GroupFactory, *, replace: bool = False) -> None:
-    """Make ``name`` usable in a suite's metrics list as shorthand for several columns."""
-    if (name in _GROUPS and not replace and _GROUPS[name] is not factory) or name in _REGISTRY:
+    """Make ``name`` usable in a suite's metrics list as shorthand for several columns. As for
+    ``register``, a factory from the same place (a re-imported module) replaces the old one."""
+    if (not replace and _conflicts(_GROUPS.get(name), factory)) or name in _REGISTRY:
         raise ValueError(f"metric or group '{name}' is already registered")
     _GROUPS[name] = factory
 
