@@ -59,7 +59,7 @@ demo: setup $(ADAPTER)/adapter_model.safetensors
 
 test: setup
 	$(BIN)/ruff check evalkit tests golden plugins
-	$(BIN)/python -m pytest tests/ $(addsuffix /tests,$(PLUGINS)) -q -ra
+	$(BIN)/python -m pytest tests/ $(addsuffix /tests,$(PLUGINS)) -q -ra -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check evalkit tests golden plugins
