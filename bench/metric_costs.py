@@ -23,10 +23,10 @@ os.environ.setdefault("EVALKIT_PROGRESS", "0")
 
 from evalkit.cache import MemoryStore
 from evalkit.candidates import make_candidate
-from evalkit.engine import prepare_suite
 from evalkit.golden import load_golden
 from evalkit.metrics import Sample, create
 from evalkit.metrics.semantic import load_embedder
+from evalkit.run import prepare_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 

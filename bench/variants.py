@@ -44,7 +44,7 @@ from evalkit.candidates.base import GenerationRequest  # noqa: E402
 from evalkit.candidates.hf import HFCandidate  # noqa: E402
 from evalkit.candidates.models import DRAFT_ALIAS, EMBEDDED_NAME  # noqa: E402
 from evalkit.candidates.timing import MemoryWindow, proc_status_mb, timing_sample  # noqa: E402
-from evalkit.engine import prepare_suite  # noqa: E402
+from evalkit.run import prepare_suite  # noqa: E402
 from evalkit.spec import CandidateSpec, GenerationSpec  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {

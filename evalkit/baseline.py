@@ -1,14 +1,19 @@
-"""Accepted baselines: a candidate's outputs and scores, accepted on purpose like a snapshot.
+"""Accepted baselines: a candidate's outputs and scores, accepted on purpose like a snapshot,
+and the one answer to "what does this candidate's gate compare with".
 
 ``pytest --evalkit-update-baseline`` writes one JSON file per (suite, candidate) beside the golden
 data; it is committed with the data. Later runs pair their examples with it by id. An example
 whose content (input or reference) changed since acceptance is not paired: its old score says
 nothing about the new example.
+
+A regression gate compares a candidate with the suite's ``compare_to`` candidate from the same
+run, or (for the compare_to candidate itself, or a suite without one) with its accepted baseline.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from evalkit._files import write_atomic
 from evalkit.errors import EvalkitError
+from evalkit.gates import BaselineScores
+from evalkit.metrics import AnyMetric, CandidateMetric, RunMetric
 from evalkit.results import CandidateRun
 
 
@@ -86,3 +93,105 @@ def write_baseline(
     )
     write_atomic(path, baseline.model_dump_json(indent=1) + "\n")
     return baseline
+
+
+Rescore = Callable[[str, Sequence["BaselineExample"]], dict[str, float | None]]
+"""Scores accepted outputs with today's metric of a column: (column, examples) -> id -> value."""
+
+
+def compare_to_scores(other: CandidateRun, column: str) -> BaselineScores:
+    """The compare_to candidate of the same run, as the baseline of one column."""
+    figure = other.aggregates.get(column)
+    return BaselineScores(
+        label=f"candidate:{other.name}",
+        scores={e.id: e.scores.get(column) for e in other.examples},
+        outputs={e.id: e.output for e in other.examples},
+        run_value=figure.mean if figure is not None else None,
+    )
+
+
+class AcceptedBaselines:
+    """The accepted baselines of one suite run, each file read once per candidate."""
+
+    def __init__(
+        self,
+        directory: Path,
+        suite: str,
+        content_hashes: Mapping[str, str],
+        metrics: Mapping[str, AnyMetric],
+        rescore: Rescore,
+    ) -> None:
+        self.directory = directory
+        self.suite = suite
+        self.content_hashes = content_hashes
+        self.metrics = metrics
+        self.rescore = rescore
+        self._loaded: dict[str, Baseline | None] = {}
+
+    def scores(self, candidate: str, column: str) -> BaselineScores:
+        path = baseline_path(self.directory, candidate)
+        label = f"accepted:{path.name}"
+        if candidate not in self._loaded:
+            self._loaded[candidate] = load_baseline(path)
+        stored = self._loaded[candidate]
+        if stored is None:
+            return BaselineScores(
+                label=label,
+                scores={},
+                missing_reason=(
+                    f"no accepted baseline for {self.suite}/{candidate} (expected {path}); "
+                    "run `pytest --evalkit-update-baseline` to accept the current results"
+                ),
+            )
+        # Only examples whose content is unchanged since acceptance are paired.
+        current = [e for e in stored.examples if self.content_hashes.get(e.id) == e.content_hash]
+        outputs = {e.id: e.output for e in current}
+        metric = self.metrics[column]
+        if isinstance(metric, RunMetric):  # one stored figure, not per-example values
+            return BaselineScores(
+                label=label, scores={}, outputs=outputs, run_value=stored.means.get(column)
+            )
+        if isinstance(metric, CandidateMetric):
+            # Perplexity or latency needs the accepted model itself: use the stored values.
+            return BaselineScores(
+                label=label, scores={e.id: e.scores.get(column) for e in current}, outputs=outputs
+            )
+        # Re-score the accepted outputs with today's metric so a metric change is not a delta.
+        scored = [e for e in current if e.output is not None]
+        return BaselineScores(label=label, scores=self.rescore(column, scored), outputs=outputs)
+
+
+def baseline_for(
+    run: CandidateRun,
+    column: str,
+    runs: Mapping[str, CandidateRun],
+    compare_to: str | None,
+    accepted: AcceptedBaselines,
+) -> BaselineScores:
+    """What ``run``'s regression gate on ``column`` compares with."""
+    if compare_to and run.name != compare_to:
+        return compare_to_scores(runs[compare_to], column)
+    return accepted.scores(run.name, column)
+
+
+def write_baselines(
+    directory: Path,
+    suite: str,
+    runs: Sequence[CandidateRun],
+    content_hashes: dict[str, str],
+    evalkit_version: str,
+) -> list[str]:
+    """Accept every run as its candidate's baseline; returns the files written."""
+    written = []
+    for run in runs:
+        path = baseline_path(directory, run.name)
+        write_baseline(
+            path,
+            suite=suite,
+            run=run,
+            content_hashes=content_hashes,
+            signatures={c: a.signature for c, a in run.aggregates.items()},
+            evalkit_version=evalkit_version,
+        )
+        written.append(str(path))
+    return written

@@ -14,9 +14,9 @@ from evalkit.errors import EvalkitError
 
 def _run(args: argparse.Namespace) -> int:
     from evalkit.cache import Cache, cache_file
-    from evalkit.engine import RunOptions, prepare_suite, run_suite
     from evalkit.report.publish import publish
     from evalkit.report.table import format_table
+    from evalkit.run import RunOptions, prepare_suite, run_suite
 
     options = RunOptions(
         report_dir=Path(args.report_dir).resolve(),

@@ -21,24 +21,16 @@ import pytest
 
 from evalkit._files import display_path
 from evalkit.cache import Cache, cache_file
-from evalkit.engine import (
-    PreparedSuite,
-    RunOptions,
-    gate_applies,
-    implicit_gates,
-    prepare_suite,
-    run_suite,
-)
 from evalkit.errors import EvalkitError
 from evalkit.metrics import register
 from evalkit.report.session import RUN_PROPERTY, SessionReport
 from evalkit.report.table import format_table
 from evalkit.results import GateVerdict, RunResult
+from evalkit.run import PreparedSuite, RunOptions, gate_plan, prepare_suite, run_suite
+from evalkit.run.prepare import RUN_GATE
 from evalkit.testing import ModelPool
 
 DEFAULT_PATTERNS = ["suites/*.yaml", "suites/*.yml", "*.suite.yaml", "*.suite.yml"]
-RUN_GATE = "run"
-"""Item name for a candidate of a suite that declares no gates: it checks the run itself."""
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -174,11 +166,7 @@ class SuiteFile(pytest.File):
         spec = prepared.loaded.spec
         names = [n for n in spec.candidates if state.candidates is None or n in state.candidates]
         for candidate in names:
-            # Speculative candidates also get `lossless` (their greedy outputs must not change).
-            gates = [*spec.gates, *implicit_gates(prepared.loaded, candidate)] or [RUN_GATE]
-            for gate in gates:
-                if gate != RUN_GATE and not gate_applies(prepared, candidate, gate):
-                    continue  # a pairwise gate has nothing to compare the compare_to with
+            for gate in gate_plan(prepared, candidate):
                 yield GateItem.from_parent(
                     self, name=f"{candidate}::{gate}", candidate=candidate, gate=gate
                 )

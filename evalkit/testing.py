@@ -27,10 +27,10 @@ import pytest
 from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, GenerationRequest, Message
-from evalkit.engine import generate_cached
 from evalkit.errors import EvalkitError
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import CandidateMetric, Metric, Sample, create, split_score
+from evalkit.run.generation import generate_cached
 from evalkit.spec import CandidateSpec, GenerationSpec
 
 Prompt = str | Sequence[Mapping[str, str]]

@@ -10,8 +10,8 @@ from suitefiles import write_jsonl, write_suite
 
 from evalkit.cache import Cache
 from evalkit.candidates.hf import HFCandidate
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.results import load_run
+from evalkit.run import RunOptions, prepare_suite, run_suite
 
 
 def test_interrupted_run_keeps_finished_batches(

@@ -15,11 +15,11 @@ import pytest
 from suitefiles import write_jsonl, write_suite
 
 from evalkit.cache import Cache
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.errors import CandidateError, SpecError
 from evalkit.metrics import Sample, create
 from evalkit.metrics.judge import JudgeMetric, PairwiseJudgeMetric
 from evalkit.metrics.judge_prompts import Reading
+from evalkit.run import RunOptions, prepare_suite, run_suite
 
 CAPITAL_Q = "What is the capital of {country}? Answer with the city name only."
 

@@ -14,8 +14,8 @@ from openai_server import Fault, OpenAIServer, Reply, word_count
 from suitefiles import write_jsonl, write_suite
 
 from evalkit.cache import Cache
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.metrics import Sample, create
+from evalkit.run import RunOptions, prepare_suite, run_suite
 
 MODEL = "openai/gpt-4o-mini"  # priced in litellm's local map, so cost is known
 

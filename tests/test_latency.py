@@ -197,7 +197,7 @@ def test_latency_columns_in_a_suite(pytester: pytest.Pytester, project: Path) ->
 def test_group_errors_name_the_line(
     tmp_path: Path, entry: object, message: str, tiny_model: Path
 ) -> None:
-    from evalkit.engine import prepare_suite
+    from evalkit.run import prepare_suite
 
     write_jsonl(tmp_path / "d.jsonl", ROWS[:1])
     suite = write_suite(

@@ -12,9 +12,9 @@ from suitefiles import write_jsonl, write_suite
 
 from evalkit.cache import Cache
 from evalkit.candidates.base import Candidate
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.metrics import Sample, Score, register
 from evalkit.metrics.base import _REGISTRY
+from evalkit.run import RunOptions, prepare_suite, run_suite
 from evalkit.spec import GenerationSpec
 
 CALLS: list[tuple[str, list[str]]] = []

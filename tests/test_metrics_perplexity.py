@@ -15,9 +15,9 @@ from tinymodels import make_tiny_llama, make_tiny_lora
 from evalkit.cache import Cache
 from evalkit.candidates.base import Message
 from evalkit.candidates.hf import HFCandidate
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.metrics import Sample, create, split_score
 from evalkit.metrics.perplexity import Continuation, answer_tokens, rolling_windows
+from evalkit.run import RunOptions, prepare_suite, run_suite
 from evalkit.spec import CandidateSpec, GenerationSpec
 
 TEXT = (

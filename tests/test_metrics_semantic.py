@@ -13,10 +13,10 @@ import pytest
 from suitefiles import write_jsonl, write_suite
 
 from evalkit.cache import Cache, MemoryStore
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.errors import SpecError
 from evalkit.metrics import Sample, create, split_score
 from evalkit.metrics.semantic import default_model_folder, load_embedder
+from evalkit.run import RunOptions, prepare_suite, run_suite
 from evalkit.testing import score
 
 PAIRS = [

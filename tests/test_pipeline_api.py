@@ -17,8 +17,8 @@ from suitefiles import CAPITALS, write_jsonl, write_suite
 
 from evalkit.cache import Cache
 from evalkit.candidates.api import _litellm
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.results import load_run
+from evalkit.run import RunOptions, prepare_suite, run_suite
 
 KEY = "sk-evalkit-DISTINCTIVE-7f3a9c2e51"
 KEY_ENV = "EVALKIT_E2E_API_KEY"

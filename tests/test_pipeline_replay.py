@@ -289,7 +289,7 @@ def test_examples_without_output_are_errors_not_zeros(
 def test_cache_counts_in_run_json_are_per_suite(project: Path) -> None:
     """One Cache serves every suite of a session; each run.json counts only its own lookups."""
     from evalkit.cache import Cache
-    from evalkit.engine import RunOptions, prepare_suite, run_suite
+    from evalkit.run import RunOptions, prepare_suite, run_suite
 
     second = dict(SUITE, suite="qa2")
     write_suite(project / "suites" / "qa2.yaml", second)

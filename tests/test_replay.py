@@ -9,8 +9,8 @@ import pytest
 from suitefiles import write_jsonl, write_suite
 
 from evalkit.cache import Cache
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.errors import SpecError
+from evalkit.run import RunOptions, prepare_suite, run_suite
 
 GOLDEN = [
     {"id": f"q{i}", "question": f"question {i}", "reference": f"answer {i}"} for i in range(4)

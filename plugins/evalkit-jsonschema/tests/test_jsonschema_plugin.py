@@ -10,9 +10,9 @@ import jsonschema
 import pytest
 
 from evalkit.cache import Cache
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.errors import SpecError
 from evalkit.metrics import Sample, create, registered, split_score
+from evalkit.run import RunOptions, prepare_suite, run_suite
 
 PERSON = {
     "type": "object",

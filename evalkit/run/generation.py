@@ -1,0 +1,71 @@
+"""Cached generation: every request's answer comes from the cache or, on a miss, the candidate.
+
+The key holds everything that changes an answer (the candidate's fingerprint, the decoding
+settings and the rendered messages), so a model is loaded only when some answer is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from evalkit.cache import Cache, make_key
+from evalkit.candidates.base import Candidate, Generation, GenerationRequest
+from evalkit.errors import EvalkitError
+from evalkit.spec import GenerationSpec
+
+
+def generation_key(
+    fingerprint_hash: str, params: GenerationSpec, request: GenerationRequest
+) -> str:
+    # batch_size changes throughput, not answers: it is left out of the key on purpose.
+    return make_key(
+        kind="generation",
+        model=fingerprint_hash,
+        decoding=params.model_dump(mode="json", exclude={"batch_size"}),
+        messages=[(m.role, m.content) for m in request.messages],
+    )
+
+
+def generate_cached(
+    candidate: Candidate,
+    fingerprint_hash: str,
+    requests: Sequence[GenerationRequest],
+    params: GenerationSpec,
+    cache: Cache,
+) -> dict[str, tuple[Generation, bool]]:
+    """Every request's generation by id, with whether it came from the cache. Misses go to the
+    candidate (loading it only then) and each finished batch is stored as soon as it lands."""
+    keys = {r.id: generation_key(fingerprint_hash, params, r) for r in requests}
+    cached = cache.get_many("generation", keys.values())
+    out: dict[str, tuple[Generation, bool]] = {}
+    for request in requests:
+        hit = cached.get(keys[request.id])
+        if hit is not None:
+            out[request.id] = (Generation(**{**hit, "id": request.id}), True)
+    misses = [r for r in requests if r.id not in out]
+    if misses:
+        for batch in candidate.generate(misses, params):
+            out.update((g.id, (g, False)) for g in batch)
+            # Errors are not cached: an outage must not be remembered as the answer.
+            cache.put_many(
+                "generation", {keys[g.id]: _generation_record(g) for g in batch if g.error is None}
+            )
+    lost = [r.id for r in misses if r.id not in out]
+    if lost:
+        raise EvalkitError(
+            f"candidate '{candidate.name}' returned no generation for {len(lost)} examples "
+            f"(first: {lost[0]})"
+        )
+    return out
+
+
+def _generation_record(gen: Generation) -> dict[str, Any]:
+    return {
+        "output": gen.output,
+        "prompt": gen.prompt,
+        "n_prompt_tokens": gen.n_prompt_tokens,
+        "n_output_tokens": gen.n_output_tokens,
+        "seconds": gen.seconds,
+        "cost": gen.cost,
+    }

@@ -1,0 +1,186 @@
+"""Load and check a suite, everything cheap and checkable at collection time, and plan its gates.
+
+``prepare_suite`` validates the spec, golden data, templates, metric names and gate names without
+importing torch, so a broken suite fails in milliseconds with one clear message. ``gate_plan``
+is the one answer to "which items does this candidate get", used by the pytest plugin, the CLI
+and the runner alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from evalkit.candidates.base import GenerationRequest
+from evalkit.candidates.replay import check_replay_file
+from evalkit.errors import EvalkitError, SpecError
+from evalkit.gates import LOSSLESS_GATE
+from evalkit.golden import Example, load_golden
+from evalkit.metrics import AnyMetric, create_columns
+from evalkit.prompts import render_request
+from evalkit.spec import LoadedSuite, load_suite
+
+RUN_GATE = "run"
+"""The item of a candidate whose suite declares no gates: it checks the run itself."""
+
+
+@dataclass(frozen=True)
+class PreparedSuite:
+    """A suite validated end to end, ready to run; building it imports no model library."""
+
+    loaded: LoadedSuite
+    examples: list[Example]
+    requests: list[GenerationRequest]
+    metrics: dict[str, AnyMetric]
+
+    @property
+    def name(self) -> str:
+        return self.loaded.spec.suite
+
+    def candidate_names(self) -> list[str]:
+        return list(self.loaded.spec.candidates)
+
+    @property
+    def needs_outputs(self) -> bool:
+        """False when every metric says it never reads outputs (perplexity): then nothing is
+        generated at all."""
+        return any(needs_output(metric) for metric in self.metrics.values())
+
+
+def needs_output(metric: AnyMetric) -> bool:
+    return bool(getattr(metric, "needs_output", True))
+
+
+def prepare_suite(path: str | Path) -> PreparedSuite:
+    loaded = load_suite(path)
+    examples = _load_examples(loaded)
+    requests = [render_request(loaded, example) for example in examples]
+    metrics = _create_metrics(loaded)
+    _check_gates(loaded, metrics)
+    _check_pairwise(loaded, metrics)
+    _check_replay_files(loaded, {e.id for e in examples})
+    return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
+
+
+def _load_examples(loaded: LoadedSuite) -> list[Example]:
+    try:
+        return load_golden(loaded.dataset_path)
+    except SpecError as exc:
+        if exc.path is None:
+            raise SpecError(exc.detail, path=loaded.path, line=loaded.line_of("dataset")) from None
+        raise
+
+
+def _check_replay_files(loaded: LoadedSuite, ids: set[str]) -> None:
+    """Replay files are data like the golden file: a broken line fails collection. A file not
+    written yet (a CI step may produce it) is reported when its candidate runs."""
+    for candidate in loaded.spec.candidates.values():
+        if candidate.replay is not None and loaded.resolve(candidate.replay).is_file():
+            check_replay_file(loaded.resolve(candidate.replay), ids, loaded.dataset_path)
+
+
+def _create_metrics(loaded: LoadedSuite) -> dict[str, AnyMetric]:
+    """Columns in list order; a group (``latency``) adds all its columns at its place."""
+    metrics: dict[str, AnyMetric] = {}
+    for index, metric_spec in enumerate(loaded.spec.metrics):
+        try:
+            columns = create_columns(
+                metric_spec.name,
+                metric_spec.options,
+                metric_spec.alias,
+                base_dir=loaded.path.parent,
+            )
+            if twice := [c for c in columns if c in metrics]:
+                raise SpecError(
+                    f"column '{twice[0]}' appears twice (a group such as 'latency' makes "
+                    "several columns); drop one entry or give one an 'as:' name"
+                )
+        except SpecError as exc:
+            raise SpecError(
+                exc.detail,
+                path=loaded.path,
+                line=loaded.line_of("metrics", index),
+                field=f"metrics[{index}]",
+            ) from None
+        metrics.update(columns)
+    return metrics
+
+
+def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
+    if LOSSLESS_GATE in loaded.spec.gates:
+        raise SpecError(
+            f"'{LOSSLESS_GATE}' is the name of evalkit's own check of speculative candidates; "
+            "gate a metric column instead",
+            path=loaded.path,
+            line=loaded.line_of("gates", LOSSLESS_GATE),
+            field=f"gates.{LOSSLESS_GATE}",
+        )
+    for gate_name, gate in loaded.spec.gates.items():
+        if gate.metric not in metrics:
+            raise SpecError(
+                f"gate on '{gate.metric}', which is not a metric of this suite; metrics: "
+                f"{', '.join(metrics)}",
+                path=loaded.path,
+                line=loaded.line_of("gates", gate_name),
+                field=f"gates.{gate_name}",
+            )
+
+
+def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
+    """A metric that reads the baseline's output needs a ``compare_to`` candidate."""
+    if loaded.spec.compare_to is not None:
+        return
+    for index, (column, metric) in enumerate(metrics.items()):
+        if getattr(metric, "uses_baseline", False):
+            raise SpecError(
+                f"metric '{column}' compares each output with the compare_to candidate's "
+                "output, but the suite has no 'compare_to'; add compare_to: <candidate>",
+                path=loaded.path,
+                line=loaded.line_of("metrics", index),
+                field=f"metrics[{index}]",
+            )
+
+
+def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
+    """The gates (pytest items) of one candidate, in order: the suite's gates that apply to it,
+    then evalkit's own checks (``lossless`` for speculative candidates decoding greedily: their
+    outputs must equal the plain target's); ``run`` alone when that leaves nothing.
+
+    A gate on a pairwise metric (one that reads the compare_to candidate's output) does not
+    apply to the compare_to candidate itself: it has nothing to be compared with."""
+    spec = prepared.loaded.spec
+    implicit = _implicit_gates(prepared.loaded, candidate)
+    if not spec.gates and not implicit:
+        return [RUN_GATE]
+    gates = [name for name in spec.gates if not _pairwise_on_itself(prepared, candidate, name)]
+    return [*gates, *implicit]
+
+
+def _pairwise_on_itself(prepared: PreparedSuite, candidate: str, gate_name: str) -> bool:
+    gate = prepared.loaded.spec.gates[gate_name]
+    pairwise = bool(getattr(prepared.metrics.get(gate.metric), "uses_baseline", False))
+    return pairwise and candidate == prepared.loaded.spec.compare_to
+
+
+def _implicit_gates(loaded: LoadedSuite, candidate: str) -> list[str]:
+    spec = loaded.spec.candidates[candidate]
+    params = loaded.spec.generation.merged(spec.generation)
+    return [LOSSLESS_GATE] if spec.speculative is not None and params.greedy else []
+
+
+def run_order(prepared: PreparedSuite, wanted: Sequence[str] | None) -> list[str]:
+    """Candidates to run: the wanted ones plus what they compare to, baseline first."""
+    names = prepared.candidate_names()
+    if wanted is not None:
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise EvalkitError(
+                f"suite '{prepared.name}' has no candidate {', '.join(unknown)}; "
+                f"candidates: {', '.join(names)}"
+            )
+        names = [n for n in names if n in wanted]
+    compare_to = prepared.loaded.spec.compare_to
+    if compare_to and names and compare_to not in names:
+        names.append(compare_to)
+    return sorted(names, key=lambda n: n != compare_to)

@@ -1,0 +1,279 @@
+"""One run of one suite: generate (cache first), score (cache first), gate, record.
+
+The runner only orchestrates; each step lives in the module that owns it: preparation and the
+gate plan in ``prepare``, cached generation in ``generation``, scoring and aggregation in
+``scoring``, what a gate compares with in ``evalkit.baseline``, verdicts in ``evalkit.gates``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import evalkit
+from evalkit import baseline as baselines
+from evalkit._files import progress_enabled
+from evalkit.cache import Cache, make_key
+from evalkit.candidates import make_candidate
+from evalkit.candidates.base import Candidate, Generation, GenerationRequest
+from evalkit.errors import EvalkitError
+from evalkit.gates import LOSSLESS_GATE, evaluate_gate, lossless_verdict
+from evalkit.golden import Example
+from evalkit.results import CandidateRun, ExampleResult, GateVerdict, RunResult, Timings, save_run
+from evalkit.run.equivalence import check_speculation
+from evalkit.run.generation import generate_cached
+from evalkit.run.prepare import RUN_GATE, PreparedSuite, gate_plan, run_order
+from evalkit.run.scoring import CandidateScoring, Scorer
+from evalkit.spec import GenerationSpec
+
+KEY_LIBRARIES = (
+    "torch", "transformers", "tokenizers", "sacrebleu", "rouge-score", "rapidfuzz",
+    "pydantic", "numpy", "jinja2", "pytest",
+)  # fmt: skip
+
+
+@dataclass
+class RunOptions:
+    report_dir: Path
+    cache: Cache
+    limit: int | None = None
+    candidates: Sequence[str] | None = None
+    device: str | None = None
+    update_baseline: bool = False
+    seed: int = 0
+    progress: bool = field(default_factory=progress_enabled)
+
+
+class SuiteRunner:
+    """One run of one suite. Kept as an object so each step stays short and testable."""
+
+    def __init__(self, prepared: PreparedSuite, options: RunOptions) -> None:
+        self.prepared = prepared
+        self.options = options
+        self.spec = prepared.loaded.spec
+        self.examples = prepared.examples[: options.limit] if options.limit else prepared.examples
+        self.by_id = {e.id: e for e in self.examples}
+        wanted = set(self.by_id)
+        self.requests = [r for r in prepared.requests if r.id in wanted]
+        self.scorer = Scorer(
+            self.spec.suite,
+            prepared.metrics,
+            self.examples,
+            self.requests,
+            options.cache,
+            seed=options.seed,
+            progress=options.progress,
+        )
+        self.accepted = baselines.AcceptedBaselines(
+            prepared.loaded.baseline_dir,
+            self.spec.suite,
+            {e.id: e.content_hash for e in self.examples},
+            prepared.metrics,
+            self._rescore,
+        )
+
+    def run(self) -> RunResult:
+        if self.options.update_baseline and self.options.limit:
+            raise EvalkitError(
+                "--evalkit-update-baseline with --evalkit-limit would accept a partial baseline;"
+                " drop the limit to update baselines"
+            )
+        started = time.perf_counter()
+        cache = self.options.cache
+        hits_before, misses_before = Counter(cache.hits), Counter(cache.misses)
+        runs: dict[str, CandidateRun] = {}
+        for name in run_order(self.prepared, self.options.candidates):
+            # The compare_to candidate runs first: pairwise metrics read its outputs.
+            runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
+        updated = []
+        if self.options.update_baseline:
+            updated = baselines.write_baselines(
+                self.prepared.loaded.baseline_dir,
+                self.spec.suite,
+                list(runs.values()),
+                {e.id: e.content_hash for e in self.examples},
+                evalkit.__version__,
+            )
+        result = self.record(runs, self.verdicts(runs), updated)
+        # The Cache object is shared by every suite of a session: record this run's share.
+        result.cache = {
+            "hits": dict(cache.hits - hits_before),
+            "misses": dict(cache.misses - misses_before),
+        }
+        result.timings = Timings(total_s=time.perf_counter() - started)
+        save_run(result, self.options.report_dir)
+        return result
+
+    def verdicts(self, runs: dict[str, CandidateRun]) -> list[GateVerdict]:
+        """Every planned gate of every wanted candidate (not of a compare_to added only to be
+        compared with)."""
+        wanted = self.options.candidates
+        verdicts = []
+        for run in runs.values():
+            if wanted is not None and run.name not in wanted:
+                continue
+            for gate_name in gate_plan(self.prepared, run.name):
+                if gate_name == LOSSLESS_GATE:
+                    verdicts.append(lossless_verdict(self.spec.suite, run))
+                elif gate_name != RUN_GATE:
+                    verdicts.append(self.gate_verdict(gate_name, run, runs))
+        return verdicts
+
+    def gate_verdict(
+        self, gate_name: str, run: CandidateRun, runs: dict[str, CandidateRun]
+    ) -> GateVerdict:
+        gate = self.spec.gates[gate_name]
+        baseline = None
+        if gate.is_regression:
+            baseline = baselines.baseline_for(
+                run, gate.metric, runs, self.spec.compare_to, self.accepted
+            )
+        return evaluate_gate(
+            self.spec.suite, gate_name, gate, run, baseline, seed=self.options.seed
+        )
+
+    def _rescore(
+        self, column: str, accepted: Sequence[baselines.BaselineExample]
+    ) -> dict[str, float | None]:
+        metric = self.prepared.metrics[column]
+        samples = [self.scorer.sample(e.id, e.output or "") for e in accepted]
+        return {i: v for i, (v, _) in self.scorer.score_metric(column, metric, samples).items()}
+
+    def record(
+        self, runs: dict[str, CandidateRun], verdicts: list[GateVerdict], updated: list[str]
+    ) -> RunResult:
+        loaded = self.prepared.loaded
+        return RunResult(
+            suite=self.spec.suite,
+            suite_path=str(loaded.path),
+            spec_hash=loaded.spec_hash,
+            spec=self.spec.model_dump(mode="json", exclude_unset=True),
+            dataset_path=str(loaded.dataset_path),
+            dataset_hash=_dataset_hash(self.examples),
+            n_examples=len(self.examples),
+            limit=self.options.limit,
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            evalkit_version=evalkit.__version__,
+            versions=library_versions(),
+            compare_to=self.spec.compare_to,
+            candidates=runs,
+            gates=verdicts,
+            baseline_updated=updated,
+        )
+
+    def run_candidate(self, name: str, baseline: CandidateRun | None = None) -> CandidateRun:
+        cand_spec = self.spec.candidates[name]
+        params = self.spec.generation.merged(cand_spec.generation)
+        candidate = make_candidate(
+            name, cand_spec, self.prepared.loaded.path.parent, device=self.options.device
+        )
+        t0 = time.perf_counter()
+        fingerprint = candidate.fingerprint()
+        fingerprint_hash = make_key(**fingerprint)[:16]
+        t1 = time.perf_counter()
+        generations = self.generate(candidate, fingerprint_hash, params)
+        examples = [
+            self.example_result(r, *generations.get(r.id, (None, False))) for r in self.requests
+        ]
+        t2 = time.perf_counter()
+        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline)
+        try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
+            lossless = None  # nothing generated, nothing to compare
+            if self.prepared.needs_outputs:
+                lossless = check_speculation(
+                    candidate, fingerprint, params, generations, self.requests, self.options.cache
+                )
+            aggregates = self.scorer.score(scoring, examples)
+        finally:
+            describe = candidate.describe()
+            candidate.close()
+        t3 = time.perf_counter()
+        n_cached = sum(cached for _, cached in generations.values())
+        return CandidateRun(
+            name=name,
+            spec=cand_spec.model_dump(mode="json", exclude_unset=True),
+            fingerprint=fingerprint,
+            fingerprint_hash=fingerprint_hash,
+            generation=params.model_dump(mode="json"),
+            describe=describe,
+            examples=examples,
+            aggregates=aggregates,
+            generated=self.prepared.needs_outputs,
+            n_generated=len(generations) - n_cached,
+            n_cached=n_cached,
+            n_errors=sum(e.error is not None for e in examples),
+            cost=_total_cost(examples),
+            lossless=lossless,
+            timings=Timings(
+                fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
+            ),
+        )
+
+    def generate(
+        self, candidate: Candidate, fingerprint_hash: str, params: GenerationSpec
+    ) -> dict[str, tuple[Generation, bool]]:
+        """Cached generations by id; none when no metric reads an output (perplexity only)."""
+        if not self.prepared.needs_outputs:
+            return {}
+        return generate_cached(
+            candidate, fingerprint_hash, self.requests, params, self.options.cache
+        )
+
+    def example_result(
+        self, request: GenerationRequest, gen: Generation | None, cached: bool
+    ) -> ExampleResult:
+        """One example's record; with no generation (a suite that generates nothing) it has no
+        output and no error either."""
+        example = self.by_id[request.id]
+        produced = {}
+        if gen is not None:
+            produced = {
+                "prompt": gen.prompt,
+                "error": gen.error,
+                "n_prompt_tokens": gen.n_prompt_tokens,
+                "n_output_tokens": gen.n_output_tokens,
+                "seconds": gen.seconds,
+                "cost": gen.cost,
+                "cached": cached,
+            }
+        return ExampleResult(
+            id=request.id,
+            references=list(example.references),
+            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            output=None if gen is None or gen.error else gen.output,
+            **produced,
+        )
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "evalkit": evalkit.__version__}
+    for name in KEY_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _total_cost(examples: Sequence[ExampleResult]) -> float | None:
+    """Sum of the known per-example costs (cached ones at what they cost); None if none known."""
+    costs = [e.cost for e in examples if e.cost is not None]
+    return sum(costs) if costs else None
+
+
+def _dataset_hash(examples: Sequence[Example]) -> str:
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(example.content_hash.encode())
+    return digest.hexdigest()[:16]
+
+
+def run_suite(prepared: PreparedSuite, options: RunOptions) -> RunResult:
+    return SuiteRunner(prepared, options).run()
