@@ -86,3 +86,17 @@ class LatencyProbe(Protocol):
     ) -> list[LatencySample]:
         """Run ``warmup`` untimed requests first, then time each request alone, in order."""
         ...
+
+
+@runtime_checkable
+class ContinuationLogprobs(Protocol):
+    """A candidate that scores a given continuation of a request without generating it: for
+    each of its tokens, the top-k next-token log-probs at that position (an OpenAI-compatible
+    server's prompt log-probs). Fidelity metrics use it when the weights are elsewhere."""
+
+    def continuation_top_logprobs(
+        self, requests: Sequence[GenerationRequest], continuations: Sequence[str], top_k: int
+    ) -> list[list[dict[str, float]] | str]:
+        """Per request, one ``{token text: log-prob}`` of the ``top_k`` most likely tokens for
+        each continuation token, or a string saying why there is none."""
+        ...

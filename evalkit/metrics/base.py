@@ -133,6 +133,35 @@ class CandidateMetric(Protocol):
     ) -> Sequence[ScoreValue]: ...
 
 
+@dataclass(frozen=True)
+class BaseRef:
+    """The ``compare_to`` candidate, for a metric that compares the candidate's model with it
+    (KL divergence). ``open()`` makes a fresh, unloaded candidate object (the metric loads it
+    only if it must, and closes it); ``is_self`` is True while the base itself is scored."""
+
+    name: str
+    fingerprint_hash: str
+    open: Callable[[], Candidate]
+    is_self: bool = False
+
+
+@runtime_checkable
+class BaseComparingMetric(Protocol):
+    """A candidate metric whose value depends on the ``compare_to`` candidate's model too: the
+    runner calls ``score_against`` instead of ``score_candidate`` and keys cached values by both
+    fingerprints. A suite using one needs ``compare_to``."""
+
+    uses_base_model: bool
+
+    def score_against(
+        self,
+        samples: Sequence[Sample],
+        candidate: Candidate,
+        base: BaseRef,
+        params: GenerationSpec,
+    ) -> Sequence[ScoreValue]: ...
+
+
 @runtime_checkable
 class SummarizingMetric(Protocol):
     """A metric with run-level figures of its own beside the mean (a judge's summed cost, a
@@ -218,7 +247,7 @@ class UsesStore(Protocol):
     def use_store(self, store: Store) -> None: ...
 
 
-BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "latency", "judge")
+BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "fidelity", "latency", "judge")
 ENTRY_POINT_GROUP = "evalkit.metrics"
 
 _REGISTRY: dict[str, MetricFactory] = {}

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -121,16 +121,38 @@ def rolling_windows(
 def continuation_loglikelihoods(
     model: Any, rows: Sequence[Continuation], *, batch_size: int, pad_id: int
 ) -> list[float]:
-    """Sum of log p(continuation tokens | what precedes them) for each row, in row order.
+    """Sum of log p(continuation tokens | what precedes them) for each row, in row order."""
+    import torch
+
+    results = [0.0] * len(rows)
+
+    def collect(i: int, logits: torch.Tensor) -> None:
+        targets = torch.tensor(rows[i].continuation, dtype=torch.long, device=logits.device)
+        results[i] = _sum_logprobs(logits, targets)
+
+    forward_continuations(model, rows, collect, batch_size=batch_size, pad_id=pad_id)
+    return results
+
+
+def forward_continuations(
+    model: Any,
+    rows: Sequence[Continuation],
+    on_row: Callable[[int, torch.Tensor], None],
+    *,
+    batch_size: int,
+    pad_id: int,
+) -> None:
+    """One forward pass per row (batched): ``on_row(i, logits)`` gets row i's logits at the
+    positions that predict its continuation tokens (``len(continuation)`` x vocabulary).
 
     Rows are sorted longest first and right-padded: a real token then sits at the same position
-    as when run alone, and the causal mask keeps padding out of its attention.
+    as when run alone, and the causal mask keeps padding out of its attention. Perplexity sums
+    log-probabilities from these logits; fidelity compares them with the base model's.
     """
     import torch
 
     device = next(model.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: -_input_length(rows[i]))
-    results = [0.0] * len(rows)
     start = 0
     while start < len(order):
         width = _input_length(rows[order[start]])
@@ -146,13 +168,10 @@ def continuation_loglikelihoods(
             logits = model(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
             ).logits
-        for row, i in enumerate(batch):
-            n_scored = len(rows[i].continuation)
-            end = len(inputs[row])
-            targets = torch.tensor(rows[i].continuation, dtype=torch.long, device=logits.device)
-            results[i] = _sum_logprobs(logits[row, end - n_scored : end], targets)
+            for row, i in enumerate(batch):
+                end = len(inputs[row])
+                on_row(i, logits[row, end - len(rows[i].continuation) : end])
         start += count
-    return results
 
 
 def _input_length(row: Continuation) -> int:
@@ -238,6 +257,34 @@ def answer_tokens(tokenizer: Any, prompt_text: str, answer: str) -> tuple[list[i
     return list(tokenizer(answer, add_special_tokens=False)["input_ids"]), "separate"
 
 
+def teacher_forced_row(
+    candidate: LocalModel,
+    tokenizer: Any,
+    sample: Sample,
+    answer_text: str,
+    limit: int,
+    *,
+    separator: str | None = None,
+) -> tuple[Continuation, dict[str, Any]]:
+    """``answer_text``'s tokens after the sample's prompt as ``candidate`` renders it (chat
+    template applied), for one teacher-forced forward pass; the note says how the boundary was
+    tokenized, and ``error`` why the row cannot be scored."""
+    text, ids = candidate.render(GenerationRequest(sample.id, sample.messages))
+    if separator is None:
+        separator = "" if not text or text[-1].isspace() else " "
+    answer, boundary = answer_tokens(tokenizer, text, separator + answer_text)
+    context = list(ids) or [prefix_token(tokenizer)]
+    note: dict[str, Any] = {"boundary": boundary}
+    if not answer:
+        note["error"] = "the answer has no tokens"
+    elif len(answer) >= limit:
+        note["error"] = f"the answer has {len(answer)} tokens; the model takes {limit}"
+    elif len(context) + len(answer) - 1 > limit:  # keep the answer, drop the oldest context
+        note["context_truncated"] = len(context) + len(answer) - 1 - limit
+        context = context[note["context_truncated"] :]
+    return Continuation(context, answer), note
+
+
 class ReferencePerplexity:
     """exp(-mean log p) of the first reference's tokens given the rendered prompt."""
 
@@ -293,21 +340,9 @@ class ReferencePerplexity:
             raise ValueError(
                 f"metric '{self.name}' needs a reference; example '{sample.id}' has none"
             )
-        text, ids = candidate.render(GenerationRequest(sample.id, sample.messages))
-        separator = self.separator
-        if separator is None:
-            separator = "" if not text or text[-1].isspace() else " "
-        answer, boundary = answer_tokens(tokenizer, text, separator + sample.reference)
-        context = list(ids) or [prefix_token(tokenizer)]
-        note: dict[str, Any] = {"boundary": boundary}
-        if not answer:
-            note["error"] = "the reference has no tokens"
-        elif len(answer) >= limit:
-            note["error"] = f"the reference has {len(answer)} tokens; the model takes {limit}"
-        elif len(context) + len(answer) - 1 > limit:  # keep the answer, drop the oldest context
-            note["context_truncated"] = len(context) + len(answer) - 1 - limit
-            context = context[note["context_truncated"] :]
-        return Continuation(context, answer), note
+        return teacher_forced_row(
+            candidate, tokenizer, sample, sample.reference, limit, separator=self.separator
+        )
 
     def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
         """Token-weighted over the whole suite: exp(-sum ll / sum tokens)."""

@@ -128,10 +128,18 @@ def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
 
 
 def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
-    """A metric that reads the baseline's output needs a ``compare_to`` candidate."""
+    """A metric that reads the baseline's output (or model) needs a ``compare_to`` candidate."""
     if loaded.spec.compare_to is not None:
         return
     for index, (column, metric) in enumerate(metrics.items()):
+        if getattr(metric, "uses_base_model", False):
+            raise SpecError(
+                f"metric '{column}' compares each candidate's model with the compare_to "
+                "candidate's, but the suite has no 'compare_to'; add compare_to: <candidate>",
+                path=loaded.path,
+                line=loaded.line_of("metrics", index),
+                field=f"metrics[{index}]",
+            )
         if getattr(metric, "uses_baseline", False):
             raise SpecError(
                 f"metric '{column}' compares each output with the compare_to candidate's "
@@ -159,7 +167,9 @@ def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
 
 def _pairwise_on_itself(prepared: PreparedSuite, candidate: str, gate_name: str) -> bool:
     gate = prepared.loaded.spec.gates[gate_name]
-    pairwise = bool(getattr(prepared.metrics.get(gate.metric), "uses_baseline", False))
+    metric = prepared.metrics.get(gate.metric)
+    # Fidelity metrics compare with the compare_to candidate's model: 0 against itself.
+    pairwise = any(getattr(metric, a, False) for a in ("uses_baseline", "uses_base_model"))
     return pairwise and candidate == prepared.loaded.spec.compare_to
 
 

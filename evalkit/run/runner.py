@@ -26,6 +26,7 @@ from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
 from evalkit.gates import LOSSLESS_GATE, evaluate_gate, lossless_verdict
 from evalkit.golden import Example
+from evalkit.metrics import BaseRef
 from evalkit.results import CandidateRun, ExampleResult, GateVerdict, RunResult, Timings, save_run
 from evalkit.run.equivalence import check_speculation
 from evalkit.run.generation import generate_cached
@@ -168,6 +169,26 @@ class SuiteRunner:
             baseline_updated=updated,
         )
 
+    def base_ref(
+        self, name: str, fingerprint_hash: str, baseline: CandidateRun | None
+    ) -> BaseRef | None:
+        """The compare_to candidate for fidelity metrics: the scored candidate itself while the
+        base runs (it runs first), else a fresh object, loaded only if a metric must."""
+        compare_to = self.spec.compare_to
+        if compare_to is None:
+            return None
+        if name == compare_to:
+            return BaseRef(compare_to, fingerprint_hash, _no_reload, is_self=True)
+        if baseline is None:
+            return None
+        spec, folder = self.spec.candidates[compare_to], self.prepared.loaded.path.parent
+        device = self.options.device
+        return BaseRef(
+            compare_to,
+            baseline.fingerprint_hash,
+            lambda: make_candidate(compare_to, spec, folder, device=device),
+        )
+
     def run_candidate(self, name: str, baseline: CandidateRun | None = None) -> CandidateRun:
         cand_spec = self.spec.candidates[name]
         params = self.spec.generation.merged(cand_spec.generation)
@@ -183,7 +204,8 @@ class SuiteRunner:
             self.example_result(r, *generations.get(r.id, (None, False))) for r in self.requests
         ]
         t2 = time.perf_counter()
-        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline)
+        base = self.base_ref(name, fingerprint_hash, baseline)
+        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
             lossless = None  # nothing generated, nothing to compare
             if self.prepared.needs_outputs:
@@ -277,3 +299,7 @@ def _dataset_hash(examples: Sequence[Example]) -> str:
 
 def run_suite(prepared: PreparedSuite, options: RunOptions) -> RunResult:
     return SuiteRunner(prepared, options).run()
+
+
+def _no_reload() -> Candidate:
+    raise EvalkitError("the compare_to candidate is being scored itself; it is not reloaded")
