@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from evalkit._files import write_atomic
 
@@ -87,6 +87,25 @@ class LosslessCheck(BaseModel):
     skipped: str | None = Field(None, description="why no check was made (sampling)")
 
 
+class Flips(BaseModel):
+    """A 0/1 column's per-example changes against the ``compare_to`` candidate."""
+
+    against: str
+    n_paired: int = Field(0, description="examples both candidates scored")
+    pass_to_fail: list[str] = Field(default_factory=list, description="ids: 1 there, 0 here")
+    fail_to_pass: list[str] = Field(default_factory=list, description="ids: 0 there, 1 here")
+
+    @computed_field  # type: ignore[prop-decorator]  # written to run.json beside the ids
+    @property
+    def n_pass_to_fail(self) -> int:
+        return len(self.pass_to_fail)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def n_fail_to_pass(self) -> int:
+        return len(self.fail_to_pass)
+
+
 class CandidateRun(BaseModel):
     name: str
     spec: dict[str, Any]
@@ -109,6 +128,10 @@ class CandidateRun(BaseModel):
     )
     lossless: LosslessCheck | None = Field(
         None, description="speculative candidates: greedy outputs equal the plain target's?"
+    )
+    flips: dict[str, Flips] = Field(
+        default_factory=dict,
+        description="per 0/1 metric column: examples that changed against compare_to",
     )
     timings: Timings = Field(default_factory=Timings)
 

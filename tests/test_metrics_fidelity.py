@@ -380,6 +380,7 @@ def test_tiny_models_share_a_tokenizer(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     text = "What is the capital of France? Paris"
-    assert AutoTokenizer.from_pretrained(a)(text)["input_ids"] == (
-        AutoTokenizer.from_pretrained(b)(text)["input_ids"]
+    assert (
+        AutoTokenizer.from_pretrained(a)(text)["input_ids"]
+        == (AutoTokenizer.from_pretrained(b)(text)["input_ids"])
     )

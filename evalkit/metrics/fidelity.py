@@ -89,6 +89,7 @@ class _Fidelity:
     cacheable: ClassVar[bool] = True
     uses_decoding: ClassVar[bool] = False
     uses_base_model: ClassVar[bool] = True
+    binary: ClassVar[bool] = False  # top-1 agreement of a one-token answer is 0/1: no flips
     store_namespace: ClassVar[str] = "fidelity"
 
     def __init__(

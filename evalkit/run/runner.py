@@ -24,6 +24,7 @@ from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
+from evalkit.flips import record_flips
 from evalkit.gates import LOSSLESS_GATE, evaluate_gate, lossless_verdict
 from evalkit.golden import Example
 from evalkit.metrics import BaseRef
@@ -93,6 +94,7 @@ class SuiteRunner:
         for name in run_order(self.prepared, self.options.candidates):
             # The compare_to candidate runs first: pairwise metrics read its outputs.
             runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
+        record_flips(runs, self.spec.compare_to, self.prepared.metrics)
         updated = []
         if self.options.update_baseline:
             updated = baselines.write_baselines(
