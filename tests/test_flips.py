@@ -82,7 +82,9 @@ def test_report_lists_regressions_first_with_both_outputs(run: RunResult, tmp_pa
     rows = flip_rows(run)
     assert ordered([r.kind for r in rows])
     n_flips = sum(
-        f.n_pass_to_fail + f.n_fail_to_pass for c in run.candidates.values() for f in c.flips.values()
+        f.n_pass_to_fail + f.n_fail_to_pass
+        for c in run.candidates.values()
+        for f in c.flips.values()
     )
     assert len(rows) == n_flips
     first = rows[0]
@@ -102,7 +104,10 @@ def test_report_lists_regressions_first_with_both_outputs(run: RunResult, tmp_pa
 def test_flips_table_marks_the_word_diff_in_a_browser(run: RunResult, tmp_path: Path) -> None:
     require_chromium()
     lost = run.candidates["nf4"].flips["exact_match"].pass_to_fail[0]
-    for name, text in (("base", "The capital is Paris today"), ("nf4", "The capital is Lyon today")):
+    for name, text in (
+        ("base", "The capital is Paris today"),
+        ("nf4", "The capital is Lyon today"),
+    ):
         next(e for e in run.candidates[name].examples if e.id == lost).output = text
     index = publish([run], tmp_path).index
     with chromium() as browser:
