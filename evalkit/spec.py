@@ -103,6 +103,22 @@ class SpeculativeSpec(_Strict):
         return self
 
 
+class EquivalenceSpec(_Strict):
+    """``equivalent_to``: this candidate's outputs must equal another candidate's of the suite,
+    example by example (batch invariance, merged vs unmerged LoRA, float32 vs bfloat16, a local
+    model vs the same model behind a server)."""
+
+    candidate: str = Field(description="the candidate whose outputs this one must reproduce")
+    max_mismatch: int = Field(0, ge=0, description="differing examples allowed before failing")
+    logprob_tolerance: float | None = Field(
+        None,
+        gt=0,
+        description="a difference is a near-tie, not a mismatch, when at its first diverging "
+        "token the two chosen tokens' log-probs under the target differ by at most this (needs "
+        "a local target model)",
+    )
+
+
 def public_url(url: str) -> str:
     """Scheme, host, port and path of a URL: no user info (credentials), query or fragment."""
     parts = urlsplit(url)
@@ -160,12 +176,22 @@ class CandidateSpec(_Strict):
     merge: bool = Field(False, description="merge the adapter into the weights after loading")
     quantization: QuantizationSpec | None = None
     speculative: SpeculativeSpec | None = None
+    equivalent_to: EquivalenceSpec | None = Field(
+        None,
+        description="a candidate of the suite whose outputs this one must equal (its name, or "
+        "{candidate, max_mismatch, logprob_tolerance}); checked by an automatic gate",
+    )
     api: ApiSpec | None = Field(
         None,
         description="call 'model' through litellm (any litellm model string) or an "
         "OpenAI-compatible server (api.base); 'provider/name' strings that litellm prices are "
         "API models even without this block",
     )
+
+    @field_validator("equivalent_to", mode="before")
+    @classmethod
+    def _equivalence_shorthand(cls, raw: Any) -> Any:
+        return {"candidate": raw} if isinstance(raw, str) else raw
 
     @model_validator(mode="after")
     def _one_source(self) -> CandidateSpec:
@@ -332,6 +358,15 @@ class SuiteSpec(_Strict):
                 f"compare_to '{self.compare_to}' is not a candidate; candidates: "
                 f"{', '.join(self.candidates)}"
             )
+        for name, candidate in self.candidates.items():
+            target = candidate.equivalent_to
+            if target is not None and (
+                target.candidate not in self.candidates or target.candidate == name
+            ):
+                raise ValueError(
+                    f"candidate '{name}': equivalent_to '{target.candidate}' must be another "
+                    f"candidate of this suite; candidates: {', '.join(self.candidates)}"
+                )
         columns = [m.column for m in self.metrics]
         if len(set(columns)) != len(columns):
             raise ValueError("a metric column appears twice; give one an 'as:' name")
