@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from reportdata import make_run, require_chromium
 
-from evalkit.flips import is_binary, record_flips
 from evalkit.metrics import create
 from evalkit.report.browser import chromium
 from evalkit.report.flips import flip_rows
 from evalkit.report.publish import publish
 from evalkit.results import RunResult
+from evalkit.run.flips import is_binary, record_flips
 
 
 class Plugin:

@@ -16,11 +16,11 @@ from tinymodels import make_tiny_llama, make_tiny_lora
 from evalkit.cache import Cache
 from evalkit.candidates.base import GenerationRequest, Message
 from evalkit.candidates.hf import HFCandidate
-from evalkit.run import RunOptions, prepare_suite, run_suite
 from evalkit.errors import SpecError
 from evalkit.metrics import BaseRef, Sample, create, split_score
 from evalkit.metrics import fidelity as fidelity_module
 from evalkit.metrics.divergence import kl_from_top_logprobs
+from evalkit.run import RunOptions, prepare_suite, run_suite
 from evalkit.spec import CandidateSpec, GenerationSpec
 
 QUESTIONS = [

@@ -24,12 +24,12 @@ from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
-from evalkit.flips import record_flips
 from evalkit.gates import LOSSLESS_GATE, evaluate_gate, lossless_verdict
 from evalkit.golden import Example
 from evalkit.metrics import BaseRef
 from evalkit.results import CandidateRun, ExampleResult, GateVerdict, RunResult, Timings, save_run
 from evalkit.run.equivalence import check_speculation
+from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
 from evalkit.run.prepare import RUN_GATE, PreparedSuite, gate_plan, run_order
 from evalkit.run.scoring import CandidateScoring, Scorer
