@@ -27,8 +27,8 @@ os.environ.setdefault("EVALKIT_PROGRESS", "0")
 
 from evalkit.cache import MemoryStore, make_key
 from evalkit.candidates import make_candidate
-from evalkit.run import prepare_suite
 from evalkit.metrics import BaseRef, Sample, create
+from evalkit.run import prepare_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 

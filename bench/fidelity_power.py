@@ -8,9 +8,11 @@ variant and each of ``kl_divergence`` and ``contains`` (and any other column giv
 
 - first N: the smallest N such that the first N examples (in file order) already give a paired
   one-sided p-value below ``alpha`` for a change in the column's bad direction (KL up,
-  ``contains`` down), with the gates' own test (``stats.paired_test``, paired bootstrap);
+  ``contains`` down), with two tests: the gates' own (``stats.paired_test``, shifted paired
+  bootstrap) and the exact sign test (scipy ``binomtest`` on the examples that changed; for a
+  0/1 column that is the exact McNemar test);
 - power by subsampling: for sizes N, the share of ``--draws`` random subsets of N examples
-  (seeded) in which that test gives p < alpha; the smallest N where it reaches 90%.
+  (seeded) in which the test gives p < alpha; the smallest N where it reaches 90%.
 
 The mean KL (per-example mean, and token-weighted) and top-1 agreement of each variant are
 printed too. A column that never reaches p < alpha within the run is reported as such.
@@ -22,8 +24,10 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 
 from evalkit.stats import paired_test
 
@@ -40,20 +44,31 @@ def deltas(run: dict, variant: str, column: str, base: str) -> list[float]:
     ]
 
 
-def p_value(values: Sequence[float], higher_is_better: bool, seed: int) -> float:
+def bootstrap_p(values: Sequence[float], higher_is_better: bool, seed: int) -> float:
     direction = "drop" if higher_is_better else "increase"
     return paired_test(values, direction=direction, seed=seed, n_boot=2000).p_value
 
 
-def first_n(values: Sequence[float], higher_is_better: bool, alpha: float) -> int | None:
+def sign_p(values: Sequence[float], higher_is_better: bool, seed: int) -> float:
+    worse = sum(v < 0 if higher_is_better else v > 0 for v in values)
+    better = sum(v > 0 if higher_is_better else v < 0 for v in values)
+    if worse + better == 0:
+        return 1.0
+    return float(binomtest(worse, worse + better, 0.5, alternative="greater").pvalue)
+
+
+TESTS = {"bootstrap (gates)": bootstrap_p, "sign test (exact)": sign_p}
+
+
+def first_n(values: Sequence[float], higher_is_better: bool, alpha: float, test: Any) -> int | None:
     for n in range(2, len(values) + 1):
-        if p_value(values[:n], higher_is_better, seed=0) < alpha:
+        if test(values[:n], higher_is_better, seed=0) < alpha:
             return n
     return None
 
 
 def power(
-    values: Sequence[float], higher_is_better: bool, alpha: float, draws: int
+    values: Sequence[float], higher_is_better: bool, alpha: float, draws: int, test: Any
 ) -> dict[int, float]:
     rng = np.random.default_rng(0)
     data = np.asarray(values)
@@ -64,7 +79,7 @@ def power(
         hits = 0
         for draw in range(draws):
             subset = rng.choice(len(data), size=n, replace=False)
-            hits += p_value(data[subset].tolist(), higher_is_better, seed=draw) < alpha
+            hits += test(data[subset].tolist(), higher_is_better, seed=draw) < alpha
         out[n] = hits / draws
     return out
 
@@ -91,16 +106,18 @@ def main() -> None:
         for column in args.columns:
             higher = bool(aggregates[column]["higher_is_better"])
             values = deltas(run, variant, column, base)
-            n = first_n(values, higher, args.alpha)
-            curve = power(values, higher, args.alpha, args.draws)
-            enough = next((size for size, share in curve.items() if share >= 0.9), None)
             mean_delta = float(np.mean(values)) if values else float("nan")
-            print(
-                f"  {column}: mean delta {mean_delta:+.4g} over {len(values)}; first N with "
-                f"p<{args.alpha}: {n if n is not None else 'none within the run'}; "
-                f"90% power at N={enough if enough is not None else '>' + str(len(values))}; "
-                + ", ".join(f"{size}:{share:.2f}" for size, share in curve.items())
-            )
+            print(f"  {column}: mean delta {mean_delta:+.4g} over {len(values)}")
+            for label, test in TESTS.items():
+                n = first_n(values, higher, args.alpha, test)
+                curve = power(values, higher, args.alpha, args.draws, test)
+                enough = next((size for size, share in curve.items() if share >= 0.9), None)
+                print(
+                    f"    {label}: first N with p<{args.alpha}: "
+                    f"{n if n is not None else 'none within the run'}; 90% power at N="
+                    f"{enough if enough is not None else '>' + str(len(values))}; "
+                    + ", ".join(f"{size}:{share:.2f}" for size, share in curve.items())
+                )
 
 
 if __name__ == "__main__":
