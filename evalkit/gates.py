@@ -15,12 +15,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from evalkit.results import Aggregate, CandidateRun, Comparison, GateVerdict, WorstExample
+from evalkit.results import (
+    Aggregate,
+    CandidateRun,
+    Comparison,
+    GateVerdict,
+    LosslessCheck,
+    WorstExample,
+)
 from evalkit.spec import GateSpec
 from evalkit.stats import paired_test
 
 N_WORST = 5
 LOSSLESS_GATE = "lossless"
+EQUIVALENCE_GATE = "equivalent_to"
+"""The item of a candidate with ``equivalent_to`` (the same check as ``lossless``)."""
 N_MISMATCHES_SHOWN = 10
 
 
@@ -182,41 +191,64 @@ def _run_level_change(
     return failures
 
 
-def lossless_verdict(suite: str, run: CandidateRun) -> GateVerdict:
-    """Speculative decoding must not change greedy outputs: any mismatch with the plain
-    target fails, and the message lists the examples."""
+def lossless_verdict(suite: str, run: CandidateRun, gate: str = LOSSLESS_GATE) -> GateVerdict:
+    """A candidate's outputs must equal its target's (the plain model for speculative
+    candidates, the ``equivalent_to`` candidate otherwise): more mismatches than
+    ``max_mismatch`` (near-ties within a log-prob tolerance aside) fail, listing the examples
+    with where each output first diverges."""
     verdict = GateVerdict(
-        suite=suite,
-        candidate=run.name,
-        gate=LOSSLESS_GATE,
-        metric=LOSSLESS_GATE,
-        status="passed",
-        message="",
+        suite=suite, candidate=run.name, gate=gate, metric=gate, status="passed", message=""
     )
     check = run.lossless
+    target = (check.target if check is not None else "") or "the plain target"
     if check is None or check.skipped is not None or check.checked == 0:
         verdict.status = "error"
-        verdict.message = f"{run.name}: no outputs to compare with the plain target" + (
+        verdict.message = f"{run.name}: no outputs to compare with {target}" + (
             f" ({check.skipped})" if check is not None and check.skipped else ""
         )
         return verdict
     same = check.checked - len(check.mismatches)
     verdict.mean = same / check.checked
-    lines = [f"{same} of {check.checked} greedy outputs equal the target's without speculation"]
+    if check.target:
+        verdict.rules = {"equivalent_to": target, "max_mismatch": check.max_mismatch}
+    if check.logprob_tolerance is not None:
+        verdict.rules["logprob_tolerance"] = check.logprob_tolerance
+    lines = [
+        f"{same} of {check.checked} outputs ({verdict.mean:.1%}) identical to {target}'s"
+        if check.target
+        else f"{same} of {check.checked} greedy outputs equal the target's without speculation"
+    ]
     if check.unchecked:
         lines[0] += f" ({check.unchecked} examples failed to generate, not compared)"
     if check.plain_cached:
-        lines[0] += f"; plain outputs: {check.plain_cached} from the cache"
-    if check.mismatches:
-        verdict.status = "failed"
-        lines.insert(
-            0,
-            f"FAILED: speculative decoding changed {len(check.mismatches)} greedy outputs "
-            "(it must only change speed)",
+        source = f"{target}'s" if check.target else "plain"
+        lines[0] += f"; {source} outputs: {check.plain_cached} from the cache"
+    ties = len(check.mismatches) - len(check.failing)
+    if ties:
+        lines.append(
+            f"{ties} differ only at a near-tie (log-prob gap <= {check.logprob_tolerance})"
         )
+    if check.note:
+        lines.append(check.note)
+    if len(check.failing) > check.max_mismatch:
+        verdict.status = "failed"
+        lines.insert(0, _failure_headline(check, target))
+    if check.mismatches:
         lines += _mismatches(run, verdict)
     verdict.message = "\n".join(lines)
     return verdict
+
+
+def _failure_headline(check: LosslessCheck, target: str) -> str:
+    if not check.target:
+        return (
+            f"FAILED: speculative decoding changed {len(check.failing)} greedy outputs "
+            "(it must only change speed)"
+        )
+    return (
+        f"FAILED: {len(check.failing)} outputs differ from {target}'s "
+        f"(max_mismatch {check.max_mismatch}): {', '.join(m.id for m in check.failing[:20])}"
+    )
 
 
 def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
@@ -224,9 +256,17 @@ def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     assert run.lossless is not None
     mismatches = run.lossless.mismatches
     references = {e.id: e.references for e in run.examples}
+    ours, theirs = ("speculative", "plain") if not run.lossless.target else ("output", "target")
     lines = []
     for item in mismatches[:N_MISMATCHES_SHOWN]:
-        lines.append(f"  - {item.id}: speculative {item.output!r} | plain {item.plain_output!r}")
+        where = "" if item.first_word is None else f" (first differs at word {item.first_word}"
+        if where and item.first_token is not None:
+            where += f", token {item.first_token}, log-prob gap {item.logprob_gap:.3g}"
+        where += ")" if where else ""
+        tie = " [near-tie]" if item.near_tie else ""
+        lines.append(
+            f"  - {item.id}{tie}: {ours} {item.output!r} | {theirs} {item.plain_output!r}{where}"
+        )
         verdict.worst.append(
             WorstExample(
                 id=item.id,

@@ -74,17 +74,37 @@ class LosslessMismatch(BaseModel):
     id: str
     output: str | None
     plain_output: str | None
+    first_char: int | None = Field(None, description="first differing character")
+    first_word: int | None = Field(None, description="first differing word (whitespace split)")
+    first_token: int | None = Field(
+        None, description="first differing token (target's tokenizer; with logprob_tolerance)"
+    )
+    logprob_gap: float | None = Field(
+        None, description="target's log p(its token) - log p(this one's) at first_token"
+    )
+    near_tie: bool = Field(False, description="gap within logprob_tolerance: not a mismatch")
 
 
 class LosslessCheck(BaseModel):
-    """A speculative candidate's greedy outputs against its target's own (plain) outputs."""
+    """A candidate's outputs against another's, example by example: a speculative candidate's
+    greedy outputs against its plain target's (``lossless``), or any candidate's against the
+    candidate named by its ``equivalent_to``."""
 
+    target: str = Field("", description="'candidate:<name>'; empty: the plain target")
+    max_mismatch: int = Field(0, description="differing examples allowed before failing")
+    logprob_tolerance: float | None = None
     checked: int = 0
     mismatches: list[LosslessMismatch] = Field(default_factory=list)
     unchecked: int = Field(0, description="examples that failed to generate in either run")
     plain_fingerprint_hash: str = ""
     plain_cached: int = Field(0, description="plain outputs read from the cache")
     skipped: str | None = Field(None, description="why no check was made (sampling)")
+    note: str | None = Field(None, description="e.g. why near-ties could not be measured")
+
+    @property
+    def failing(self) -> list[LosslessMismatch]:
+        """Mismatches that count: near-ties within the tolerance do not."""
+        return [m for m in self.mismatches if not m.near_tie]
 
 
 class Flips(BaseModel):

@@ -15,7 +15,7 @@ from pathlib import Path
 from evalkit.candidates.base import GenerationRequest
 from evalkit.candidates.replay import check_replay_file
 from evalkit.errors import EvalkitError, SpecError
-from evalkit.gates import LOSSLESS_GATE
+from evalkit.gates import EQUIVALENCE_GATE, LOSSLESS_GATE
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import AnyMetric, create_columns
 from evalkit.prompts import render_request
@@ -108,14 +108,15 @@ def _create_metrics(loaded: LoadedSuite) -> dict[str, AnyMetric]:
 
 
 def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
-    if LOSSLESS_GATE in loaded.spec.gates:
-        raise SpecError(
-            f"'{LOSSLESS_GATE}' is the name of evalkit's own check of speculative candidates; "
-            "gate a metric column instead",
-            path=loaded.path,
-            line=loaded.line_of("gates", LOSSLESS_GATE),
-            field=f"gates.{LOSSLESS_GATE}",
-        )
+    for own in (LOSSLESS_GATE, EQUIVALENCE_GATE):
+        if own in loaded.spec.gates:
+            raise SpecError(
+                f"'{own}' is the name of evalkit's own check that a candidate's outputs equal "
+                "another's (set equivalent_to on the candidate); gate a metric column instead",
+                path=loaded.path,
+                line=loaded.line_of("gates", own),
+                field=f"gates.{own}",
+            )
     for gate_name, gate in loaded.spec.gates.items():
         if gate.metric not in metrics:
             raise SpecError(
@@ -174,8 +175,12 @@ def _pairwise_on_itself(prepared: PreparedSuite, candidate: str, gate_name: str)
 
 
 def _implicit_gates(loaded: LoadedSuite, candidate: str) -> list[str]:
+    """``equivalent_to`` when the candidate names one (it replaces ``lossless``), else
+    ``lossless`` for speculative candidates decoding greedily."""
     spec = loaded.spec.candidates[candidate]
     params = loaded.spec.generation.merged(spec.generation)
+    if spec.equivalent_to is not None:
+        return [EQUIVALENCE_GATE]
     return [LOSSLESS_GATE] if spec.speculative is not None and params.greedy else []
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import evalkit
 from evalkit import baseline as baselines
@@ -24,11 +25,19 @@ from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
-from evalkit.gates import LOSSLESS_GATE, evaluate_gate, lossless_verdict
+from evalkit.gates import EQUIVALENCE_GATE, LOSSLESS_GATE, evaluate_gate, lossless_verdict
 from evalkit.golden import Example
 from evalkit.metrics import BaseRef
-from evalkit.results import CandidateRun, ExampleResult, GateVerdict, RunResult, Timings, save_run
-from evalkit.run.equivalence import check_speculation
+from evalkit.results import (
+    CandidateRun,
+    ExampleResult,
+    GateVerdict,
+    LosslessCheck,
+    RunResult,
+    Timings,
+    save_run,
+)
+from evalkit.run.equivalence import check_declared, check_speculation
 from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
 from evalkit.run.prepare import RUN_GATE, PreparedSuite, gate_plan, run_order
@@ -123,8 +132,8 @@ class SuiteRunner:
             if wanted is not None and run.name not in wanted:
                 continue
             for gate_name in gate_plan(self.prepared, run.name):
-                if gate_name == LOSSLESS_GATE:
-                    verdicts.append(lossless_verdict(self.spec.suite, run))
+                if gate_name in (LOSSLESS_GATE, EQUIVALENCE_GATE):
+                    verdicts.append(lossless_verdict(self.spec.suite, run, gate_name))
                 elif gate_name != RUN_GATE:
                     verdicts.append(self.gate_verdict(gate_name, run, runs))
         return verdicts
@@ -200,6 +209,10 @@ class SuiteRunner:
         t0 = time.perf_counter()
         fingerprint = candidate.fingerprint()
         fingerprint_hash = make_key(**fingerprint)[:16]
+        if cand_spec.equivalent_to is not None:
+            # Its outputs are what the check is about: never the target's cached ones, even
+            # when only batch_size (left out of generation keys) tells the two apart.
+            fingerprint_hash = make_key(**fingerprint, batch_size=params.batch_size)[:16]
         t1 = time.perf_counter()
         generations = self.generate(candidate, fingerprint_hash, params)
         examples = [
@@ -209,11 +222,7 @@ class SuiteRunner:
         base = self.base_ref(name, fingerprint_hash, baseline)
         scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
-            lossless = None  # nothing generated, nothing to compare
-            if self.prepared.needs_outputs:
-                lossless = check_speculation(
-                    candidate, fingerprint, params, generations, self.requests, self.options.cache
-                )
+            lossless = self.check_outputs(candidate, fingerprint, params, generations)
             aggregates = self.scorer.score(scoring, examples)
         finally:
             describe = candidate.describe()
@@ -239,6 +248,39 @@ class SuiteRunner:
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
             ),
         )
+
+    def check_outputs(
+        self,
+        candidate: Candidate,
+        fingerprint: dict[str, Any],
+        params: GenerationSpec,
+        generations: dict[str, tuple[Generation, bool]],
+    ) -> LosslessCheck | None:
+        """The equivalence check: against the ``equivalent_to`` candidate if the candidate names
+        one, else (speculative candidates) against the plain target; None when nothing was
+        generated or there is nothing to check."""
+        if not self.prepared.needs_outputs:
+            return None
+        cache = self.options.cache
+        equivalence = self.spec.candidates[candidate.name].equivalent_to
+        if equivalence is None:
+            return check_speculation(
+                candidate, fingerprint, params, generations, self.requests, cache
+            )
+        spec = self.spec.candidates[equivalence.candidate]
+        target = make_candidate(
+            equivalence.candidate,
+            spec,
+            self.prepared.loaded.path.parent,
+            device=self.options.device,
+        )
+        try:
+            target_params = self.spec.generation.merged(spec.generation)
+            return check_declared(
+                equivalence, target, target_params, generations, self.requests, cache
+            )
+        finally:
+            target.close()
 
     def generate(
         self, candidate: Candidate, fingerprint_hash: str, params: GenerationSpec
