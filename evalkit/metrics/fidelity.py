@@ -54,12 +54,11 @@ from evalkit.metrics.divergence import (
 )
 from evalkit.metrics.latency import percentile
 from evalkit.metrics.options import check_type, checked_factory
-from evalkit.metrics.perplexity import (
+from evalkit.metrics.perplexity import LocalModel, model_max_length
+from evalkit.metrics.teacher_forcing import (
     Continuation,
-    LocalModel,
-    _pad_id,
     forward_continuations,
-    model_max_length,
+    pad_id,
     teacher_forced_row,
 )
 from evalkit.spec import GenerationSpec
@@ -242,7 +241,7 @@ class _Fidelity:
             [rows[i] for i in order],
             lambda j, logits: compare(order[j], logits),
             batch_size=params.batch_size,
-            pad_id=_pad_id(tokenizer),
+            pad_id=pad_id(tokenizer),
         )
         if fresh:
             self._store.put_many(fresh)
@@ -317,7 +316,7 @@ class _Fidelity:
                 [rows[i] for i in order],
                 keep,
                 batch_size=params.batch_size,
-                pad_id=_pad_id(tokenizer),
+                pad_id=pad_id(tokenizer),
             )
         finally:
             model_of_base.close()
