@@ -21,6 +21,8 @@ from evalkit.spec import GateSpec
 from evalkit.stats import paired_comparison
 
 N_WORST = 5
+RUN_GATE = "run"
+"""The check of a candidate in a suite that declares no gates: the run itself must work."""
 LOSSLESS_GATE = "lossless"
 N_MISMATCHES_SHOWN = 10
 
@@ -173,6 +175,18 @@ def _run_level_change(
         if change > allowed:
             failures.append(f"{direction} of {precise(change)} exceeds {precise(allowed)}")
     return failures
+
+
+def run_verdict(suite: str, run: CandidateRun) -> GateVerdict:
+    """A suite without gates still fails when a candidate produced nothing at all: every
+    example failed (a wrong model name, a server that is down), which no score would show."""
+    verdict = GateVerdict(
+        suite=suite, candidate=run.name, gate=RUN_GATE, metric=RUN_GATE, status="passed", message=""
+    )
+    if run.examples and run.n_errors == len(run.examples):
+        verdict.status = "failed"
+        verdict.message = f"{run.name}: every example failed; first error: {run.examples[0].error}"
+    return verdict
 
 
 def lossless_verdict(suite: str, run: CandidateRun) -> GateVerdict:
