@@ -50,9 +50,9 @@ def tick(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.6g}"
 
 
-def fixed(value: float | None) -> str:
-    """3 decimals (the terminal verdict table); empty for no value."""
-    return "" if value is None else f"{value:.3f}"
+def fixed(value: float | None, missing: str = "") -> str:
+    """3 decimals (the terminal verdict table, judge agreement)."""
+    return missing if value is None else f"{value:.3f}"
 
 
 def fixed_signed(value: float) -> str:
