@@ -26,6 +26,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from evalkit import format as fmt
 from evalkit._files import write_atomic
 from evalkit.report import charts
 from evalkit.report.payload import examples_payload, shared_system_message
@@ -70,25 +71,12 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["num"] = charts.fmt
-    env.filters["pval"] = _pval
-    env.filters["pval_eq"] = lambda p: _pval(p) if p is not None and p < 0.001 else f"={_pval(p)}"
-    env.filters["signed"] = _signed
+    env.filters["num"] = fmt.short
+    env.filters["pval"] = fmt.p_value
+    env.filters["pval_eq"] = fmt.p_equals
+    env.filters["signed"] = fmt.short_signed
     env.globals["colour"] = charts.candidate_colour
     return env
-
-
-def _pval(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def _signed(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    text = charts.fmt(value)
-    return text if text.startswith("-") or text == "0" else "+" + text
 
 
 def json_for_script(data: Any) -> Markup:

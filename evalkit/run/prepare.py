@@ -15,14 +15,11 @@ from pathlib import Path
 from evalkit.candidates.base import GenerationRequest
 from evalkit.candidates.replay import check_replay_file
 from evalkit.errors import EvalkitError, SpecError
-from evalkit.gates import LOSSLESS_GATE
+from evalkit.gates import LOSSLESS_GATE, RUN_GATE
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import AnyMetric, create_columns
 from evalkit.prompts import render_request
 from evalkit.spec import LoadedSuite, load_suite
-
-RUN_GATE = "run"
-"""The item of a candidate whose suite declares no gates: it checks the run itself."""
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
-from evalkit.gates import LOSSLESS_GATE, evaluate_gate, lossless_verdict
+from evalkit.gates import LOSSLESS_GATE, RUN_GATE, evaluate_gate, lossless_verdict
 from evalkit.golden import Example
 from evalkit.results import CandidateRun, ExampleResult, GateVerdict, RunResult, Timings, save_run
 from evalkit.run.equivalence import check_speculation
 from evalkit.run.generation import generate_cached
-from evalkit.run.prepare import RUN_GATE, PreparedSuite, gate_plan, run_order
+from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.spec import GenerationSpec
 
@@ -122,7 +122,7 @@ class SuiteRunner:
             for gate_name in gate_plan(self.prepared, run.name):
                 if gate_name == LOSSLESS_GATE:
                     verdicts.append(lossless_verdict(self.spec.suite, run))
-                elif gate_name != RUN_GATE:
+                elif gate_name != RUN_GATE:  # checked by the pytest item from the run record
                     verdicts.append(self.gate_verdict(gate_name, run, runs))
         return verdicts
 
