@@ -11,13 +11,19 @@ import gc
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit._files import env_flag, progress_enabled
 from evalkit.candidates import adapters, quantization
-from evalkit.candidates.base import Generation, GenerationRequest, LatencySample
+from evalkit.candidates.base import (
+    EquivalenceTarget,
+    Generation,
+    GenerationRequest,
+    LatencySample,
+)
 from evalkit.candidates.models import (
     ALIASES,
     ResolvedModel,
@@ -71,7 +77,9 @@ class HFCandidate:
         if spec.speculative is not None:
             from evalkit.candidates.speculative import Speculation
 
-            self.speculation = Speculation(self)
+            self.speculation = Speculation(
+                self, lambda name, draft: HFCandidate(name, draft, self.base_dir)
+            )
 
     def __repr__(self) -> str:
         return f"HFCandidate({self.name!r}, model={self.spec.model!r})"
@@ -372,12 +380,32 @@ class HFCandidate:
             return _empty_prompt(prompt)
         return self._generate_batch([prompt], params, 0, assisted=assisted, streamer=streamer)[0]
 
+    # -- capabilities (candidates.base): latency probes, equivalence, run facts ---------------
+
     def measure_latency(
         self, requests: Sequence[GenerationRequest], params: GenerationSpec, *, warmup: int
     ) -> list[LatencySample]:
         from evalkit.candidates.timing import measure_single_requests
 
         return measure_single_requests(self, requests, params, warmup=warmup)
+
+    def probing(self) -> AbstractContextManager[None]:
+        """Speculative acceptance during probes is counted apart from the generation's."""
+        speculation = self.speculation
+        return speculation.counting(speculation.probed) if speculation else nullcontext()
+
+    def effective_batch_size(self, params: GenerationSpec) -> int:
+        return 1 if self.speculation is not None else params.batch_size
+
+    def equivalence_target(self, params: GenerationSpec) -> EquivalenceTarget | None:
+        speculation = self.speculation
+        return speculation.equivalence_target(params) if speculation else None
+
+    def after_generation(
+        self, requests: Sequence[GenerationRequest], params: GenerationSpec
+    ) -> None:
+        if self.speculation is not None:
+            self.speculation.after_generation(requests, params)
 
     def _generate_batch(
         self,
