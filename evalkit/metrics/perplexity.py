@@ -206,8 +206,8 @@ def _exp(value: float) -> float:
 
 def _not_local(metric: str, candidate: Any, n: int) -> list[ScoreValue]:
     reason = (
-        f"{metric} needs the model's weights in this process (a local model: loaded() and "
-        f"render(), e.g. a transformers model); candidate "
+        f"{metric} needs the model's weights in this process (a local transformers model, or "
+        f"any candidate with loaded() and render()); candidate "
         f"'{getattr(candidate, 'name', candidate)}' ({type(candidate).__name__}) is not one"
     )
     return [Score(None, {"error": reason}) for _ in range(n)]
