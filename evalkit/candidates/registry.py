@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evalkit.candidates.api_models import LOCAL_ONLY_OPTIONS
 from evalkit.errors import CandidateError, SpecError
 from evalkit.spec import CandidateSpec, GenerationSpec, LoadedSuite
 
@@ -163,11 +164,9 @@ def _hf_checks_equivalence(spec: CandidateSpec, params: GenerationSpec) -> bool:
     return spec.speculative is not None and params.greedy
 
 
-LOCAL_MODEL_OPTIONS = frozenset(
-    {"adapter", "merge", "quantization", "speculative", "device", "dtype", "revision",
-     "chat_template"}
-)  # fmt: skip
-"""What the transformers engine accepts beyond ``model`` and ``generation``."""
+LOCAL_MODEL_OPTIONS = frozenset(LOCAL_ONLY_OPTIONS)
+"""What the transformers engine accepts beyond ``model`` and ``generation`` (the same options
+make a bare ``provider/name`` a local model rather than an API one)."""
 
 register_kind(CandidateKind("replay", _build_replay, selects=lambda s, _: s.replay is not None))
 register_kind(CandidateKind("API", _build_api, selects=_is_api, options=frozenset({"api"})))
