@@ -6,8 +6,8 @@ A missing baseline is a failure that says how to accept one, never a silent pass
 
 Run-level figures (tokens/s, peak memory) are one number per run: there is nothing to resample,
 so their regression gates compare the two numbers directly (as ``strict`` would) and say so.
-``lossless`` is evalkit's own check of speculative candidates: under greedy decoding their
-outputs must equal the plain target's, example by example.
+``lossless`` is evalkit's own equivalence check: a candidate whose outputs must equal another
+candidate's (``candidates.base.Verifiable``) fails on any mismatch beyond the allowed number.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from evalkit.stats import paired_comparison
 N_WORST = 5
 RUN_GATE = "run"
 """The check of a candidate in a suite that declares no gates: the run itself must work."""
-LOSSLESS_GATE = "lossless"
+EQUIVALENCE_GATE = "lossless"
+"""The item name of the equivalence check (the name predates the general check)."""
 N_MISMATCHES_SHOWN = 10
 
 
@@ -189,38 +190,39 @@ def run_verdict(suite: str, run: CandidateRun) -> GateVerdict:
     return verdict
 
 
-def lossless_verdict(suite: str, run: CandidateRun) -> GateVerdict:
-    """Speculative decoding must not change greedy outputs: any mismatch with the plain
-    target fails, and the message lists the examples."""
+def equivalence_verdict(suite: str, run: CandidateRun) -> GateVerdict:
+    """A candidate's outputs must equal its equivalence target's: more mismatches than allowed
+    fail, and the message lists the examples."""
     verdict = GateVerdict(
         suite=suite,
         candidate=run.name,
-        gate=LOSSLESS_GATE,
-        metric=LOSSLESS_GATE,
+        gate=EQUIVALENCE_GATE,
+        metric=EQUIVALENCE_GATE,
         status="passed",
         message="",
     )
-    check = run.lossless
+    check = run.equivalence
     if check is None or check.skipped is not None or check.checked == 0:
+        target = check.target if check is not None and check.target else "its target"
         verdict.status = "error"
-        verdict.message = f"{run.name}: no outputs to compare with the plain target" + (
+        verdict.message = f"{run.name}: no outputs to compare with {target}" + (
             f" ({check.skipped})" if check is not None and check.skipped else ""
         )
         return verdict
     same = check.checked - len(check.mismatches)
     verdict.mean = same / check.checked
-    lines = [f"{same} of {check.checked} greedy outputs equal the target's without speculation"]
+    lines = [f"{same} of {check.checked} outputs equal those of {check.target}"]
     if check.unchecked:
         lines[0] += f" ({check.unchecked} examples failed to generate, not compared)"
-    if check.plain_cached:
-        lines[0] += f"; plain outputs: {check.plain_cached} from the cache"
+    if check.target_cached:
+        lines[0] += f"; {check.target_cached} of its outputs from the cache"
     if check.mismatches:
-        verdict.status = "failed"
-        lines.insert(
-            0,
-            f"FAILED: speculative decoding changed {len(check.mismatches)} greedy outputs "
-            "(it must only change speed)",
-        )
+        headline = check.headline.format(n=len(check.mismatches), target=check.target)
+        if len(check.mismatches) > check.max_mismatch:
+            verdict.status = "failed"
+            lines.insert(0, f"FAILED: {headline}")
+        else:
+            lines.insert(0, f"{headline}; {check.max_mismatch} allowed")
         lines += _mismatches(run, verdict)
     verdict.message = "\n".join(lines)
     return verdict
@@ -228,24 +230,28 @@ def lossless_verdict(suite: str, run: CandidateRun) -> GateVerdict:
 
 def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     """Lines naming the first mismatching examples; they also become the verdict's worst."""
-    assert run.lossless is not None
-    mismatches = run.lossless.mismatches
+    check = run.equivalence
+    assert check is not None
     references = {e.id: e.references for e in run.examples}
     lines = []
-    for item in mismatches[:N_MISMATCHES_SHOWN]:
-        lines.append(f"  - {item.id}: speculative {item.output!r} | plain {item.plain_output!r}")
+    for item in check.mismatches[:N_MISMATCHES_SHOWN]:
+        lines.append(
+            f"  - {item.id}: {check.output_name} {item.output!r} | "
+            f"{check.target_name} {item.target_output!r}"
+        )
         verdict.worst.append(
             WorstExample(
                 id=item.id,
                 reference=(references.get(item.id) or [""])[0],
                 output=item.output,
-                baseline_output=item.plain_output,
+                baseline_output=item.target_output,
                 score=0.0,
                 baseline_score=1.0,
             )
         )
-    if len(mismatches) > N_MISMATCHES_SHOWN:
-        lines.append(f"  ... and {len(mismatches) - N_MISMATCHES_SHOWN} more (run.json)")
+    if len(check.mismatches) > N_MISMATCHES_SHOWN:
+        hidden = len(check.mismatches) - N_MISMATCHES_SHOWN
+        lines.append(f"  ... and {hidden} more (run.json)")
     return lines
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from evalkit.candidates import make_candidate
+from evalkit.candidates.base import ChatCompleter, LocalModel, OnDevice
 from evalkit.errors import CandidateError
 from evalkit.metrics.base import Sample, Score, ScoreValue, register
 from evalkit.metrics.judge_options import (
@@ -107,17 +108,21 @@ class _Judge:
         """Readings per prompt (one per sample), from whichever kind of judge this is;
         ``field`` names the choice in a JSON reply (``score`` or ``verdict``)."""
         if self.is_api:
-            from evalkit.candidates.api import ApiCandidate
             from evalkit.metrics.judge_api import ApiJudge
 
-            if not isinstance(self.candidate, ApiCandidate):
-                raise CandidateError(f"judge model '{self.options.model}' is not an API model")
+            if not isinstance(self.candidate, ChatCompleter):
+                raise CandidateError(
+                    f"judge model '{self.options.model}' is not an API model (its candidate "
+                    f"{type(self.candidate).__name__} has no complete_many)"
+                )
             return ApiJudge(self.candidate, self.options).read(prompts_for, choices, field)
-        from evalkit.candidates.hf import HFCandidate
         from evalkit.metrics.judge_local import LocalJudge
 
-        if not isinstance(self.candidate, HFCandidate):
-            raise CandidateError(f"judge model '{self.options.model}' is not a local model")
+        if not isinstance(self.candidate, LocalModel) or not isinstance(self.candidate, OnDevice):
+            raise CandidateError(
+                f"judge model '{self.options.model}' is not a local model (its candidate "
+                f"{type(self.candidate).__name__} gives no loaded weights and device)"
+            )
         local = LocalJudge(self.candidate, batch_size=self.options.batch_size)
         reply = "rationale" if self.options.rationale else "score"
         tokens = self.options.rationale_tokens if self.options.rationale else 0

@@ -1,7 +1,7 @@
 """Perplexity of a local transformers candidate (base, adapter, quantized): two metrics.
 
 ``reference_perplexity`` (per example): how surprised the candidate is by the reference answer,
-given the prompt exactly as generation feeds it (chat template applied, ``HFCandidate.render``).
+given the prompt exactly as generation feeds it (chat template applied, ``LocalModel.render``).
 Only the answer's tokens count. Nothing is generated, so a suite of perplexity metrics alone
 runs no generation at all.
 
@@ -47,9 +47,9 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from evalkit.candidates.base import GenerationRequest
+from evalkit.candidates.base import GenerationRequest, LocalModel
 from evalkit.metrics.base import CorpusFigures, Sample, Score, ScoreValue, register
 from evalkit.metrics.options import check_type, checked_factory
 from evalkit.spec import GenerationSpec
@@ -63,17 +63,6 @@ MAX_BATCH_TOKENS = 16_384
 """Rows x width per forward pass; long windows go fewer to a batch (logits are rows x width x
 vocabulary floats: 16k positions of a 49k vocabulary are 3 GB)."""
 _LOG_SOFTMAX_CHUNK = 1024
-
-
-@runtime_checkable
-class LocalModel(Protocol):
-    """A candidate whose weights are in this process (HFCandidate)."""
-
-    name: str
-
-    def loaded(self) -> tuple[Any, Any]: ...
-
-    def render(self, request: GenerationRequest) -> tuple[str, list[int]]: ...
 
 
 @dataclass(frozen=True)
@@ -217,8 +206,9 @@ def _exp(value: float) -> float:
 
 def _not_local(metric: str, candidate: Any, n: int) -> list[ScoreValue]:
     reason = (
-        f"{metric} needs the model's weights in this process (a local transformers model); "
-        f"candidate '{getattr(candidate, 'name', candidate)}' is not one"
+        f"{metric} needs the model's weights in this process (a local transformers model, or "
+        f"any candidate with loaded() and render()); candidate "
+        f"'{getattr(candidate, 'name', candidate)}' ({type(candidate).__name__}) is not one"
     )
     return [Score(None, {"error": reason}) for _ in range(n)]
 

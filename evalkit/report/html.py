@@ -100,7 +100,7 @@ def _scalars(values: dict[str, Any]) -> str:
 
 def candidate_lines(view: SuiteView) -> list[dict[str, Any]]:
     """What each candidate is, in one line: model plus every settings dict (adapter,
-    quantization, speculative, api, generation overrides) from its spec and describe()."""
+    quantization, decoding options, api, generation overrides) from its spec and describe()."""
     lines = []
     for name in view.candidates:
         run = view.run.candidates[name]
@@ -118,9 +118,27 @@ def candidate_lines(view: SuiteView) -> list[dict[str, Any]]:
     return lines
 
 
+def measured_facts(spec: dict[str, Any], describe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``describe`` groups (dicts) that add facts to the spec's settings of the same name, e.g.
+    an acceptance rate or a speed-up the candidate measured; only their added scalar facts."""
+    facts = {}
+    for key, value in describe.items():
+        if not isinstance(value, dict):
+            continue
+        given = spec.get(key) if isinstance(spec.get(key), dict) else {}
+        added = {
+            k: v
+            for k, v in value.items()
+            if k not in given and (v is None or isinstance(v, str | int | float | bool))
+        }
+        if added and key in spec:
+            facts[key] = added
+    return facts
+
+
 def latency_rows(view: SuiteView) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns (latency.* metrics) and one row per candidate with mean and extra figures, plus
-    speculative decoding and cost facts from ``describe`` when present."""
+    the facts a candidate measured (``describe`` entries beyond its spec settings) and cost."""
     columns = [m.name for m in view.metrics if m.name.startswith("latency.")]
     rows = []
     for name in view.candidates:
@@ -131,7 +149,6 @@ def latency_rows(view: SuiteView) -> tuple[list[str], list[dict[str, Any]]]:
             cells[column] = (
                 None if agg is None else {"mean": agg.mean, "extra": agg.extra, "n": agg.n}
             )
-        speculative = run.describe.get("speculative")
         cost = {k: v for k, v in run.describe.items() if "cost" in k.lower()}
         cost.update({c: a.mean for c, a in run.aggregates.items() if c.startswith("cost.")})
         generated = run.n_generated
@@ -139,7 +156,7 @@ def latency_rows(view: SuiteView) -> tuple[list[str], list[dict[str, Any]]]:
             {
                 "candidate": name,
                 "cells": cells,
-                "speculative": speculative if isinstance(speculative, dict) else None,
+                "facts": measured_facts(run.spec, run.describe),
                 "cost": cost,
                 "generate_s": run.timings.generate_s,
                 "per_example_ms": (
@@ -180,7 +197,7 @@ def suite_context(view: SuiteView) -> dict[str, Any]:
         "memory_chart": charts.memory_chart(view),
         "latency_columns": latency_columns,
         "latency_table": latency_table,
-        "has_speculative": any(r["speculative"] for r in latency_table),
+        "has_facts": any(r["facts"] for r in latency_table),
         "has_cost": any(r["cost"] for r in latency_table),
         "system_message": shared_system_message(view.run),
         "candidate_lines": candidate_lines(view),

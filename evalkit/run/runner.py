@@ -24,10 +24,10 @@ from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
-from evalkit.gates import LOSSLESS_GATE, RUN_GATE, evaluate_gate, lossless_verdict
+from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE, equivalence_verdict, evaluate_gate
 from evalkit.golden import Example
 from evalkit.results import CandidateRun, ExampleResult, GateVerdict, RunResult, Timings, save_run
-from evalkit.run.equivalence import check_speculation
+from evalkit.run.equivalence import check_equivalence
 from evalkit.run.generation import generate_cached
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.scoring import CandidateScoring, Scorer
@@ -120,8 +120,8 @@ class SuiteRunner:
             if wanted is not None and run.name not in wanted:
                 continue
             for gate_name in gate_plan(self.prepared, run.name):
-                if gate_name == LOSSLESS_GATE:
-                    verdicts.append(lossless_verdict(self.spec.suite, run))
+                if gate_name == EQUIVALENCE_GATE:
+                    verdicts.append(equivalence_verdict(self.spec.suite, run))
                 elif gate_name != RUN_GATE:  # checked by the pytest item from the run record
                     verdicts.append(self.gate_verdict(gate_name, run, runs))
         return verdicts
@@ -185,10 +185,10 @@ class SuiteRunner:
         t2 = time.perf_counter()
         scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
-            lossless = None  # nothing generated, nothing to compare
+            equivalence = None  # nothing generated, nothing to compare
             if self.prepared.needs_outputs:
-                lossless = check_speculation(
-                    candidate, fingerprint, params, generations, self.requests, self.options.cache
+                equivalence = check_equivalence(
+                    candidate, self.requests, params, generations, self.options.cache
                 )
             aggregates = self.scorer.score(scoring, examples)
         finally:
@@ -210,7 +210,7 @@ class SuiteRunner:
             n_cached=n_cached,
             n_errors=sum(e.error is not None for e in examples),
             cost=_total_cost(examples),
-            lossless=lossless,
+            equivalence=equivalence,
             timings=Timings(
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
             ),
