@@ -15,7 +15,6 @@ import sacrebleu
 from suitefiles import write_jsonl, write_suite
 
 from evalkit.cache import Cache
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.errors import EvalkitError
 from evalkit.metrics import (
     RunFigures,
@@ -30,6 +29,7 @@ from evalkit.metrics import (
 )
 from evalkit.metrics.base import _GROUPS, _REGISTRY
 from evalkit.metrics.perplexity import Perplexity, ReferencePerplexity
+from evalkit.run import RunOptions, prepare_suite, run_suite
 
 # Distinct prompts: generations are cached by request, so identical prompts would share one.
 ROWS = [
