@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import ChatCompleter, LocalModel, OnDevice
 from evalkit.errors import CandidateError
-from evalkit.metrics.base import Sample, Score, ScoreValue, register
+from evalkit.metrics.base import RunFigures, Sample, Score, Scored, ScoreValue, register
 from evalkit.metrics.judge_options import (
     JudgeOptions,
     PairwiseOptions,
@@ -224,15 +224,19 @@ class JudgeMetric(_Judge):
             return Score(None, detail)
         return Score(statistics.fmean(values), detail)
 
-    def summarize(self, details: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
-        """Run-level figures beside the mean: cost and tokens summed, mean mass on score tokens."""
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """Run-level figures beside the mean: cost and tokens summed, mean mass on score tokens,
+        from every scored example's detail (failed ones included: they may have cost too)."""
+        if not scored:
+            return RunFigures()
+        details = [s.detail for s in scored]
         figures = _sum_costs(details)
         masses = [d["mass"] for d in details if isinstance(d.get("mass"), int | float)]
         figures["mass_mean"] = statistics.fmean(masses) if masses else None
         spreads = [d["spread"] for d in details if isinstance(d.get("spread"), int | float)]
         if spreads:
             figures["spread_mean"] = statistics.fmean(spreads)
-        return figures
+        return RunFigures(extra=figures)
 
 
 _NO_REFERENCE = (
@@ -328,8 +332,11 @@ class PairwiseJudgeMetric(_Judge):
         _add_rationales(detail, [*first, *second])
         return Score(VERDICT_VALUE[verdict], detail)
 
-    def summarize(self, details: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
         """Win/tie/loss rates, how often the two orders disagreed, cost and tokens."""
+        if not scored:
+            return RunFigures()
+        details = [s.detail for s in scored]
         figures = _sum_costs(details)
         verdicts = [d["verdict"] for d in details if d.get("verdict") in VERDICT_VALUE]
         judged = [d for d in details if "orders_disagree" in d]
@@ -343,7 +350,7 @@ class PairwiseJudgeMetric(_Judge):
             if verdicts
             else None
         )
-        return figures
+        return RunFigures(extra=figures)
 
 
 _NO_BASELINE = (

@@ -38,7 +38,7 @@ from evalkit.candidates.base import (
     OnDevice,
     ProbeAware,
 )
-from evalkit.metrics.base import RunValue, Sample, Score, register, register_group
+from evalkit.metrics.base import RunFigures, RunValue, Sample, Score, Scored, register
 from evalkit.spec import GenerationSpec
 
 NOT_SAMPLED = "not in the latency sample"
@@ -219,10 +219,12 @@ class _PerRequest:
         per_token = (timed.total_s - timed.ttft_s) / (timed.n_output_tokens - 1)
         return Score(per_token * 1000, detail)
 
-    def aggregate_extra(self, values: Sequence[float]) -> dict[str, float | None]:
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """p50 and p95 of the measured values beside the mean (None when nothing was timed)."""
+        values = [s.value for s in scored if s.value is not None]
         if not values:
-            return {"p50": None, "p95": None}
-        return {"p50": percentile(values, 50), "p95": percentile(values, 95)}
+            return RunFigures(extra={"p50": None, "p95": None})
+        return RunFigures(extra={"p50": percentile(values, 50), "p95": percentile(values, 95)})
 
 
 class _Throughput:
@@ -288,4 +290,4 @@ def _single(name: str) -> Any:
 
 for _name in (*PER_REQUEST, "latency.tokens_per_s", "memory.peak_mb"):
     register(_name, _single(_name))
-register_group("latency", latency_columns)
+register("latency", latency_columns, group=True)

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from evalkit.candidates.base import GenerationRequest, LocalModel
-from evalkit.metrics.base import CorpusFigures, Sample, Score, ScoreValue, register
+from evalkit.metrics.base import RunFigures, Sample, Score, Scored, ScoreValue, register
 from evalkit.metrics.options import check_type, checked_factory
 from evalkit.spec import GenerationSpec
 
@@ -299,11 +299,20 @@ class ReferencePerplexity:
             context = context[note["context_truncated"] :]
         return Continuation(context, answer), note
 
-    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
-        """Token-weighted over the whole suite: exp(-sum ll / sum tokens)."""
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """Token-weighted over the whole suite: exp(-sum ll / sum tokens). From the details,
+        which are cached with the values, so a fully cached run reports the same figure."""
+        details = _scored_details(scored)
+        if not details:
+            return RunFigures()
         total = sum(float(d["loglikelihood"]) for d in details)
         tokens = sum(int(d["n_tokens"]) for d in details)
-        return CorpusFigures(_per_token(-total / tokens, self.log) if tokens else None)
+        return RunFigures(_per_token(-total / tokens, self.log) if tokens else None)
+
+
+def _scored_details(scored: Sequence[Scored]) -> list[Mapping[str, Any]]:
+    """The details of the examples that have a value (the others carry only an error)."""
+    return [s.detail for s in scored if s.value is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +325,7 @@ def count_words(text: str) -> int:
 
 
 class Perplexity:
-    """Token perplexity of a text field with rolling windows; corpus figures in the aggregate."""
+    """Token perplexity of a text field with rolling windows; corpus figures from ``summarize``."""
 
     name: ClassVar[str] = "perplexity"
     version: ClassVar[str] = "1"
@@ -397,12 +406,16 @@ class Perplexity:
             )
         return text
 
-    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """lm-evaluation-harness's corpus figures, from the (cached) per-example details."""
+        details = _scored_details(scored)
+        if not details:
+            return RunFigures()
         total = sum(float(d["loglikelihood"]) for d in details)
         tokens = sum(int(d["n_tokens"]) for d in details)
         words = sum(int(d["n_words"]) for d in details)
         n_bytes = sum(int(d["n_bytes"]) for d in details)
-        return CorpusFigures(
+        return RunFigures(
             _per_token(-total / tokens, self.log) if tokens else None,
             {
                 "word_perplexity": _exp(-total / words) if words else None,
