@@ -33,7 +33,7 @@ RUN_PROPERTY = "evalkit_run_json"
 VERDICT_PROPERTY = "evalkit_verdict"
 
 
-@dataclass
+@dataclass(eq=False)  # registered as a pluggy plugin: must stay hashable
 class EvalkitSession:
     options: RunOptions
     candidates: list[str] | None
