@@ -8,7 +8,7 @@ variant and each of ``kl_divergence`` and ``contains`` (and any other column giv
 
 - first N: the smallest N such that the first N examples (in file order) already give a paired
   one-sided p-value below ``alpha`` for a change in the column's bad direction (KL up,
-  ``contains`` down), with two tests: the gates' own (``stats.paired_test``, shifted paired
+  ``contains`` down), with two tests: the gates' own (``stats.paired_comparison``, shifted paired
   bootstrap) and the exact sign test (scipy ``binomtest`` on the examples that changed; for a
   0/1 column that is the exact McNemar test);
 - power by subsampling: for sizes N, the share of ``--draws`` random subsets of N examples
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
-from evalkit.stats import paired_test
+from evalkit.stats import paired_comparison
 
 SIZES = (2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 125, 150, 175)
 
@@ -45,8 +45,8 @@ def deltas(run: dict, variant: str, column: str, base: str) -> list[float]:
 
 
 def bootstrap_p(values: Sequence[float], higher_is_better: bool, seed: int) -> float:
-    direction = "drop" if higher_is_better else "increase"
-    return paired_test(values, direction=direction, seed=seed, n_boot=2000).p_value
+    alternative = "less" if higher_is_better else "greater"  # as gates.py asks it
+    return paired_comparison(values, alternative=alternative, seed=seed, n_boot=2000).p_value
 
 
 def sign_p(values: Sequence[float], higher_is_better: bool, seed: int) -> float:

@@ -6,8 +6,10 @@ A missing baseline is a failure that says how to accept one, never a silent pass
 
 Run-level figures (tokens/s, peak memory) are one number per run: there is nothing to resample,
 so their regression gates compare the two numbers directly (as ``strict`` would) and say so.
-``lossless`` is evalkit's own check of speculative candidates: under greedy decoding their
-outputs must equal the plain target's, example by example.
+``lossless`` is evalkit's own equivalence check: a candidate whose outputs must equal another
+candidate's (``candidates.base.Verifiable``, or ``equivalent_to`` in the suite) fails on more
+mismatches than ``max_mismatch`` allows; with a log-prob tolerance, a difference at a near-tie
+of the target model is reported but not counted.
 """
 
 from __future__ import annotations
@@ -15,22 +17,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from evalkit.format import p_significant, precise, precise_signed
 from evalkit.results import (
     Aggregate,
     CandidateRun,
     Comparison,
+    EquivalenceCheck,
+    EquivalenceMismatch,
     GateVerdict,
-    LosslessCheck,
     WorstExample,
 )
 from evalkit.spec import GateSpec
-from evalkit.stats import paired_test
+from evalkit.stats import paired_comparison
 
 N_WORST = 5
-LOSSLESS_GATE = "lossless"
-EQUIVALENCE_GATE = "equivalent_to"
-"""The item of a candidate with ``equivalent_to`` (the same check as ``lossless``)."""
+RUN_GATE = "run"
+"""The check of a candidate in a suite that declares no gates: the run itself must work."""
+EQUIVALENCE_GATE = "lossless"
+"""The item name of the equivalence check (the name predates the general check)."""
 N_MISMATCHES_SHOWN = 10
+N_IDS_LISTED = 20
+"""Differing ids the failure headline names (run.json keeps them all)."""
 
 
 @dataclass(frozen=True)
@@ -44,14 +51,6 @@ class BaselineScores:
     """Set when there is no baseline: the gate fails with this text."""
     run_value: float | None = None
     """The baseline's figure for run-level metrics (tokens/s, peak memory)."""
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
-
-
-def _signed(value: float) -> str:
-    return f"{value:+.4g}"
 
 
 def evaluate_gate(
@@ -89,16 +88,16 @@ def evaluate_gate(
     if aggregate.level == "run":
         return _run_level(gate, aggregate, baseline, verdict)
     lines = [
-        f"{gate.metric} mean {_fmt(aggregate.mean)} "
-        f"(95% CI {_fmt(aggregate.ci_low)}..{_fmt(aggregate.ci_high)}, n={aggregate.n}"
+        f"{gate.metric} mean {precise(aggregate.mean)} "
+        f"(95% CI {precise(aggregate.ci_low)}..{precise(aggregate.ci_high)}, n={aggregate.n}"
         + (f", {aggregate.n_missing} examples without a score" if aggregate.n_missing else "")
         + ")"
     ]
     failures: list[str] = []
     if gate.min is not None and aggregate.mean < gate.min:
-        failures.append(f"mean {_fmt(aggregate.mean)} is below min {gate.min:g}")
+        failures.append(f"mean {precise(aggregate.mean)} is below min {gate.min:g}")
     if gate.max is not None and aggregate.mean > gate.max:
-        failures.append(f"mean {_fmt(aggregate.mean)} is above max {gate.max:g}")
+        failures.append(f"mean {precise(aggregate.mean)} is above max {gate.max:g}")
     if gate.is_regression:
         failures += _regression(gate, run, baseline, verdict, lines, seed)
     if failures:
@@ -109,12 +108,12 @@ def evaluate_gate(
         lines.append(f"worst {len(verdict.worst)} examples:")
         for item in verdict.worst:
             base = (
-                f" | baseline {_fmt(item.baseline_score)}: {item.baseline_output!r}"
+                f" | baseline {precise(item.baseline_score)}: {item.baseline_output!r}"
                 if baseline and baseline.missing_reason is None
                 else ""
             )
             lines.append(
-                f"  - {item.id}: score {_fmt(item.score)} | reference {item.reference!r} | "
+                f"  - {item.id}: score {precise(item.score)} | reference {item.reference!r} | "
                 f"output {item.output!r}{base}"
             )
     verdict.message = "\n".join(lines)
@@ -132,9 +131,9 @@ def _missing_reason(run: CandidateRun, column: str, aggregate: Aggregate | None)
 def _bounds(gate: GateSpec, value: float) -> list[str]:
     failures = []
     if gate.min is not None and value < gate.min:
-        failures.append(f"{_fmt(value)} is below min {gate.min:g}")
+        failures.append(f"{precise(value)} is below min {gate.min:g}")
     if gate.max is not None and value > gate.max:
-        failures.append(f"{_fmt(value)} is above max {gate.max:g}")
+        failures.append(f"{precise(value)} is above max {gate.max:g}")
     return failures
 
 
@@ -144,7 +143,7 @@ def _run_level(
     """A gate on one figure per run: bounds, and changes judged on the two numbers alone."""
     value = aggregate.mean
     assert value is not None
-    lines = [f"{gate.metric} {_fmt(value)} (one figure for the whole run)"]
+    lines = [f"{gate.metric} {precise(value)} (one figure for the whole run)"]
     failures = _bounds(gate, value)
     if gate.is_regression:
         failures += _run_level_change(gate, value, baseline, verdict, lines)
@@ -182,26 +181,41 @@ def _run_level_change(
             allowed=allowed,
         )
         lines.append(
-            f"vs {baseline.label} {_fmt(base)}: delta {_signed(value - base)}, allowed "
-            f"{direction} {threshold} (= {allowed:.4g}); one figure per run, so no significance "
-            "test is possible: judged on the two numbers"
+            f"vs {baseline.label} {precise(base)}: delta {precise_signed(value - base)}, allowed "
+            f"{direction} {threshold} (= {precise(allowed)}); one figure per run, so no "
+            "significance test is possible: judged on the two numbers"
         )
         if change > allowed:
-            failures.append(f"{direction} of {change:.4g} exceeds {allowed:.4g}")
+            failures.append(f"{direction} of {precise(change)} exceeds {precise(allowed)}")
     return failures
 
 
-def lossless_verdict(suite: str, run: CandidateRun, gate: str = LOSSLESS_GATE) -> GateVerdict:
-    """A candidate's outputs must equal its target's (the plain model for speculative
-    candidates, the ``equivalent_to`` candidate otherwise): more mismatches than
-    ``max_mismatch`` (near-ties within a log-prob tolerance aside) fail, listing the examples
-    with where each output first diverges."""
+def run_verdict(suite: str, run: CandidateRun) -> GateVerdict:
+    """A suite without gates still fails when a candidate produced nothing at all: every
+    example failed (a wrong model name, a server that is down), which no score would show."""
     verdict = GateVerdict(
-        suite=suite, candidate=run.name, gate=gate, metric=gate, status="passed", message=""
+        suite=suite, candidate=run.name, gate=RUN_GATE, metric=RUN_GATE, status="passed", message=""
     )
-    check = run.lossless
-    target = (check.target if check is not None else "") or "the plain target"
+    if run.examples and run.n_errors == len(run.examples):
+        verdict.status = "failed"
+        verdict.message = f"{run.name}: every example failed; first error: {run.examples[0].error}"
+    return verdict
+
+
+def equivalence_verdict(suite: str, run: CandidateRun) -> GateVerdict:
+    """A candidate's outputs must equal its equivalence target's: more mismatches than allowed
+    fail, and the message lists the examples."""
+    verdict = GateVerdict(
+        suite=suite,
+        candidate=run.name,
+        gate=EQUIVALENCE_GATE,
+        metric=EQUIVALENCE_GATE,
+        status="passed",
+        message="",
+    )
+    check = run.equivalence
     if check is None or check.skipped is not None or check.checked == 0:
+        target = check.target if check is not None and check.target else "its target"
         verdict.status = "error"
         verdict.message = f"{run.name}: no outputs to compare with {target}" + (
             f" ({check.skipped})" if check is not None and check.skipped else ""
@@ -209,77 +223,82 @@ def lossless_verdict(suite: str, run: CandidateRun, gate: str = LOSSLESS_GATE) -
         return verdict
     same = check.checked - len(check.mismatches)
     verdict.mean = same / check.checked
-    if check.target:
-        verdict.rules = {"equivalent_to": target, "max_mismatch": check.max_mismatch}
+    verdict.rules = {"equivalent_to": check.target, "max_mismatch": check.max_mismatch}
     if check.logprob_tolerance is not None:
         verdict.rules["logprob_tolerance"] = check.logprob_tolerance
     lines = [
-        f"{same} of {check.checked} outputs ({verdict.mean:.1%}) identical to {target}'s"
-        if check.target
-        else f"{same} of {check.checked} greedy outputs equal the target's without speculation"
+        f"{same} of {check.checked} outputs ({verdict.mean:.1%}) equal those of {check.target}"
     ]
     if check.unchecked:
         lines[0] += f" ({check.unchecked} examples failed to generate, not compared)"
-    if check.plain_cached:
-        source = f"{target}'s" if check.target else "plain"
-        lines[0] += f"; {source} outputs: {check.plain_cached} from the cache"
-    ties = len(check.mismatches) - len(check.failing)
-    if ties:
+    if check.target_cached:
+        lines[0] += f"; {check.target_cached} of its outputs from the cache"
+    if ties := len(check.mismatches) - len(check.failing):
         lines.append(
-            f"{ties} differ only at a near-tie (log-prob gap <= {check.logprob_tolerance})"
+            f"{ties} differ only at a near-tie (log-prob gap <= {check.logprob_tolerance:g})"
         )
     if check.note:
         lines.append(check.note)
-    if len(check.failing) > check.max_mismatch:
-        verdict.status = "failed"
-        lines.insert(0, _failure_headline(check, target))
     if check.mismatches:
+        if headline := _headline(check):
+            verdict.status = "failed" if headline.startswith("FAILED") else verdict.status
+            lines.insert(0, headline)
         lines += _mismatches(run, verdict)
     verdict.message = "\n".join(lines)
     return verdict
 
 
-def _failure_headline(check: LosslessCheck, target: str) -> str:
-    if not check.target:
-        return (
-            f"FAILED: speculative decoding changed {len(check.failing)} greedy outputs "
-            "(it must only change speed)"
-        )
-    return (
-        f"FAILED: {len(check.failing)} outputs differ from {target}'s "
-        f"(max_mismatch {check.max_mismatch}): {', '.join(m.id for m in check.failing[:20])}"
-    )
+def _headline(check: EquivalenceCheck) -> str | None:
+    """The first line when outputs differ: FAILED and the ids beyond ``max_mismatch``, or how
+    many differ of how many allowed; None when all that differ are near-ties."""
+    failing = check.failing
+    if not failing:
+        return None
+    headline = check.headline.format(n=len(failing), target=check.target)
+    if len(failing) <= check.max_mismatch:
+        return f"{headline}; {check.max_mismatch} allowed"
+    ids = ", ".join(m.id for m in failing[:N_IDS_LISTED])
+    more = f" and {len(failing) - N_IDS_LISTED} more" if len(failing) > N_IDS_LISTED else ""
+    return f"FAILED: {headline} (max_mismatch {check.max_mismatch}): {ids}{more}"
 
 
 def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     """Lines naming the first mismatching examples; they also become the verdict's worst."""
-    assert run.lossless is not None
-    mismatches = run.lossless.mismatches
+    check = run.equivalence
+    assert check is not None
     references = {e.id: e.references for e in run.examples}
-    ours, theirs = ("speculative", "plain") if not run.lossless.target else ("output", "target")
     lines = []
-    for item in mismatches[:N_MISMATCHES_SHOWN]:
-        where = "" if item.first_word is None else f" (first differs at word {item.first_word}"
-        if where and item.first_token is not None:
-            where += f", token {item.first_token}, log-prob gap {item.logprob_gap:.3g}"
-        where += ")" if where else ""
+    for item in check.mismatches[:N_MISMATCHES_SHOWN]:
         tie = " [near-tie]" if item.near_tie else ""
         lines.append(
-            f"  - {item.id}{tie}: {ours} {item.output!r} | {theirs} {item.plain_output!r}{where}"
+            f"  - {item.id}{tie}: {check.output_name} {item.output!r} | "
+            f"{check.target_name} {item.target_output!r}{_where(item)}"
         )
         verdict.worst.append(
             WorstExample(
                 id=item.id,
                 reference=(references.get(item.id) or [""])[0],
                 output=item.output,
-                baseline_output=item.plain_output,
+                baseline_output=item.target_output,
                 score=0.0,
                 baseline_score=1.0,
             )
         )
-    if len(mismatches) > N_MISMATCHES_SHOWN:
-        lines.append(f"  ... and {len(mismatches) - N_MISMATCHES_SHOWN} more (run.json)")
+    if len(check.mismatches) > N_MISMATCHES_SHOWN:
+        hidden = len(check.mismatches) - N_MISMATCHES_SHOWN
+        lines.append(f"  ... and {hidden} more (run.json)")
     return lines
+
+
+def _where(item: EquivalenceMismatch) -> str:
+    """Where the two outputs part: word (always), token and the target's log-prob gap (with a
+    log-prob tolerance)."""
+    if item.first_word is None:
+        return ""
+    where = f" (first differs at word {item.first_word}"
+    if item.first_token is not None and item.logprob_gap is not None:
+        where += f", token {item.first_token}, log-prob gap {precise(item.logprob_gap)}"
+    return where + ")"
 
 
 def _regression(
@@ -310,7 +329,14 @@ def _regression(
         if threshold is None:
             continue
         allowed = threshold.allowed(base_mean)
-        test = paired_test(deltas, direction=direction, margin=allowed, seed=seed)  # type: ignore[arg-type]
+        # The report computes its paired changes with this function too, over the same pairs in
+        # the same (baseline) order and seed: it shows this delta and CI, not another draw's.
+        test = paired_comparison(
+            deltas,
+            alternative="less" if direction == "drop" else "greater",
+            margin=allowed,
+            seed=seed,
+        )
         change = -test.mean_delta if direction == "drop" else test.mean_delta
         verdict.comparison = Comparison(
             baseline=baseline.label,
@@ -327,15 +353,15 @@ def _regression(
         exceeds = change > allowed
         significant = test.p_value < gate.alpha
         summary = (
-            f"vs {baseline.label} {_fmt(base_mean)}: delta {_signed(test.mean_delta)} "
-            f"(95% CI {_signed(test.ci_low)}..{_signed(test.ci_high)}), "
-            f"p={test.p_value:.3g} one-sided, allowed {direction} {threshold} "
-            f"(= {allowed:.4g}), n={test.n}"
+            f"vs {baseline.label} {precise(base_mean)}: delta {precise_signed(test.mean_delta)} "
+            f"(95% CI {precise_signed(test.ci_low)}..{precise_signed(test.ci_high)}), "
+            f"p={p_significant(test.p_value)} one-sided, allowed {direction} {threshold} "
+            f"(= {precise(allowed)}), n={test.n}"
             + (f", {unpaired} unpaired examples ignored" if unpaired else "")
         )
         if exceeds and (gate.strict or significant):
             why = "strict gate" if gate.strict else f"significant at alpha={gate.alpha:g}"
-            failures.append(f"{direction} of {change:.4g} exceeds {allowed:.4g} ({why})")
+            failures.append(f"{direction} of {precise(change)} exceeds {precise(allowed)} ({why})")
         elif exceeds:
             summary += f" -> exceeds the allowance but is within noise (p >= {gate.alpha:g})"
         lines.append(summary)

@@ -70,10 +70,10 @@ class Timings(BaseModel):
     total_s: float = 0.0
 
 
-class LosslessMismatch(BaseModel):
+class EquivalenceMismatch(BaseModel):
     id: str
     output: str | None
-    plain_output: str | None
+    target_output: str | None
     first_char: int | None = Field(None, description="first differing character")
     first_word: int | None = Field(None, description="first differing word (whitespace split)")
     first_token: int | None = Field(
@@ -85,24 +85,33 @@ class LosslessMismatch(BaseModel):
     near_tie: bool = Field(False, description="gap within logprob_tolerance: not a mismatch")
 
 
-class LosslessCheck(BaseModel):
-    """A candidate's outputs against another's, example by example: a speculative candidate's
-    greedy outputs against its plain target's (``lossless``), or any candidate's against the
-    candidate named by its ``equivalent_to``."""
+class EquivalenceCheck(BaseModel):
+    """A candidate's outputs against another candidate's (its equivalence target), example by
+    example: a speculative candidate's against its plain model's (``max_mismatch`` 0), or any
+    candidate's against the one its ``equivalent_to`` names. The wording fields come from
+    whoever set the target, which knows what it is."""
 
-    target: str = Field("", description="'candidate:<name>'; empty: the plain target")
-    max_mismatch: int = Field(0, description="differing examples allowed before failing")
-    logprob_tolerance: float | None = None
+    target: str = Field("", description="what the outputs must equal, e.g. 'the plain model'")
+    logprob_tolerance: float | None = Field(
+        None, description="near-ties within this log-prob gap are reported, not counted"
+    )
     checked: int = 0
-    mismatches: list[LosslessMismatch] = Field(default_factory=list)
+    mismatches: list[EquivalenceMismatch] = Field(default_factory=list)
+    max_mismatch: int = Field(0, description="mismatches allowed before the gate fails")
     unchecked: int = Field(0, description="examples that failed to generate in either run")
-    plain_fingerprint_hash: str = ""
-    plain_cached: int = Field(0, description="plain outputs read from the cache")
-    skipped: str | None = Field(None, description="why no check was made (sampling)")
+    target_fingerprint_hash: str = ""
+    target_cached: int = Field(0, description="target outputs read from the cache")
+    skipped: str | None = Field(None, description="why no check was made (e.g. sampling)")
+    headline: str = Field(
+        "{n} outputs differ from {target}",
+        description="failure headline; {n} is the number of mismatches, {target} the target",
+    )
+    output_name: str = "output"
+    target_name: str = "target"
     note: str | None = Field(None, description="e.g. why near-ties could not be measured")
 
     @property
-    def failing(self) -> list[LosslessMismatch]:
+    def failing(self) -> list[EquivalenceMismatch]:
         """Mismatches that count: near-ties within the tolerance do not."""
         return [m for m in self.mismatches if not m.near_tie]
 
@@ -146,8 +155,10 @@ class CandidateRun(BaseModel):
     cost: float | None = Field(
         None, description="USD of this candidate's outputs (cached ones included); None: unknown"
     )
-    lossless: LosslessCheck | None = Field(
-        None, description="speculative candidates: greedy outputs equal the plain target's?"
+    equivalence: EquivalenceCheck | None = Field(
+        None,
+        description="candidates whose outputs must equal another's (Verifiable, or "
+        "equivalent_to): did they?",
     )
     flips: dict[str, Flips] = Field(
         default_factory=dict,

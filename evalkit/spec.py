@@ -105,17 +105,15 @@ class SpeculativeSpec(_Strict):
 
 class EquivalenceSpec(_Strict):
     """``equivalent_to``: this candidate's outputs must equal another candidate's of the suite,
-    example by example (batch invariance, merged vs unmerged LoRA, float32 vs bfloat16, a local
-    model vs the same model behind a server)."""
+    example by example (batch invariance, merged LoRA, dtypes, a model behind a server)."""
 
     candidate: str = Field(description="the candidate whose outputs this one must reproduce")
     max_mismatch: int = Field(0, ge=0, description="differing examples allowed before failing")
     logprob_tolerance: float | None = Field(
         None,
         gt=0,
-        description="a difference is a near-tie, not a mismatch, when at its first diverging "
-        "token the two chosen tokens' log-probs under the target differ by at most this (needs "
-        "a local target model)",
+        description="a difference at a near-tie of the target model (the two tokens' log-probs "
+        "within this at the first differing token; needs a local target) is not counted",
     )
 
 
@@ -181,6 +179,11 @@ class CandidateSpec(_Strict):
         description="a candidate of the suite whose outputs this one must equal (its name, or "
         "{candidate, max_mismatch, logprob_tolerance}); checked by an automatic gate",
     )
+    engine: str | None = Field(
+        None,
+        description="the backend that runs 'model' (default: picked from the other fields; "
+        "'transformers', or any engine a registered candidate kind names)",
+    )
     api: ApiSpec | None = Field(
         None,
         description="call 'model' through litellm (any litellm model string) or an "
@@ -209,13 +212,8 @@ class CandidateSpec(_Strict):
             )
         if self.api is not None and self.replay is not None:
             raise ValueError("'api' calls a 'model'; a replay candidate has none")
-        local_only = {
-            "adapter", "quantization", "speculative", "device", "dtype", "revision",
-            "chat_template",
-        } & self.model_fields_set  # fmt: skip
-        if (self.api is not None or self.replay is not None) and local_only:
-            kind = "API" if self.api is not None else "replay"
-            raise ValueError(f"{', '.join(sorted(local_only))} do not apply to {kind} candidates")
+        # Which options a kind accepts is the candidate registry's to say
+        # (evalkit.candidates.registry, checked when a suite is prepared).
         return self
 
 
@@ -358,11 +356,8 @@ class SuiteSpec(_Strict):
                 f"compare_to '{self.compare_to}' is not a candidate; candidates: "
                 f"{', '.join(self.candidates)}"
             )
-        for name, candidate in self.candidates.items():
-            target = candidate.equivalent_to
-            if target is not None and (
-                target.candidate not in self.candidates or target.candidate == name
-            ):
+        for name, target in ((n, c.equivalent_to) for n, c in self.candidates.items()):
+            if target is not None and target.candidate not in set(self.candidates) - {name}:
                 raise ValueError(
                     f"candidate '{name}': equivalent_to '{target.candidate}' must be another "
                     f"candidate of this suite; candidates: {', '.join(self.candidates)}"

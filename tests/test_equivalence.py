@@ -53,18 +53,18 @@ def test_batch_invariance_generates_the_candidate_afresh(tmp_path: Path, tiny_mo
             },
         },
     )
-    assert gate_plan(prepare_suite(path), "batch6") == ["equivalent_to"]
+    assert gate_plan(prepare_suite(path), "batch6") == ["lossless"]
     assert gate_plan(prepare_suite(path), "base") == ["run"]
     result = run(path, tmp_path)
     batch6 = result.candidates["batch6"]
     assert batch6.n_generated == len(CAPITALS)
-    check = batch6.lossless
+    check = batch6.equivalence
     assert check is not None and check.target == "candidate 'base'"
-    assert check.checked == len(CAPITALS) and check.plain_cached == len(CAPITALS)
+    assert check.checked == len(CAPITALS) and check.target_cached == len(CAPITALS)
     (verdict,) = result.gates
     base_outputs = [e.output for e in result.candidates["base"].examples]
     same = sum(a == b.output for a, b in zip(base_outputs, batch6.examples, strict=True))
-    assert verdict.gate == "equivalent_to"
+    assert verdict.gate == "lossless"
     assert verdict.mean == same / len(CAPITALS)
     assert verdict.status == ("passed" if same == len(CAPITALS) else "failed")
 
@@ -77,11 +77,11 @@ def test_differing_outputs_fail_with_ids_and_where_they_diverge(
         "other": {"model": str(tiny_model_b), "equivalent_to": {"candidate": "base"}},
     }
     result = run(suite(tmp_path, candidates), tmp_path)
-    check = result.candidates["other"].lossless
+    check = result.candidates["other"].equivalence
     assert check is not None and check.mismatches
     base = {e.id: e.output for e in result.candidates["base"].examples}
     for mismatch in check.mismatches:
-        assert mismatch.plain_output == base[mismatch.id]
+        assert mismatch.target_output == base[mismatch.id]
         assert mismatch.first_char == len(
             os.path.commonprefix([mismatch.output, base[mismatch.id]])  # noqa: RUF071 (characters)
         )
@@ -92,7 +92,8 @@ def test_differing_outputs_fail_with_ids_and_where_they_diverge(
         )
     (verdict,) = result.gates
     assert verdict.status == "failed"
-    assert f"{len(check.mismatches)} outputs differ from candidate 'base''s" in verdict.message
+    headline = f"FAILED: {len(check.mismatches)} outputs differ from candidate 'base'"
+    assert headline in verdict.message
     assert all(m.id in verdict.message for m in check.mismatches)
     assert verdict.rules == {"equivalent_to": "candidate 'base'", "max_mismatch": 0}
 
@@ -109,7 +110,7 @@ def test_max_mismatch_and_logprob_tolerance(
         },
     }
     result = run(suite(tmp_path, candidates), tmp_path)
-    check = result.candidates["other"].lossless
+    check = result.candidates["other"].equivalence
     assert check is not None and check.mismatches
     assert all(m.first_token is not None and m.logprob_gap is not None for m in check.mismatches)
     assert result.gates[0].status == status
@@ -128,11 +129,11 @@ def test_bad_equivalence_settings_are_named(tmp_path: Path, tiny_model: Path) ->
         prepare_suite(
             suite(tmp_path, {"base": {"model": str(tiny_model), "equivalent_to": "nope"}})
         )
-    with pytest.raises(SpecError, match="'equivalent_to' is the name of evalkit's own check"):
+    with pytest.raises(SpecError, match=r"'lossless' is the name of evalkit's own check.*set "):
         prepare_suite(
             suite(
                 tmp_path / "g",
                 {"base": {"model": str(tiny_model)}},
-                {"equivalent_to": {"metric": "exact_match", "min": 0}},
+                {"lossless": {"metric": "exact_match", "min": 0}},
             )
         )

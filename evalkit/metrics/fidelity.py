@@ -35,12 +35,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from evalkit.cache import MemoryStore, make_key
-from evalkit.candidates.base import Candidate, ContinuationLogprobs, GenerationRequest
+from evalkit.candidates.base import (
+    Candidate,
+    ContinuationLogprobs,
+    GenerationRequest,
+    LocalModel,
+)
 from evalkit.metrics.base import (
     BaseRef,
-    CorpusFigures,
+    RunFigures,
     Sample,
     Score,
+    Scored,
     ScoreValue,
     Store,
     register,
@@ -54,7 +60,7 @@ from evalkit.metrics.divergence import (
 )
 from evalkit.metrics.latency import percentile
 from evalkit.metrics.options import check_type, checked_factory
-from evalkit.metrics.perplexity import LocalModel, model_max_length
+from evalkit.metrics.perplexity import model_max_length
 from evalkit.metrics.teacher_forcing import (
     Continuation,
     forward_continuations,
@@ -384,12 +390,15 @@ class KLDivergence(_Fidelity):
             detail["tail_bound"] = math.fsum(bounds) / len(bounds)
         return Score(divergence.mean_kl, detail)
 
-    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
         """llama.cpp's statistics over every answer token of the run: the token-weighted mean
-        (the headline), p95, p99 and the maximum; and the largest tail bound of an example."""
+        (the headline), p95, p99 and the maximum; and the largest tail bound of an example.
+        From the per-token values in the details, cached with the values, so a fully cached
+        run reports the same figures."""
+        details = _scored_details(scored)
         tokens = [float(kl) for d in details for kl in d.get("kl_tokens", ())]
         if not tokens:
-            return CorpusFigures(None, {"p95": None, "p99": None, "max": None})
+            return RunFigures(None, {"p95": None, "p99": None, "max": None})
         bounds = [float(d["tail_bound"]) for d in details if "tail_bound" in d]
         extra: dict[str, float | None] = {
             "p95": percentile(tokens, 95),
@@ -398,7 +407,7 @@ class KLDivergence(_Fidelity):
         }
         if bounds:
             extra["tail_bound_max"] = max(bounds)
-        return CorpusFigures(math.fsum(tokens) / len(tokens), extra)
+        return RunFigures(math.fsum(tokens) / len(tokens), extra)
 
 
 class Top1Agreement(_Fidelity):
@@ -413,11 +422,17 @@ class Top1Agreement(_Fidelity):
             {"n_tokens": len(divergence.agree), "n_agree": sum(divergence.agree)},
         )
 
-    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
         """The token-weighted share over the whole run (llama.cpp's "same top" rate)."""
+        details = _scored_details(scored)
         tokens = sum(int(d["n_tokens"]) for d in details)
         same = sum(int(d["n_agree"]) for d in details)
-        return CorpusFigures(same / tokens if tokens else None)
+        return RunFigures(same / tokens if tokens else None)
+
+
+def _scored_details(scored: Sequence[Scored]) -> list[Mapping[str, Any]]:
+    """The details of the examples that have a value (the others carry only an error)."""
+    return [s.detail for s in scored if s.value is not None]
 
 
 _OPTIONS = ["on", "top_k", "separator"]

@@ -1,7 +1,7 @@
 """Perplexity of a local transformers candidate (base, adapter, quantized): two metrics.
 
 ``reference_perplexity`` (per example): how surprised the candidate is by the reference answer,
-given the prompt exactly as generation feeds it (chat template applied, ``HFCandidate.render``).
+given the prompt exactly as generation feeds it (chat template applied, ``LocalModel.render``).
 Only the answer's tokens count. Nothing is generated, so a suite of perplexity metrics alone
 runs no generation at all.
 
@@ -46,10 +46,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from evalkit.candidates.base import GenerationRequest
-from evalkit.metrics.base import CorpusFigures, Sample, Score, ScoreValue, register
+from evalkit.candidates.base import LocalModel
+from evalkit.metrics.base import RunFigures, Sample, Score, Scored, ScoreValue, register
 from evalkit.metrics.options import check_type, checked_factory
 from evalkit.metrics.teacher_forcing import (  # answer_tokens: this module's public name too
     Continuation,
@@ -67,17 +67,6 @@ if TYPE_CHECKING:
 DEFAULT_MAX_LENGTH = 2048
 """When neither the model config nor the tokenizer says how long a sequence may be."""
 _LOG_SOFTMAX_CHUNK = 1024
-
-
-@runtime_checkable
-class LocalModel(Protocol):
-    """A candidate whose weights are in this process (HFCandidate)."""
-
-    name: str
-
-    def loaded(self) -> tuple[Any, Any]: ...
-
-    def render(self, request: GenerationRequest) -> tuple[str, list[int]]: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,8 +160,9 @@ def _exp(value: float) -> float:
 
 def _not_local(metric: str, candidate: Any, n: int) -> list[ScoreValue]:
     reason = (
-        f"{metric} needs the model's weights in this process (a local transformers model); "
-        f"candidate '{getattr(candidate, 'name', candidate)}' is not one"
+        f"{metric} needs the model's weights in this process (a local transformers model, or "
+        f"any candidate with loaded() and render()); candidate "
+        f"'{getattr(candidate, 'name', candidate)}' ({type(candidate).__name__}) is not one"
     )
     return [Score(None, {"error": reason}) for _ in range(n)]
 
@@ -240,11 +230,20 @@ class ReferencePerplexity:
             candidate, tokenizer, sample, sample.reference, limit, separator=self.separator
         )
 
-    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
-        """Token-weighted over the whole suite: exp(-sum ll / sum tokens)."""
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """Token-weighted over the whole suite: exp(-sum ll / sum tokens). From the details,
+        which are cached with the values, so a fully cached run reports the same figure."""
+        details = _scored_details(scored)
+        if not details:
+            return RunFigures()
         total = sum(float(d["loglikelihood"]) for d in details)
         tokens = sum(int(d["n_tokens"]) for d in details)
-        return CorpusFigures(_per_token(-total / tokens, self.log) if tokens else None)
+        return RunFigures(_per_token(-total / tokens, self.log) if tokens else None)
+
+
+def _scored_details(scored: Sequence[Scored]) -> list[Mapping[str, Any]]:
+    """The details of the examples that have a value (the others carry only an error)."""
+    return [s.detail for s in scored if s.value is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +256,7 @@ def count_words(text: str) -> int:
 
 
 class Perplexity:
-    """Token perplexity of a text field with rolling windows; corpus figures in the aggregate."""
+    """Token perplexity of a text field with rolling windows; corpus figures from ``summarize``."""
 
     name: ClassVar[str] = "perplexity"
     version: ClassVar[str] = "1"
@@ -338,12 +337,16 @@ class Perplexity:
             )
         return text
 
-    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """lm-evaluation-harness's corpus figures, from the (cached) per-example details."""
+        details = _scored_details(scored)
+        if not details:
+            return RunFigures()
         total = sum(float(d["loglikelihood"]) for d in details)
         tokens = sum(int(d["n_tokens"]) for d in details)
         words = sum(int(d["n_words"]) for d in details)
         n_bytes = sum(int(d["n_bytes"]) for d in details)
-        return CorpusFigures(
+        return RunFigures(
             _per_token(-total / tokens, self.log) if tokens else None,
             {
                 "word_perplexity": _exp(-total / words) if words else None,

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evalkit.candidates.base import Candidate, GenerationRequest
-from evalkit.metrics.perplexity import LocalModel
+from evalkit.candidates.base import Candidate, GenerationRequest, LocalModel
 
 
 @dataclass(frozen=True)

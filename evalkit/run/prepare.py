@@ -13,16 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalkit.candidates.base import GenerationRequest
+from evalkit.candidates.registry import check_suite_candidates, checks_equivalence
 from evalkit.candidates.replay import check_replay_file
 from evalkit.errors import EvalkitError, SpecError
-from evalkit.gates import EQUIVALENCE_GATE, LOSSLESS_GATE
+from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import AnyMetric, create_columns
 from evalkit.prompts import render_request
 from evalkit.spec import LoadedSuite, load_suite
-
-RUN_GATE = "run"
-"""The item of a candidate whose suite declares no gates: it checks the run itself."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,7 @@ def prepare_suite(path: str | Path) -> PreparedSuite:
     loaded = load_suite(path)
     examples = _load_examples(loaded)
     requests = [render_request(loaded, example) for example in examples]
+    check_suite_candidates(loaded)
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
     _check_pairwise(loaded, metrics)
@@ -108,15 +107,15 @@ def _create_metrics(loaded: LoadedSuite) -> dict[str, AnyMetric]:
 
 
 def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
-    for own in (LOSSLESS_GATE, EQUIVALENCE_GATE):
-        if own in loaded.spec.gates:
-            raise SpecError(
-                f"'{own}' is the name of evalkit's own check that a candidate's outputs equal "
-                "another's (set equivalent_to on the candidate); gate a metric column instead",
-                path=loaded.path,
-                line=loaded.line_of("gates", own),
-                field=f"gates.{own}",
-            )
+    if EQUIVALENCE_GATE in loaded.spec.gates:
+        raise SpecError(
+            f"'{EQUIVALENCE_GATE}' is the name of evalkit's own check that a candidate's outputs "
+            "equal another candidate's (set equivalent_to on the candidate); gate a metric "
+            "column instead",
+            path=loaded.path,
+            line=loaded.line_of("gates", EQUIVALENCE_GATE),
+            field=f"gates.{EQUIVALENCE_GATE}",
+        )
     for gate_name, gate in loaded.spec.gates.items():
         if gate.metric not in metrics:
             raise SpecError(
@@ -153,8 +152,9 @@ def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
 
 def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
     """The gates (pytest items) of one candidate, in order: the suite's gates that apply to it,
-    then evalkit's own checks (``lossless`` for speculative candidates decoding greedily: their
-    outputs must equal the plain target's); ``run`` alone when that leaves nothing.
+    then evalkit's own checks (``lossless`` for candidates with ``equivalent_to`` and for those
+    whose kind says their outputs must equal another candidate's, see
+    ``candidates.registry``); ``run`` alone when that leaves nothing.
 
     A gate on a pairwise metric (one that reads the compare_to candidate's output) does not
     apply to the compare_to candidate itself: it has nothing to be compared with."""
@@ -175,13 +175,10 @@ def _pairwise_on_itself(prepared: PreparedSuite, candidate: str, gate_name: str)
 
 
 def _implicit_gates(loaded: LoadedSuite, candidate: str) -> list[str]:
-    """``equivalent_to`` when the candidate names one (it replaces ``lossless``), else
-    ``lossless`` for speculative candidates decoding greedily."""
-    spec = loaded.spec.candidates[candidate]
-    params = loaded.spec.generation.merged(spec.generation)
-    if spec.equivalent_to is not None:
-        return [EQUIVALENCE_GATE]
-    return [LOSSLESS_GATE] if spec.speculative is not None and params.greedy else []
+    """``lossless`` when the candidate names an ``equivalent_to`` target, or its kind says its
+    outputs must equal another's (speculative decoding, greedy)."""
+    declared = loaded.spec.candidates[candidate].equivalent_to is not None
+    return [EQUIVALENCE_GATE] if declared or checks_equivalence(loaded, candidate) else []
 
 
 def run_order(prepared: PreparedSuite, wanted: Sequence[str] | None) -> list[str]:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import evalkit
 from evalkit import baseline as baselines
@@ -25,22 +24,22 @@ from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
-from evalkit.gates import EQUIVALENCE_GATE, LOSSLESS_GATE, evaluate_gate, lossless_verdict
+from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE, equivalence_verdict, evaluate_gate
 from evalkit.golden import Example
 from evalkit.metrics import BaseRef
 from evalkit.results import (
     CandidateRun,
+    EquivalenceCheck,
     ExampleResult,
     GateVerdict,
-    LosslessCheck,
     RunResult,
     Timings,
     save_run,
 )
-from evalkit.run.equivalence import check_declared, check_speculation
+from evalkit.run.equivalence import check_equivalence, declared_target
 from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
-from evalkit.run.prepare import RUN_GATE, PreparedSuite, gate_plan, run_order
+from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.spec import GenerationSpec
 
@@ -132,9 +131,9 @@ class SuiteRunner:
             if wanted is not None and run.name not in wanted:
                 continue
             for gate_name in gate_plan(self.prepared, run.name):
-                if gate_name in (LOSSLESS_GATE, EQUIVALENCE_GATE):
-                    verdicts.append(lossless_verdict(self.spec.suite, run, gate_name))
-                elif gate_name != RUN_GATE:
+                if gate_name == EQUIVALENCE_GATE:
+                    verdicts.append(equivalence_verdict(self.spec.suite, run))
+                elif gate_name != RUN_GATE:  # checked by the pytest item from the run record
                     verdicts.append(self.gate_verdict(gate_name, run, runs))
         return verdicts
 
@@ -222,7 +221,7 @@ class SuiteRunner:
         base = self.base_ref(name, fingerprint_hash, baseline)
         scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
-            lossless = self.check_outputs(candidate, fingerprint, params, generations)
+            equivalence = self.check_outputs(name, candidate, params, generations)
             aggregates = self.scorer.score(scoring, examples)
         finally:
             describe = candidate.describe()
@@ -243,7 +242,7 @@ class SuiteRunner:
             n_cached=n_cached,
             n_errors=sum(e.error is not None for e in examples),
             cost=_total_cost(examples),
-            lossless=lossless,
+            equivalence=equivalence,
             timings=Timings(
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
             ),
@@ -251,33 +250,29 @@ class SuiteRunner:
 
     def check_outputs(
         self,
+        name: str,
         candidate: Candidate,
-        fingerprint: dict[str, Any],
         params: GenerationSpec,
         generations: dict[str, tuple[Generation, bool]],
-    ) -> LosslessCheck | None:
-        """The equivalence check: against the ``equivalent_to`` candidate if the candidate names
-        one, else (speculative candidates) against the plain target; None when nothing was
-        generated or there is nothing to check."""
-        if not self.prepared.needs_outputs:
+    ) -> EquivalenceCheck | None:
+        """The equivalence check: against the ``equivalent_to`` candidate if the suite names
+        one (built here, freed after), else the candidate's own target (``Verifiable``); None
+        when nothing was generated or there is nothing to check."""
+        if not self.prepared.needs_outputs:  # nothing generated, nothing to compare
             return None
         cache = self.options.cache
-        equivalence = self.spec.candidates[candidate.name].equivalent_to
+        equivalence = self.spec.candidates[name].equivalent_to
         if equivalence is None:
-            return check_speculation(
-                candidate, fingerprint, params, generations, self.requests, cache
-            )
+            return check_equivalence(candidate, self.requests, params, generations, cache)
         spec = self.spec.candidates[equivalence.candidate]
-        target = make_candidate(
-            equivalence.candidate,
-            spec,
-            self.prepared.loaded.path.parent,
-            device=self.options.device,
-        )
+        folder, device = self.prepared.loaded.path.parent, self.options.device
+        target = make_candidate(equivalence.candidate, spec, folder, device=device)
         try:
-            target_params = self.spec.generation.merged(spec.generation)
-            return check_declared(
-                equivalence, target, target_params, generations, self.requests, cache
+            declared = declared_target(
+                equivalence, target, self.spec.generation.merged(spec.generation)
+            )
+            return check_equivalence(
+                candidate, self.requests, params, generations, cache, declared=declared
             )
         finally:
             target.close()
