@@ -161,7 +161,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 class SuiteFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         state = self.config.stash[SESSION_KEY]
-        prepared = prepare_suite(self.path)
+        prepared = prepare_suite(self.path, limit=state.options.limit)
         state.prepared[self.path] = prepared
         spec = prepared.loaded.spec
         names = [n for n in spec.candidates if state.candidates is None or n in state.candidates]
