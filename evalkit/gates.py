@@ -100,13 +100,13 @@ def evaluate_gate(
         lines.append(f"worst {len(verdict.worst)} examples:")
         for item in verdict.worst:
             base = (
-                f" | baseline {_fmt(item.baseline_score)}: {item.baseline_output!r}"
+                f" | baseline {_fmt(item.baseline_score)}: {_shown(item.baseline_output)}"
                 if baseline and baseline.missing_reason is None
                 else ""
             )
             lines.append(
-                f"  - {item.id}: score {_fmt(item.score)} | reference {item.reference!r} | "
-                f"output {item.output!r}{base}"
+                f"  - {_shown(item.id)}: score {_fmt(item.score)} | reference "
+                f"{_shown(item.reference)} | output {_shown(item.output)}{base}"
             )
     verdict.message = "\n".join(lines)
     return verdict
@@ -219,6 +219,16 @@ def lossless_verdict(suite: str, run: CandidateRun) -> GateVerdict:
     return verdict
 
 
+SHOWN_CHARS = 300
+"""Longest text a gate message quotes: a 1 MB output must not become a 1 MB line in CI logs."""
+
+
+def _shown(text: str | None) -> str:
+    if text is None or len(text) <= SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:SHOWN_CHARS]!r}… ({len(text):,} characters; all of it in run.json)"
+
+
 def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     """Lines naming the first mismatching examples; they also become the verdict's worst."""
     assert run.lossless is not None
@@ -226,7 +236,10 @@ def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     references = {e.id: e.references for e in run.examples}
     lines = []
     for item in mismatches[:N_MISMATCHES_SHOWN]:
-        lines.append(f"  - {item.id}: speculative {item.output!r} | plain {item.plain_output!r}")
+        lines.append(
+            f"  - {_shown(item.id)}: speculative {_shown(item.output)} | "
+            f"plain {_shown(item.plain_output)}"
+        )
         verdict.worst.append(
             WorstExample(
                 id=item.id,
