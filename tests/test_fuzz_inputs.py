@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from evalkit.cache import Cache
 from evalkit.candidates.replay import read_replay
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.errors import EvalkitError, SpecError
 from evalkit.golden import load_golden
+from evalkit.run import RunOptions, prepare_suite, run_suite
 from evalkit.spec import load_suite
 
 DEEP = os.environ.get("EVALKIT_FUZZ") == "deep"
