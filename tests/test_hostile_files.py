@@ -250,3 +250,33 @@ def test_merge_key_in_a_suite(tmp_path: Path) -> None:
     assert spec.candidates["c"].generation is not None
     assert (spec.candidates["c"].generation.max_new_tokens,
             spec.candidates["c"].generation.seed) == (8, 4)  # fmt: skip
+
+
+def test_failing_gate_quotes_huge_outputs_briefly_and_counts_only_answers(
+    pytester: pytest.Pytester,
+) -> None:
+    from evalkit.results import load_run
+
+    write_jsonl(
+        pytester.path / "golden" / "g.jsonl",
+        [{"id": f"e{i}", "q": "q", "reference": "yes"} for i in range(3)],
+    )
+    huge = "no " * 300_000  # 900,000 characters, under the 1 MB line limit
+    write_jsonl(
+        pytester.path / "golden" / "r.jsonl",
+        [{"id": "e0", "output": huge}, {"id": "e1", "output": huge}],
+    )  # e2: no output
+    (pytester.path / "suites").mkdir()
+    (pytester.path / "suites" / "s.yaml").write_text(
+        "suite: s\ndataset: ../golden/g.jsonl\nprompt: '{{ q }}'\n"
+        "candidates: {old: {replay: ../golden/r.jsonl}}\nmetrics: [exact_match]\n"
+        "gates: {exact_match: {min: 0.5}}\n"
+    )  # fmt: skip
+    result = pytester.runpytest("suites/", "-p", "no:xdist")
+    result.assert_outcomes(failed=1)
+    lines = result.stdout.lines
+    assert max(len(line) for line in lines) < 2_000
+    assert any("900,000 characters; all of it in run.json" in line for line in lines)
+    run = load_run(pytester.path / "reports" / "s" / "run.json").candidates["old"]
+    assert (run.n_generated, run.n_errors, run.n_cached) == (2, 1, 0)
+    assert run.examples[0].output == huge.strip() or run.examples[0].output == huge
