@@ -58,13 +58,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number; write it as a string")
 
 
-def json_line(text: str, path: Path, number: int, shape: str) -> Any:
+def json_line(text: str, path: Path, number: int, shape: str, *, column: bool = True) -> Any:
     """One JSON value from one line; ``shape`` says what the line should hold."""
     try:
         return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
+        where = f" at column {exc.colno}" if column else ""
         raise SpecError(
-            f"not valid JSON ({exc.msg} at column {exc.colno}); {shape}", path=path, line=number
+            f"not valid JSON ({exc.msg}{where}); {shape}", path=path, line=number
         ) from None
     except ValueError as exc:  # NaN/Infinity, or a number over 4,300 digits
         problem = str(exc)

@@ -105,7 +105,7 @@ def evaluate_gate(
                 else ""
             )
             lines.append(
-                f"  - {_shown(item.id)}: score {_fmt(item.score)} | reference "
+                f"  - {item.id}: score {_fmt(item.score)} | reference "
                 f"{_shown(item.reference)} | output {_shown(item.output)}{base}"
             )
     verdict.message = "\n".join(lines)
@@ -237,8 +237,7 @@ def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     lines = []
     for item in mismatches[:N_MISMATCHES_SHOWN]:
         lines.append(
-            f"  - {_shown(item.id)}: speculative {_shown(item.output)} | "
-            f"plain {_shown(item.plain_output)}"
+            f"  - {item.id}: speculative {_shown(item.output)} | plain {_shown(item.plain_output)}"
         )
         verdict.worst.append(
             WorstExample(

@@ -71,7 +71,7 @@ def read_replay(path: Path) -> dict[str, ReplayLine]:
 
 
 def _parse_line(text: str, path: Path, number: int) -> tuple[str, ReplayLine]:
-    row = json_line(text, path, number, LINE_SHAPE)
+    row = json_line(text, path, number, LINE_SHAPE, column=False)
     if not isinstance(row, dict):
         raise SpecError(f"not a JSON object; {LINE_SHAPE}", path=path, line=number)
     for key in ("id", "output"):
