@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from evalkit._files import write_atomic
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, disk_error
 from evalkit.gates import BaselineScores
 from evalkit.metrics import AnyMetric, CandidateMetric, RunMetric
 from evalkit.results import CandidateRun
@@ -91,7 +91,10 @@ def write_baseline(
             for e in run.examples
         ],
     )
-    write_atomic(path, baseline.model_dump_json(indent=1) + "\n")
+    try:
+        write_atomic(path, baseline.model_dump_json(indent=1) + "\n")
+    except OSError as exc:  # the previous baseline stays as it was
+        raise disk_error(exc, path, extra="; the accepted baseline is unchanged") from None
     return baseline
 
 

@@ -96,13 +96,13 @@ def evaluate_gate(
         lines.append(f"worst {len(verdict.worst)} examples:")
         for item in verdict.worst:
             base = (
-                f" | baseline {precise(item.baseline_score)}: {item.baseline_output!r}"
+                f" | baseline {precise(item.baseline_score)}: {_shown(item.baseline_output)}"
                 if baseline and baseline.missing_reason is None
                 else ""
             )
             lines.append(
-                f"  - {item.id}: score {precise(item.score)} | reference {item.reference!r} | "
-                f"output {item.output!r}{base}"
+                f"  - {item.id}: score {precise(item.score)} | reference "
+                f"{_shown(item.reference)} | output {_shown(item.output)}{base}"
             )
     verdict.message = "\n".join(lines)
     return verdict
@@ -228,6 +228,16 @@ def equivalence_verdict(suite: str, run: CandidateRun) -> GateVerdict:
     return verdict
 
 
+SHOWN_CHARS = 300
+"""Longest text a gate message quotes: a 1 MB output must not become a 1 MB line in CI logs."""
+
+
+def _shown(text: str | None) -> str:
+    if text is None or len(text) <= SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:SHOWN_CHARS]!r}… ({len(text):,} characters; all of it in run.json)"
+
+
 def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     """Lines naming the first mismatching examples; they also become the verdict's worst."""
     check = run.equivalence
@@ -236,8 +246,8 @@ def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     lines = []
     for item in check.mismatches[:N_MISMATCHES_SHOWN]:
         lines.append(
-            f"  - {item.id}: {check.output_name} {item.output!r} | "
-            f"{check.target_name} {item.target_output!r}"
+            f"  - {item.id}: {check.output_name} {_shown(item.output)} | "
+            f"{check.target_name} {_shown(item.target_output)}"
         )
         verdict.worst.append(
             WorstExample(

@@ -344,6 +344,8 @@ def _metric_entry(item: Any) -> Any:
         return {"name": item}
     if isinstance(item, dict) and len(item) == 1:
         ((name, options),) = item.items()
+        if not isinstance(options, dict | None):  # {chrf: [1, 2]}: pydantic names the field
+            return {"name": name, "options": options}
         options = dict(options or {})
         alias = options.pop("as", None)
         return {"name": name, "options": options, "alias": alias}

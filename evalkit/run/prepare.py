@@ -50,28 +50,31 @@ def needs_output(metric: AnyMetric) -> bool:
     return bool(getattr(metric, "needs_output", True))
 
 
-def prepare_suite(path: str | Path) -> PreparedSuite:
+def prepare_suite(path: str | Path, limit: int | None = None) -> PreparedSuite:
+    """``limit``: read and render only the first examples (``--evalkit-limit``), so a 100 MB
+    golden file costs what its first lines cost."""
     loaded = load_suite(path)
-    examples = _load_examples(loaded)
+    examples = _load_examples(loaded, limit)
     requests = [render_request(loaded, example) for example in examples]
     check_suite_candidates(loaded)
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
     _check_pairwise(loaded, metrics)
-    _check_replay_files(loaded, {e.id for e in examples})
+    complete = limit is None or len(examples) < limit
+    _check_replay_files(loaded, {e.id for e in examples} if complete else None)
     return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
 
 
-def _load_examples(loaded: LoadedSuite) -> list[Example]:
+def _load_examples(loaded: LoadedSuite, limit: int | None = None) -> list[Example]:
     try:
-        return load_golden(loaded.dataset_path)
+        return load_golden(loaded.dataset_path, limit)
     except SpecError as exc:
         if exc.path is None:
             raise SpecError(exc.detail, path=loaded.path, line=loaded.line_of("dataset")) from None
         raise
 
 
-def _check_replay_files(loaded: LoadedSuite, ids: set[str]) -> None:
+def _check_replay_files(loaded: LoadedSuite, ids: set[str] | None) -> None:
     """Replay files are data like the golden file: a broken line fails collection. A file not
     written yet (a CI step may produce it) is reported when its candidate runs."""
     for candidate in loaded.spec.candidates.values():

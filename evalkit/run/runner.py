@@ -206,7 +206,8 @@ class SuiteRunner:
             examples=examples,
             aggregates=aggregates,
             generated=self.prepared.needs_outputs,
-            n_generated=len(generations) - n_cached,
+            # Generated means answered: a failed request (an outage) is an error, not output.
+            n_generated=sum(not c and g.error is None for g, c in generations.values()),
             n_cached=n_cached,
             n_errors=sum(e.error is not None for e in examples),
             cost=_total_cost(examples),
