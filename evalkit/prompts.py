@@ -7,11 +7,14 @@ chat template is applied later, by the candidate, because it belongs to the mode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import jinja2
+import jinja2.meta
 
-from evalkit.candidates.base import GenerationRequest, Message
+from evalkit.candidates.base import GenerationRequest, Message, RetrievedChunk
 from evalkit.errors import SpecError
 from evalkit.golden import Example
 from evalkit.spec import LoadedSuite
@@ -38,8 +41,39 @@ def compile_template(source: str, suite: LoadedSuite, field: str) -> jinja2.Temp
         ) from None
 
 
-def render_request(suite: LoadedSuite, example: Example) -> GenerationRequest:
-    """The chat messages for one example: optional system message, then the user prompt."""
+CONTEXT_VARIABLES = ("context", "chunks")
+"""Template variables of a RAG candidate's retrieved chunks (see ``context_variables``)."""
+
+
+def context_variables(retrieved: Sequence[RetrievedChunk]) -> dict[str, Any]:
+    """``context``: the chunks as one text, best first, each headed by its document id in
+    brackets and separated by a blank line; ``chunks``: the same as a list of mappings with
+    ``id``, ``doc_id``, ``score`` and ``text``, for templates that lay them out themselves.
+    Both are empty for candidates without retrieval, so ``{% if context %}`` works."""
+    return {
+        "context": "\n\n".join(f"[{c.doc_id}]\n{c.text.strip()}" for c in retrieved),
+        "chunks": [
+            {"id": c.id, "doc_id": c.doc_id, "score": c.score, "text": c.text} for c in retrieved
+        ],
+    }
+
+
+def template_variables(source: str) -> set[str]:
+    """The variables a template reads (for collection-time checks)."""
+    return jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+
+
+def render_request(
+    suite: LoadedSuite, example: Example, retrieved: Sequence[RetrievedChunk] = ()
+) -> GenerationRequest:
+    """The chat messages for one example: optional system message, then the user prompt.
+    ``retrieved`` chunks (RAG candidates) fill ``context`` and ``chunks``; without them those
+    variables are empty, unless the example has fields of those names."""
+    values = (
+        {**example.fields, **context_variables(retrieved)}
+        if retrieved
+        else {**context_variables(()), **example.fields}
+    )
     messages = []
     for role, source, field in (
         ("system", suite.spec.system, "system"),
@@ -49,7 +83,7 @@ def render_request(suite: LoadedSuite, example: Example) -> GenerationRequest:
             continue
         template = compile_template(source, suite, field)
         try:
-            text = template.render(**example.fields)
+            text = template.render(**values)
         except jinja2.UndefinedError as exc:
             raise SpecError(
                 f"{exc.message} in the suite's '{field}' template "
@@ -59,4 +93,4 @@ def render_request(suite: LoadedSuite, example: Example) -> GenerationRequest:
                 line=example.line,
             ) from None
         messages.append(Message(role=role, content=text))
-    return GenerationRequest(id=example.id, messages=tuple(messages))
+    return GenerationRequest(id=example.id, messages=tuple(messages), retrieved=tuple(retrieved))
