@@ -65,9 +65,7 @@ def test_chunks_are_token_windows_of_the_embedder_tokenizer(corpus_dir: Path) ->
     hf = AutoTokenizer.from_pretrained(str(default_model_folder()))
     for doc in sorted((corpus_dir / "handbook").glob("*.md")):
         text = doc.read_text(encoding="utf-8")
-        offsets = hf(text, add_special_tokens=False, return_offsets_mapping=True)[
-            "offset_mapping"
-        ]
+        offsets = hf(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         starts = range(0, max(len(offsets) - overlap, 1), tokens - overlap)
         expected = [
             text[offsets[s][0] : offsets[min(s + tokens, len(offsets)) - 1][1]] for s in starts

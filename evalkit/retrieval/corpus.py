@@ -53,8 +53,7 @@ def read_corpus(folder: Path) -> Corpus:
     if not any(d.text.strip() for d in documents):
         found = "only empty documents" if documents else "no documents"
         raise CorpusError(
-            f"corpus folder {folder} holds {found}; put {', '.join(SUFFIXES)} files with text "
-            "in it"
+            f"corpus folder {folder} holds {found}; put {', '.join(SUFFIXES)} files with text in it"
         )
     digest = hashlib.sha256()
     for document in documents:

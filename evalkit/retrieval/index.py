@@ -67,9 +67,7 @@ class BM25Index:
     def build(cls, texts: Sequence[str]) -> BM25Index:
         import bm25s
 
-        model = bm25s.BM25(
-            method=BM25_PARAMS["method"], k1=BM25_PARAMS["k1"], b=BM25_PARAMS["b"]
-        )
+        model = bm25s.BM25(method=BM25_PARAMS["method"], k1=BM25_PARAMS["k1"], b=BM25_PARAMS["b"])
         model.index(bm25_tokens(texts), show_progress=False)
         return cls(model)
 
