@@ -9,7 +9,7 @@ and the runner alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalkit.candidates.base import GenerationRequest
@@ -19,6 +19,8 @@ from evalkit.gates import LOSSLESS_GATE
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import AnyMetric, create_columns
 from evalkit.prompts import render_request
+from evalkit.retrieval.retriever import RetrievalSetup
+from evalkit.run.rag import check_retrieval
 from evalkit.spec import LoadedSuite, load_suite
 
 RUN_GATE = "run"
@@ -33,6 +35,8 @@ class PreparedSuite:
     examples: list[Example]
     requests: list[GenerationRequest]
     metrics: dict[str, AnyMetric]
+    retrieval: dict[str, RetrievalSetup] = field(default_factory=dict)
+    """The checked retrieval of each RAG candidate, by candidate name."""
 
     @property
     def name(self) -> str:
@@ -60,7 +64,10 @@ def prepare_suite(path: str | Path) -> PreparedSuite:
     _check_gates(loaded, metrics)
     _check_pairwise(loaded, metrics)
     _check_replay_files(loaded, {e.id for e in examples})
-    return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
+    retrieval = check_retrieval(loaded, examples)
+    return PreparedSuite(
+        loaded=loaded, examples=examples, requests=requests, metrics=metrics, retrieval=retrieval
+    )
 
 
 def _load_examples(loaded: LoadedSuite) -> list[Example]:
