@@ -104,6 +104,12 @@ def bench_bm25(n: int, n_queries: int, k: int) -> dict:
     return {"bm25s (ours, exact top-k)": {"build_s": build, "search_s": search, "recall": 1.0}}
 
 
+def report(label: str, row: dict, n_queries: int) -> None:
+    per_query = 1000 * row["search_s"] / n_queries
+    figures = f"{row['build_s']:9.2f} {row['search_s']:9.3f} {per_query:9.2f} {row['recall']:7.3f}"
+    print(f"{label:30s} {figures}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=100_000)
@@ -113,23 +119,23 @@ def main() -> None:
     args = parser.parse_args()
     chunks = unit_vectors(args.chunks, args.dim, 0)
     queries = unit_vectors(args.queries, args.dim, 1)
-    exact, row = bench_numpy(chunks, queries, args.k)
-    rows = {"numpy brute force (exact)": row}
-    for name, bench in (("faiss", bench_faiss), ("usearch", bench_usearch)):
-        try:
-            rows.update(bench(chunks, queries, args.k, exact))
-        except ImportError:
-            print(f"{name}: not installed (see this script's docstring)")
-    rows.update(bench_bm25(args.chunks, args.queries, args.k))
     print(
         f"{args.chunks} chunks x {args.dim} dims, {args.queries} queries, top {args.k}, "
         f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
     )
     print(f"{'index':30s} {'build s':>9s} {'search s':>9s} {'ms/query':>9s} {'recall':>7s}")
-    for label, r in rows.items():
-        per_query = 1000 * r["search_s"] / args.queries
-        figures = f"{r['build_s']:9.2f} {r['search_s']:9.3f} {per_query:9.2f} {r['recall']:7.3f}"
-        print(f"{label:30s} {figures}")
+    exact, row = bench_numpy(chunks, queries, args.k)
+    report("numpy brute force (exact)", row, args.queries)
+    for name, bench in (("faiss", bench_faiss), ("usearch", bench_usearch)):
+        try:
+            rows = bench(chunks, queries, args.k, exact)
+        except ImportError:
+            print(f"{name}: not installed (see this script's docstring)", flush=True)
+            continue
+        for label, row in rows.items():
+            report(label, row, args.queries)
+    for label, row in bench_bm25(args.chunks, args.queries, args.k).items():
+        report(label, row, args.queries)
 
 
 if __name__ == "__main__":
