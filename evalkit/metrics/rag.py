@@ -10,8 +10,10 @@ document's id is listed. Over the candidate's retrieved chunks (``top_k``, or th
 - ``mrr``: 1 / the rank of the first relevant chunk (0 when none is), the reciprocal rank whose
   mean over examples is the mean reciprocal rank.
 
-``faithfulness``: the share of the answer's claims supported by the retrieved text. Without a
-judge it is a lexical check, see ``LexicalFaithfulness`` for what it can and cannot see. No
+``faithfulness``: the share of the answer's claims supported by the retrieved text. With
+``judge: {model: ...}`` (any judge options but the rubric) an LLM judge grades it on its scale
+against the retrieved text, rescaled to 0-1 (``JudgedFaithfulness``). Without a judge it is a
+lexical check, see ``LexicalFaithfulness`` for what it can and cannot see. No
 small NLI cross-encoder ships offline on PyPI (checked 2026-12: the packaged models are
 embedders, and rerankers such as flashrank download their weights at run time).
 
@@ -25,13 +27,15 @@ without ``context_ids``, with the reason in the detail.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from evalkit.candidates.base import Candidate, RetrievedChunk
 from evalkit.metrics.base import Sample, Score, ScoreValue, register
-from evalkit.metrics.options import check_type, checked_factory
+from evalkit.metrics.options import check_option_names, check_type, checked_factory
 from evalkit.spec import GenerationSpec
 
 NO_RETRIEVAL = "this candidate retrieves nothing (no 'retrieval' block)"
@@ -110,7 +114,7 @@ class ReciprocalRank(_RetrievalMetric):
         return 0.0
 
 
-_WORD = re.compile(r"[^\W_]+(?:[.,][0-9]+)*", re.UNICODE)
+_WORD = re.compile(r"[0-9]+(?:[.,][0-9]+)*|[^\W\d_]+")  # "25th" -> "25", "th"
 _CLAIM_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 _NUMBER = re.compile(r"^[0-9][0-9.,]*$")
 _STOPWORD_TEXT = """
@@ -182,6 +186,78 @@ class LexicalFaithfulness:
         return sum(w in context for w in others) / len(others) >= self.min_overlap
 
 
+FAITHFULNESS_CRITERIA = (
+    "Faithfulness: is every claim of the answer supported by the retrieved context shown as the "
+    "reference? A claim the context does not state counts against the answer even if it is "
+    "true; whether the answer is helpful or complete does not matter."
+)
+FAITHFULNESS_LEVELS = {
+    1: "no claim of the answer is supported by the context",
+    2: "a few claims are supported, most are not",
+    3: "about half of the claims are supported",
+    4: "all claims but a minor one are supported",
+    5: "every claim is supported by the context",
+}
+
+
+class JudgedFaithfulness:
+    """``faithfulness`` graded by an LLM judge: the retrieved chunks are shown as the reference,
+    with a faithfulness rubric; the judge's score on its scale is rescaled to 0-1, so 1 means
+    every claim supported. The judge's details (probabilities, rationale, cost) are kept."""
+
+    name: ClassVar[str] = "faithfulness"
+    version: ClassVar[str] = "1"
+    higher_is_better: ClassVar[bool] = True
+
+    def __init__(self, judge: Mapping[str, Any], base_dir: Path | None = None) -> None:
+        from evalkit.metrics.judge import make_judge
+
+        if not isinstance(judge, Mapping):
+            raise TypeError(f"option 'judge' must be a mapping of judge options, got {judge!r}")
+        own = {"rubric", "rubric_file", "reference", "levels"} & set(judge)
+        if own:
+            raise ValueError(f"faithfulness sets its own {', '.join(sorted(own))}; remove it")
+        self.judge = make_judge(
+            base_dir,
+            **judge,
+            rubric=FAITHFULNESS_CRITERIA,
+            reference=True,
+            levels=FAITHFULNESS_LEVELS,
+        )
+
+    def signature(self) -> str:
+        return f"judged|{self.judge.signature()}"
+
+    def score(self, samples: Sequence[Sample]) -> list[ScoreValue]:
+        out: list[ScoreValue] = [Score(None, {"error": NO_RETRIEVAL})] * len(samples)
+        todo = [i for i, s in enumerate(samples) if s.retrieved]
+        shown = [
+            dataclasses.replace(
+                samples[i], references=("\n\n".join(c.text for c in samples[i].retrieved),)
+            )
+            for i in todo
+        ]
+        low, high = self.judge.scale
+        for index, value in zip(todo, self.judge.score(shown) if shown else [], strict=True):
+            grade = value if isinstance(value, Score) else Score(value)
+            detail = {**grade.detail, "judge_score": grade.value}
+            scaled = None if grade.value is None else (grade.value - low) / (high - low)
+            out[index] = Score(scaled, detail)
+        return out
+
+
+def make_faithfulness(
+    base_dir: Path | None = None, **options: Any
+) -> LexicalFaithfulness | JudgedFaithfulness:
+    """``faithfulness``: judged with ``judge: {...}``, else lexical (``min_overlap``)."""
+    check_option_names(options, ["judge", "min_overlap"])
+    if "judge" in options:
+        if "min_overlap" in options:
+            raise ValueError("'min_overlap' is for the lexical check; a judge reads meaning")
+        return JudgedFaithfulness(options["judge"], base_dir)
+    return LexicalFaithfulness(**options)
+
+
 class PromptTokens:
     """``prompt_tokens``: tokens of the prompt as the candidate counted them (chat template
     included). A candidate metric so its cached values are keyed by the model (tokenizers
@@ -209,5 +285,5 @@ class PromptTokens:
 
 for _metric in (HitAtK, RecallAtK, ReciprocalRank):
     register(_metric.name, checked_factory(_metric.name, _metric, ["k"]))
-register("faithfulness", checked_factory("faithfulness", LexicalFaithfulness, ["min_overlap"]))
+register("faithfulness", make_faithfulness)
 register("prompt_tokens", checked_factory("prompt_tokens", PromptTokens, []))
