@@ -98,8 +98,9 @@ def write_baseline(
     return baseline
 
 
-Rescore = Callable[[str, Sequence["BaselineExample"]], dict[str, float | None]]
-"""Scores accepted outputs with today's metric of a column: (column, examples) -> id -> value."""
+Rescore = Callable[[str, str, Sequence["BaselineExample"]], dict[str, float | None]]
+"""Scores accepted outputs with today's metric of a column, against the candidate's own
+requests: (candidate, column, examples) -> id -> value."""
 
 
 def compare_to_scores(other: CandidateRun, column: str) -> BaselineScores:
@@ -161,7 +162,9 @@ class AcceptedBaselines:
             )
         # Re-score the accepted outputs with today's metric so a metric change is not a delta.
         scored = [e for e in current if e.output is not None]
-        return BaselineScores(label=label, scores=self.rescore(column, scored), outputs=outputs)
+        return BaselineScores(
+            label=label, scores=self.rescore(candidate, column, scored), outputs=outputs
+        )
 
 
 def baseline_for(

@@ -17,14 +17,15 @@ import contextvars
 import functools
 import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from evalkit.candidates.base import GenerationRequest, Message
+from evalkit.candidates.base import GenerationRequest, Message, RetrievedChunk
 from evalkit.errors import SpecError
 from evalkit.golden import Example
 from evalkit.spec import LoadedSuite
@@ -162,8 +163,39 @@ def render_text(template: jinja2.Template, fields: dict[str, Any]) -> str:
         _BUDGET.reset(token)
 
 
-def render_request(suite: LoadedSuite, example: Example) -> GenerationRequest:
-    """The chat messages for one example: optional system message, then the user prompt."""
+CONTEXT_VARIABLES = ("context", "chunks")
+"""Template variables of a RAG candidate's retrieved chunks (see ``context_variables``)."""
+
+
+def context_variables(retrieved: Sequence[RetrievedChunk]) -> dict[str, Any]:
+    """``context``: the chunks as one text, best first, each headed by its document id in
+    brackets and separated by a blank line; ``chunks``: the same as a list of mappings with
+    ``id``, ``doc_id``, ``score`` and ``text``, for templates that lay them out themselves.
+    Both are empty for candidates without retrieval, so ``{% if context %}`` works."""
+    return {
+        "context": "\n\n".join(f"[{c.doc_id}]\n{c.text.strip()}" for c in retrieved),
+        "chunks": [
+            {"id": c.id, "doc_id": c.doc_id, "score": c.score, "text": c.text} for c in retrieved
+        ],
+    }
+
+
+def template_variables(source: str) -> set[str]:
+    """The variables a template reads (for collection-time checks)."""
+    return jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+
+
+def render_request(
+    suite: LoadedSuite, example: Example, retrieved: Sequence[RetrievedChunk] = ()
+) -> GenerationRequest:
+    """The chat messages for one example: optional system message, then the user prompt.
+    ``retrieved`` chunks (RAG candidates) fill ``context`` and ``chunks``; without them those
+    variables are empty, unless the example has fields of those names."""
+    values = (
+        {**example.fields, **context_variables(retrieved)}
+        if retrieved
+        else {**context_variables(()), **example.fields}
+    )
     messages = []
     for role, source, field in (
         ("system", suite.spec.system, "system"),
@@ -172,14 +204,21 @@ def render_request(suite: LoadedSuite, example: Example) -> GenerationRequest:
         if source is None:
             continue
         template = compile_template(source, suite, field)
-        messages.append(Message(role=role, content=_render(template, suite, field, example)))
-    return GenerationRequest(id=example.id, messages=tuple(messages))
+        text = _render(template, suite, field, example, values)
+        messages.append(Message(role=role, content=text))
+    return GenerationRequest(id=example.id, messages=tuple(messages), retrieved=tuple(retrieved))
 
 
-def _render(template: jinja2.Template, suite: LoadedSuite, field: str, example: Example) -> str:
+def _render(
+    template: jinja2.Template,
+    suite: LoadedSuite,
+    field: str,
+    example: Example,
+    values: dict[str, Any],
+) -> str:
     where = f"the suite's '{field}' template ({suite.path}:{suite.line_of(field)})"
     try:
-        return render_text(template, example.fields)
+        return render_text(template, values)
     except jinja2.UndefinedError as exc:
         fields = ", ".join(sorted(map(str, example.fields)))
         raise SpecError(

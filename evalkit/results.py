@@ -36,6 +36,10 @@ class ExampleResult(BaseModel):
     seconds: float = 0.0
     cost: float | None = Field(None, description="USD (API candidates); None when unknown")
     cached: bool = False
+    retrieved: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="RAG candidates: the retrieved chunks, best first, as {id, score}",
+    )
 
 
 class Aggregate(BaseModel):

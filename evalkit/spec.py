@@ -28,6 +28,7 @@ from pydantic import (
 
 from evalkit._yaml import LineMap, load_yaml
 from evalkit.errors import SpecError
+from evalkit.retrieval.spec import RetrievalSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -171,6 +172,7 @@ class CandidateSpec(_Strict):
         "OpenAI-compatible server (api.base); 'provider/name' strings that litellm prices are "
         "API models even without this block",
     )
+    retrieval: RetrievalSpec | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> CandidateSpec:
@@ -186,6 +188,8 @@ class CandidateSpec(_Strict):
                 "weights and the rounding changes answers; remove 'merge' to run the adapter "
                 "unmerged on the quantized base (QLoRA-style)"
             )
+        if self.retrieval is not None and self.replay is not None:
+            raise ValueError("'retrieval' feeds a model's prompt; a replay candidate has none")
         if self.api is not None and self.replay is not None:
             raise ValueError("'api' calls a 'model'; a replay candidate has none")
         # Which options a kind accepts is the candidate registry's to say

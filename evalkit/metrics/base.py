@@ -56,7 +56,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from evalkit.candidates.base import Candidate, Message
+from evalkit.candidates.base import Candidate, Message, RetrievedChunk
 from evalkit.errors import SpecError
 from evalkit.spec import GenerationSpec
 
@@ -76,6 +76,11 @@ class Sample:
     baseline_output: str | None = None
     """The ``compare_to`` candidate's output for this example, if any. A metric that reads it
     (a pairwise judge) sets ``uses_baseline = True`` so its cached scores are keyed by it."""
+    retrieved: tuple[RetrievedChunk, ...] = ()
+    """The chunks a RAG candidate retrieved for this example, best first (cached scores are
+    keyed by them); empty for other candidates."""
+    n_prompt_tokens: int | None = None
+    """Tokens of the prompt the model saw, when the candidate reported them."""
 
     @property
     def reference(self) -> str:
@@ -246,7 +251,7 @@ class UsesStore(Protocol):
     def use_store(self, store: Store) -> None: ...
 
 
-BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "latency", "judge")
+BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "latency", "judge", "rag")
 ENTRY_POINT_GROUP = "evalkit.metrics"
 
 _REGISTRY: dict[str, MetricFactory] = {}

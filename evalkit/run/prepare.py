@@ -9,7 +9,7 @@ and the runner alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalkit.candidates.base import GenerationRequest
@@ -20,6 +20,8 @@ from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import AnyMetric, create_columns
 from evalkit.prompts import render_request
+from evalkit.retrieval.retriever import RetrievalSetup
+from evalkit.run.rag import check_retrieval
 from evalkit.spec import LoadedSuite, load_suite
 
 
@@ -31,6 +33,8 @@ class PreparedSuite:
     examples: list[Example]
     requests: list[GenerationRequest]
     metrics: dict[str, AnyMetric]
+    retrieval: dict[str, RetrievalSetup] = field(default_factory=dict)
+    """The checked retrieval of each RAG candidate, by candidate name."""
 
     @property
     def name(self) -> str:
@@ -62,7 +66,10 @@ def prepare_suite(path: str | Path, limit: int | None = None) -> PreparedSuite:
     _check_pairwise(loaded, metrics)
     complete = limit is None or len(examples) < limit
     _check_replay_files(loaded, {e.id for e in examples} if complete else None)
-    return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
+    retrieval = check_retrieval(loaded, examples)
+    return PreparedSuite(
+        loaded=loaded, examples=examples, requests=requests, metrics=metrics, retrieval=retrieval
+    )
 
 
 def _load_examples(loaded: LoadedSuite, limit: int | None = None) -> list[Example]:

@@ -30,6 +30,7 @@ from evalkit.results import CandidateRun, ExampleResult, GateVerdict, RunResult,
 from evalkit.run.equivalence import check_equivalence
 from evalkit.run.generation import generate_cached
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
+from evalkit.run.rag import rag_requests
 from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.spec import GenerationSpec
 
@@ -140,10 +141,10 @@ class SuiteRunner:
         )
 
     def _rescore(
-        self, column: str, accepted: Sequence[baselines.BaselineExample]
+        self, candidate: str, column: str, accepted: Sequence[baselines.BaselineExample]
     ) -> dict[str, float | None]:
         metric = self.prepared.metrics[column]
-        samples = [self.scorer.sample(e.id, e.output or "") for e in accepted]
+        samples = [self.scorer.sample(e.id, e.output or "", None, candidate) for e in accepted]
         return {i: v for i, (v, _) in self.scorer.score_metric(column, metric, samples).items()}
 
     def record(
@@ -177,18 +178,17 @@ class SuiteRunner:
         t0 = time.perf_counter()
         fingerprint = candidate.fingerprint()
         fingerprint_hash = make_key(**fingerprint)[:16]
+        requests = self.requests_for(name)
         t1 = time.perf_counter()
-        generations = self.generate(candidate, fingerprint_hash, params)
-        examples = [
-            self.example_result(r, *generations.get(r.id, (None, False))) for r in self.requests
-        ]
+        generations = self.generate(candidate, fingerprint_hash, params, requests)
+        examples = [self.example_result(r, *generations.get(r.id, (None, False))) for r in requests]
         t2 = time.perf_counter()
         scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
             equivalence = None  # nothing generated, nothing to compare
             if self.prepared.needs_outputs:
                 equivalence = check_equivalence(
-                    candidate, self.requests, params, generations, self.options.cache
+                    candidate, requests, params, generations, self.options.cache
                 )
             aggregates = self.scorer.score(scoring, examples)
         finally:
@@ -217,15 +217,34 @@ class SuiteRunner:
             ),
         )
 
+    def requests_for(self, name: str) -> list[GenerationRequest]:
+        """The suite's requests, or a RAG candidate's own: rendered with its retrieved chunks
+        (which the scorer then shows its metrics)."""
+        setup = self.prepared.retrieval.get(name)
+        if setup is None:
+            return self.requests
+        requests = rag_requests(
+            self.prepared.loaded,
+            setup,
+            self.examples,
+            self.requests,
+            self.options.cache,
+            self.options.device,
+        )
+        self.scorer.use_requests(name, requests)
+        return requests
+
     def generate(
-        self, candidate: Candidate, fingerprint_hash: str, params: GenerationSpec
+        self,
+        candidate: Candidate,
+        fingerprint_hash: str,
+        params: GenerationSpec,
+        requests: Sequence[GenerationRequest],
     ) -> dict[str, tuple[Generation, bool]]:
         """Cached generations by id; none when no metric reads an output (perplexity only)."""
         if not self.prepared.needs_outputs:
             return {}
-        return generate_cached(
-            candidate, fingerprint_hash, self.requests, params, self.options.cache
-        )
+        return generate_cached(candidate, fingerprint_hash, requests, params, self.options.cache)
 
     def example_result(
         self, request: GenerationRequest, gen: Generation | None, cached: bool
@@ -249,6 +268,7 @@ class SuiteRunner:
             references=list(example.references),
             messages=[{"role": m.role, "content": m.content} for m in request.messages],
             output=None if gen is None or gen.error else gen.output,
+            retrieved=[{"id": c.id, "score": c.score} for c in request.retrieved],
             **produced,
         )
 
