@@ -108,13 +108,13 @@ def evaluate_gate(
         lines.append(f"worst {len(verdict.worst)} examples:")
         for item in verdict.worst:
             base = (
-                f" | baseline {precise(item.baseline_score)}: {item.baseline_output!r}"
+                f" | baseline {precise(item.baseline_score)}: {_shown(item.baseline_output)}"
                 if baseline and baseline.missing_reason is None
                 else ""
             )
             lines.append(
-                f"  - {item.id}: score {precise(item.score)} | reference {item.reference!r} | "
-                f"output {item.output!r}{base}"
+                f"  - {item.id}: score {precise(item.score)} | reference "
+                f"{_shown(item.reference)} | output {_shown(item.output)}{base}"
             )
     verdict.message = "\n".join(lines)
     return verdict
@@ -262,6 +262,16 @@ def _headline(check: EquivalenceCheck) -> str | None:
     return f"FAILED: {headline} (max_mismatch {check.max_mismatch}): {ids}{more}"
 
 
+SHOWN_CHARS = 300
+"""Longest text a gate message quotes: a 1 MB output must not become a 1 MB line in CI logs."""
+
+
+def _shown(text: str | None) -> str:
+    if text is None or len(text) <= SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:SHOWN_CHARS]!r}… ({len(text):,} characters; all of it in run.json)"
+
+
 def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     """Lines naming the first mismatching examples; they also become the verdict's worst."""
     check = run.equivalence
@@ -271,8 +281,8 @@ def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     for item in check.mismatches[:N_MISMATCHES_SHOWN]:
         tie = " [near-tie]" if item.near_tie else ""
         lines.append(
-            f"  - {item.id}{tie}: {check.output_name} {item.output!r} | "
-            f"{check.target_name} {item.target_output!r}{_where(item)}"
+            f"  - {item.id}{tie}: {check.output_name} {_shown(item.output)} | "
+            f"{check.target_name} {_shown(item.target_output)}{_where(item)}"
         )
         verdict.worst.append(
             WorstExample(

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
-from evalkit._files import write_atomic
+from evalkit._files import keep_elsewhere, retire_stale, write_atomic
+from evalkit.errors import disk_error
 
 RESULT_SCHEMA_VERSION = 1
 
@@ -35,6 +36,10 @@ class ExampleResult(BaseModel):
     seconds: float = 0.0
     cost: float | None = Field(None, description="USD (API candidates); None when unknown")
     cached: bool = False
+    retrieved: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="RAG candidates: the retrieved chunks, best first, as {id, score}",
+    )
 
 
 class Aggregate(BaseModel):
@@ -234,8 +239,21 @@ class RunResult(BaseModel):
 
 
 def save_run(result: RunResult, report_dir: Path) -> Path:
+    """Write ``<dir>/<suite>/run.json``. On a full or read-only disk the previous run.json stays
+    as it was, the run is saved elsewhere and the error says where, and the report pages of the
+    previous run are renamed ``*.previous.html`` so they are not taken for this run's."""
     path = report_dir / result.suite / "run.json"
-    write_atomic(path, result.model_dump_json(indent=1))
+    text = result.model_dump_json(indent=1)
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        kept = keep_elsewhere(text, f"{result.suite}.run.json")
+        stale = retire_stale([report_dir / "index.html", report_dir / "summary.md",
+                              report_dir / result.suite / "index.html"])  # fmt: skip
+        extra = f"; this run's results were saved to {kept}" if kept else "; nothing was saved"
+        if stale:
+            extra += f" (the previous report was renamed to {stale[0].name})"
+        raise disk_error(exc, path, extra=extra) from None
     return path
 
 

@@ -28,6 +28,7 @@ from pydantic import (
 
 from evalkit._yaml import LineMap, load_yaml
 from evalkit.errors import SpecError
+from evalkit.retrieval.spec import RetrievalSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -104,16 +105,14 @@ class SpeculativeSpec(_Strict):
 
 
 class EquivalenceSpec(_Strict):
-    """``equivalent_to``: this candidate's outputs must equal another candidate's of the suite,
-    example by example (batch invariance, merged LoRA, dtypes, a model behind a server)."""
+    """``equivalent_to``: this candidate's outputs must equal another's, example by example."""
 
     candidate: str = Field(description="the candidate whose outputs this one must reproduce")
     max_mismatch: int = Field(0, ge=0, description="differing examples allowed before failing")
     logprob_tolerance: float | None = Field(
         None,
         gt=0,
-        description="a difference at a near-tie of the target model (the two tokens' log-probs "
-        "within this at the first differing token; needs a local target) is not counted",
+        description="a log-prob gap at the first differing token up to this is a near-tie",
     )
 
 
@@ -190,6 +189,7 @@ class CandidateSpec(_Strict):
         "OpenAI-compatible server (api.base); 'provider/name' strings that litellm prices are "
         "API models even without this block",
     )
+    retrieval: RetrievalSpec | None = None
 
     @field_validator("equivalent_to", mode="before")
     @classmethod
@@ -210,6 +210,8 @@ class CandidateSpec(_Strict):
                 "weights and the rounding changes answers; remove 'merge' to run the adapter "
                 "unmerged on the quantized base (QLoRA-style)"
             )
+        if self.retrieval is not None and self.replay is not None:
+            raise ValueError("'retrieval' feeds a model's prompt; a replay candidate has none")
         if self.api is not None and self.replay is not None:
             raise ValueError("'api' calls a 'model'; a replay candidate has none")
         # Which options a kind accepts is the candidate registry's to say
@@ -374,6 +376,8 @@ def _metric_entry(item: Any) -> Any:
         return {"name": item}
     if isinstance(item, dict) and len(item) == 1:
         ((name, options),) = item.items()
+        if not isinstance(options, dict | None):  # {chrf: [1, 2]}: pydantic names the field
+            return {"name": name, "options": options}
         options = dict(options or {})
         alias = options.pop("as", None)
         return {"name": name, "options": options, "alias": alias}

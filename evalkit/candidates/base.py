@@ -23,9 +23,22 @@ class Message:
 
 
 @dataclass(frozen=True)
+class RetrievedChunk:
+    """A corpus chunk retrieved for a request (RAG candidates), best first."""
+
+    id: str
+    """``<document id>#<index>``, e.g. ``policies/leave.md#2``."""
+    doc_id: str
+    score: float
+    text: str
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     id: str
     messages: tuple[Message, ...]
+    retrieved: tuple[RetrievedChunk, ...] = ()
+    """The chunks rendered into the messages; the generation cache key reads the messages."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ Optional attributes the engine honours (read with ``getattr``, so plain metrics 
 - ``store_namespace`` + ``use_store(store)``: the metric keeps its own intermediate results
   (sentence embeddings) in the run's cache, in that namespace (see ``UsesStore``).
 - ``binary = True``: values are 0/1; the run records flips against ``compare_to``.
-- ``uses_base_model = True``: the value compares with the compare_to model (``score_against``).
 
 Registration has one route: ``register(name, factory)`` (``group=True`` for a group), which the
 ``@evalkit.metric`` decorator also calls. Built-ins use it exactly as plugins do: each built-in
@@ -58,7 +57,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from evalkit.candidates.base import Candidate, Message
+from evalkit.candidates.base import Candidate, Message, RetrievedChunk
 from evalkit.errors import SpecError
 from evalkit.spec import GenerationSpec
 
@@ -78,6 +77,11 @@ class Sample:
     baseline_output: str | None = None
     """The ``compare_to`` candidate's output for this example, if any. A metric that reads it
     (a pairwise judge) sets ``uses_baseline = True`` so its cached scores are keyed by it."""
+    retrieved: tuple[RetrievedChunk, ...] = ()
+    """The chunks a RAG candidate retrieved for this example, best first (cached scores are
+    keyed by them); empty for other candidates."""
+    n_prompt_tokens: int | None = None
+    """Tokens of the prompt the model saw, when the candidate reported them."""
 
     @property
     def reference(self) -> str:
@@ -195,9 +199,8 @@ class CandidateMetric(Protocol):
 
 @dataclass(frozen=True)
 class BaseRef:
-    """The ``compare_to`` candidate, for metrics that compare models (KL divergence): ``open()``
-    makes a fresh, unloaded one (loaded only if needed; the metric closes it); ``is_self`` is
-    True while the base itself is scored."""
+    """The ``compare_to`` candidate for metrics that compare models (KL): ``open()`` makes an
+    unloaded one (the metric closes it); ``is_self``: the base itself is being scored."""
 
     name: str
     fingerprint_hash: str
@@ -207,10 +210,8 @@ class BaseRef:
 
 @runtime_checkable
 class BaseComparingMetric(Protocol):
-    """A candidate metric whose value depends on the ``compare_to`` model too: the runner calls
-    ``score_against``, not ``score_candidate``, and keys cached values by both fingerprints."""
-
-    uses_base_model: bool
+    """A candidate metric that compares with the ``compare_to`` model (``uses_base_model``): the
+    runner calls ``score_against`` and keys cached values by both models' fingerprints."""
 
     def score_against(
         self, samples: Sequence[Sample], candidate: Candidate, base: BaseRef, params: GenerationSpec
@@ -272,7 +273,7 @@ class UsesStore(Protocol):
     def use_store(self, store: Store) -> None: ...
 
 
-BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "fidelity", "latency", "judge")
+BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "fidelity", "latency", "judge", "rag")
 ENTRY_POINT_GROUP = "evalkit.metrics"
 
 _REGISTRY: dict[str, MetricFactory] = {}

@@ -9,7 +9,7 @@ and the runner alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalkit.candidates.base import GenerationRequest
@@ -20,6 +20,8 @@ from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import AnyMetric, create_columns
 from evalkit.prompts import render_request
+from evalkit.retrieval.retriever import RetrievalSetup
+from evalkit.run.rag import check_retrieval
 from evalkit.spec import LoadedSuite, load_suite
 
 
@@ -31,6 +33,8 @@ class PreparedSuite:
     examples: list[Example]
     requests: list[GenerationRequest]
     metrics: dict[str, AnyMetric]
+    retrieval: dict[str, RetrievalSetup] = field(default_factory=dict)
+    """The checked retrieval of each RAG candidate, by candidate name."""
 
     @property
     def name(self) -> str:
@@ -50,28 +54,34 @@ def needs_output(metric: AnyMetric) -> bool:
     return bool(getattr(metric, "needs_output", True))
 
 
-def prepare_suite(path: str | Path) -> PreparedSuite:
+def prepare_suite(path: str | Path, limit: int | None = None) -> PreparedSuite:
+    """``limit``: read and render only the first examples (``--evalkit-limit``), so a 100 MB
+    golden file costs what its first lines cost."""
     loaded = load_suite(path)
-    examples = _load_examples(loaded)
+    examples = _load_examples(loaded, limit)
     requests = [render_request(loaded, example) for example in examples]
     check_suite_candidates(loaded)
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
     _check_pairwise(loaded, metrics)
-    _check_replay_files(loaded, {e.id for e in examples})
-    return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
+    complete = limit is None or len(examples) < limit
+    _check_replay_files(loaded, {e.id for e in examples} if complete else None)
+    retrieval = check_retrieval(loaded, examples)
+    return PreparedSuite(
+        loaded=loaded, examples=examples, requests=requests, metrics=metrics, retrieval=retrieval
+    )
 
 
-def _load_examples(loaded: LoadedSuite) -> list[Example]:
+def _load_examples(loaded: LoadedSuite, limit: int | None = None) -> list[Example]:
     try:
-        return load_golden(loaded.dataset_path)
+        return load_golden(loaded.dataset_path, limit)
     except SpecError as exc:
         if exc.path is None:
             raise SpecError(exc.detail, path=loaded.path, line=loaded.line_of("dataset")) from None
         raise
 
 
-def _check_replay_files(loaded: LoadedSuite, ids: set[str]) -> None:
+def _check_replay_files(loaded: LoadedSuite, ids: set[str] | None) -> None:
     """Replay files are data like the golden file: a broken line fails collection. A file not
     written yet (a CI step may produce it) is reported when its candidate runs."""
     for candidate in loaded.spec.candidates.values():

@@ -40,6 +40,7 @@ from evalkit.run.equivalence import check_equivalence, declared_target
 from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
+from evalkit.run.rag import rag_requests
 from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.spec import GenerationSpec
 
@@ -151,10 +152,10 @@ class SuiteRunner:
         )
 
     def _rescore(
-        self, column: str, accepted: Sequence[baselines.BaselineExample]
+        self, candidate: str, column: str, accepted: Sequence[baselines.BaselineExample]
     ) -> dict[str, float | None]:
         metric = self.prepared.metrics[column]
-        samples = [self.scorer.sample(e.id, e.output or "") for e in accepted]
+        samples = [self.scorer.sample(e.id, e.output or "", None, candidate) for e in accepted]
         return {i: v for i, (v, _) in self.scorer.score_metric(column, metric, samples).items()}
 
     def record(
@@ -212,16 +213,15 @@ class SuiteRunner:
             # Its outputs are what the check is about: never the target's cached ones, even
             # when only batch_size (left out of generation keys) tells the two apart.
             fingerprint_hash = make_key(**fingerprint, batch_size=params.batch_size)[:16]
+        requests = self.requests_for(name)
         t1 = time.perf_counter()
-        generations = self.generate(candidate, fingerprint_hash, params)
-        examples = [
-            self.example_result(r, *generations.get(r.id, (None, False))) for r in self.requests
-        ]
+        generations = self.generate(candidate, fingerprint_hash, params, requests)
+        examples = [self.example_result(r, *generations.get(r.id, (None, False))) for r in requests]
         t2 = time.perf_counter()
         base = self.base_ref(name, fingerprint_hash, baseline)
         scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
-            equivalence = self.check_outputs(name, candidate, params, generations)
+            equivalence = self.check_outputs(name, candidate, params, generations, requests)
             aggregates = self.scorer.score(scoring, examples)
         finally:
             describe = candidate.describe()
@@ -238,7 +238,8 @@ class SuiteRunner:
             examples=examples,
             aggregates=aggregates,
             generated=self.prepared.needs_outputs,
-            n_generated=len(generations) - n_cached,
+            # Generated means answered: a failed request (an outage) is an error, not output.
+            n_generated=sum(not c and g.error is None for g, c in generations.values()),
             n_cached=n_cached,
             n_errors=sum(e.error is not None for e in examples),
             cost=_total_cost(examples),
@@ -254,16 +255,18 @@ class SuiteRunner:
         candidate: Candidate,
         params: GenerationSpec,
         generations: dict[str, tuple[Generation, bool]],
+        requests: Sequence[GenerationRequest],
     ) -> EquivalenceCheck | None:
         """The equivalence check: against the ``equivalent_to`` candidate if the suite names
         one (built here, freed after), else the candidate's own target (``Verifiable``); None
-        when nothing was generated or there is nothing to check."""
+        when nothing was generated or there is nothing to check. The target answers the
+        candidate's own requests (a RAG candidate's carry its retrieved chunks)."""
         if not self.prepared.needs_outputs:  # nothing generated, nothing to compare
             return None
         cache = self.options.cache
         equivalence = self.spec.candidates[name].equivalent_to
         if equivalence is None:
-            return check_equivalence(candidate, self.requests, params, generations, cache)
+            return check_equivalence(candidate, requests, params, generations, cache)
         spec = self.spec.candidates[equivalence.candidate]
         folder, device = self.prepared.loaded.path.parent, self.options.device
         target = make_candidate(equivalence.candidate, spec, folder, device=device)
@@ -272,20 +275,39 @@ class SuiteRunner:
                 equivalence, target, self.spec.generation.merged(spec.generation)
             )
             return check_equivalence(
-                candidate, self.requests, params, generations, cache, declared=declared
+                candidate, requests, params, generations, cache, declared=declared
             )
         finally:
             target.close()
 
+    def requests_for(self, name: str) -> list[GenerationRequest]:
+        """The suite's requests, or a RAG candidate's own: rendered with its retrieved chunks
+        (which the scorer then shows its metrics)."""
+        setup = self.prepared.retrieval.get(name)
+        if setup is None:
+            return self.requests
+        requests = rag_requests(
+            self.prepared.loaded,
+            setup,
+            self.examples,
+            self.requests,
+            self.options.cache,
+            self.options.device,
+        )
+        self.scorer.use_requests(name, requests)
+        return requests
+
     def generate(
-        self, candidate: Candidate, fingerprint_hash: str, params: GenerationSpec
+        self,
+        candidate: Candidate,
+        fingerprint_hash: str,
+        params: GenerationSpec,
+        requests: Sequence[GenerationRequest],
     ) -> dict[str, tuple[Generation, bool]]:
         """Cached generations by id; none when no metric reads an output (perplexity only)."""
         if not self.prepared.needs_outputs:
             return {}
-        return generate_cached(
-            candidate, fingerprint_hash, self.requests, params, self.options.cache
-        )
+        return generate_cached(candidate, fingerprint_hash, requests, params, self.options.cache)
 
     def example_result(
         self, request: GenerationRequest, gen: Generation | None, cached: bool
@@ -309,6 +331,7 @@ class SuiteRunner:
             references=list(example.references),
             messages=[{"role": m.role, "content": m.content} for m in request.messages],
             output=None if gen is None or gen.error else gen.output,
+            retrieved=[{"id": c.id, "score": c.score} for c in request.retrieved],
             **produced,
         )
 
