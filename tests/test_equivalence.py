@@ -12,8 +12,10 @@ import pytest
 from suitefiles import CAPITALS, write_jsonl, write_suite
 
 from evalkit.cache import Cache
+from evalkit.candidates.hf import HFCandidate
 from evalkit.errors import SpecError
 from evalkit.run import RunOptions, gate_plan, prepare_suite, run_suite
+from evalkit.spec import CandidateSpec
 
 
 def suite(tmp_path: Path, candidates: dict[str, Any], gates: dict[str, Any] | None = None) -> Path:
@@ -113,6 +115,8 @@ def test_max_mismatch_and_logprob_tolerance(
     check = result.candidates["other"].equivalence
     assert check is not None and check.mismatches
     assert all(m.first_token is not None and m.logprob_gap is not None for m in check.mismatches)
+    first = check.mismatches[0]
+    assert first.logprob_gap == pytest.approx(direct_gap(tiny_model, path_of(tmp_path), first))
     assert result.gates[0].status == status
     # Allowing exactly as many mismatches as there are passes.
     allowed = dict(candidates)
@@ -122,6 +126,34 @@ def test_max_mismatch_and_logprob_tolerance(
     }
     again = run(suite(tmp_path / "allowed", allowed), tmp_path / "allowed")
     assert again.gates[0].status == "passed"
+
+
+def path_of(tmp_path: Path) -> Path:
+    return tmp_path / "suite.yaml"
+
+
+def direct_gap(model_dir: Path, suite_path: Path, mismatch: Any) -> float:
+    """The target's log p(its token) - log p(the candidate's) at the first token where the two
+    outputs' token ids differ (EOS appended), from one unbatched float64 forward pass."""
+    import torch
+
+    prepared = prepare_suite(suite_path)
+    request = next(r for r in prepared.requests if r.id == mismatch.id)
+    target = HFCandidate("base", CandidateSpec(model=str(model_dir)), model_dir.parent)
+    model, tokenizer = target.loaded()
+    _, prompt = target.render(request)
+
+    def ids(text: str) -> list[int]:
+        return [*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+
+    mine, theirs = ids(mismatch.output), ids(mismatch.target_output)
+    k = next(i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b)
+    assert k == mismatch.first_token
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([[*prompt, *theirs[:k]]])).logits[0, -1]
+    logprobs = torch.log_softmax(logits.double(), dim=-1)
+    target.close()
+    return float(logprobs[theirs[k]] - logprobs[mine[k]])
 
 
 def test_bad_equivalence_settings_are_named(tmp_path: Path, tiny_model: Path) -> None:

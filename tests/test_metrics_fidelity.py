@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytest
 from suitefiles import CAPITALS, write_jsonl, write_suite
 from tinymodels import make_tiny_llama, make_tiny_lora
@@ -17,7 +18,7 @@ from evalkit.cache import Cache
 from evalkit.candidates.base import GenerationRequest, Message
 from evalkit.candidates.hf import HFCandidate
 from evalkit.errors import SpecError
-from evalkit.metrics import BaseRef, Sample, create, split_score
+from evalkit.metrics import BaseRef, Sample, Scored, create, run_figures, split_score
 from evalkit.metrics import fidelity as fidelity_module
 from evalkit.metrics.divergence import kl_from_top_logprobs
 from evalkit.run import RunOptions, prepare_suite, run_suite
@@ -221,7 +222,7 @@ def test_suite_run_computes_the_base_distribution_once_and_caches_everything(
     tokens = [t for e in other.examples for t in e.details["kl_divergence"]["kl_tokens"]]
     assert kl.corpus == pytest.approx(math.fsum(tokens) / len(tokens))
     assert kl.extra["max"] == max(tokens)
-    assert kl.extra["p99"] == pytest.approx(float(__import__("numpy").percentile(tokens, 99)))
+    assert kl.extra["p99"] == pytest.approx(float(numpy.percentile(tokens, 99)))
     assert kl.mean is not None and kl.mean > 0
     assert [g.candidate for g in result.gates] == ["other"]  # not the base against itself
     # A re-run loads no model: every value comes from the cache.
@@ -269,6 +270,31 @@ def direct_user_only(base: HFCandidate, candidate: HFCandidate, sample: Sample) 
         sample.id, "", sample.references, sample.prompt, {}, (Message("user", sample.prompt),)
     )
     return direct(base, candidate, user_only)
+
+
+def test_run_figures_come_from_summarize_over_scored_examples() -> None:
+    """The run-level hook (``summarize``) pools every answer token of the examples that have a
+    value: numpy's mean, percentiles and max; examples without a value add nothing."""
+    sample = SAMPLES[0]
+    kl = [
+        Scored(sample, 0.2, {"kl_tokens": [0.1, 0.3], "tail_bound": 0.01, "n_tokens": 2}),
+        Scored(sample, 0.5, {"kl_tokens": [0.0, 0.9, 0.6], "tail_bound": 0.02, "n_tokens": 3}),
+        Scored(sample, None, {"error": "the answer has no tokens"}),
+    ]
+    tokens = [0.1, 0.3, 0.0, 0.9, 0.6]
+    figures = run_figures(create("kl_divergence"), kl)
+    assert figures.corpus == pytest.approx(numpy.mean(tokens))
+    assert figures.extra["p95"] == pytest.approx(numpy.percentile(tokens, 95))
+    assert figures.extra["p99"] == pytest.approx(numpy.percentile(tokens, 99))
+    assert figures.extra["max"] == max(tokens)
+    assert figures.extra["tail_bound_max"] == 0.02
+    agree = [
+        Scored(sample, 0.5, {"n_tokens": 2, "n_agree": 1}),
+        Scored(sample, 1.0, {"n_tokens": 3, "n_agree": 3}),
+        Scored(sample, None, {"error": "no distribution"}),
+    ]
+    assert run_figures(create("top1_agreement"), agree).corpus == pytest.approx(4 / 5)
+    assert run_figures(create("top1_agreement"), []).corpus is None
 
 
 def test_a_suite_without_compare_to_is_refused(tmp_path: Path, tiny_model: Path) -> None:
