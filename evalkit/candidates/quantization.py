@@ -70,12 +70,13 @@ def settings(spec: QuantizationSpec, dtype_name: str) -> dict[str, Any]:
     }
 
 
-def fingerprint(spec: QuantizationSpec, dtype_name: str, device: torch.device) -> dict[str, Any]:
+def fingerprint(spec: QuantizationSpec, dtype_name: str, device_type: str) -> dict[str, Any]:
     """Settings plus what changes quantized answers beyond them: the bitsandbytes version and,
-    for 4-bit on CPU, which kernel runs (the AVX512-BF16 one computes in bfloat16)."""
+    for 4-bit on CPU, which kernel runs (the AVX512-BF16 one computes in bfloat16).
+    ``device_type`` is ``torch.device.type``, passed as text so torch need not be imported."""
     facts = settings(spec, dtype_name)
     facts["bitsandbytes"] = _installed_version("bitsandbytes")
-    if spec.bits == 4 and device.type == "cpu":
+    if spec.bits == 4 and device_type == "cpu":
         facts["cpu_kernel"] = "avx512_bf16" if cpu_has_avx512_bf16() else "portable"
     return facts
 
