@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from evalkit._quiet import loading_quietly
 from evalkit.candidates.models import fingerprint_files, hub_fingerprint, looks_like_path
 from evalkit.errors import EvalkitError
 
@@ -83,7 +84,8 @@ def load_embedder(source: str, device: str | None = None) -> Any:
 
     chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return SentenceTransformer(source, device=chosen)
+        with loading_quietly():
+            return SentenceTransformer(source, device=chosen)
     except Exception as exc:  # OSError, ValueError, HF hub errors when offline
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EvalkitError(

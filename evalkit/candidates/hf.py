@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit._files import progress_enabled
+from evalkit._quiet import loading_quietly
 from evalkit.candidates import adapters, quantization
 from evalkit.candidates.base import (
     EquivalenceTarget,
@@ -182,8 +183,11 @@ class HFCandidate:
     # -- loading --------------------------------------------------------------------------
 
     def _load(self) -> None:
-        if self._model is not None:
-            return
+        if self._model is None:
+            with loading_quietly():  # no third-party bars, deprecation notes or log lines
+                self._load_model()
+
+    def _load_model(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from evalkit._quiet import loading_quietly
 from evalkit.candidates.drafts import DRAFT_ALIAS, DRAFT_LAYERS, ensure_smollm2_draft
 from evalkit.candidates.store import (
     EMBEDDED_NAME,
@@ -114,8 +115,9 @@ def _convert_gguf(gguf: Path, out: Path, target: Path) -> None:
     )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with loading_quietly():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are already dequantized; without this, save_pretrained refuses (or records
     # a GGUF "quantization" that makes the saved folder load through the GGUF path again).
     model.hf_quantizer = None
