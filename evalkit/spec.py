@@ -318,6 +318,12 @@ class SuiteSpec(_Strict):
     dataset: str = Field(
         description="golden file (.jsonl, .csv, .yaml), relative to the suite file"
     )
+    ids: str = Field(
+        "id",
+        description="where example ids come from: the field 'id' (default), another field's "
+        "name, or 'line' (line-N, the line an example starts on: for files without ids, such "
+        "as lm-evaluation-harness JSONL; ids change when lines move)",
+    )
     prompt: str = Field("{{ input }}", description="jinja2 template over the example's fields")
     system: str | None = Field(None, description="optional system message (jinja2 template)")
     generation: GenerationSpec = Field(default_factory=GenerationSpec)

@@ -38,9 +38,10 @@ Prompt = str | Sequence[Mapping[str, str]]
 """A user message, or a whole chat as ``[{"role": ..., "content": ...}, ...]``."""
 
 
-def golden_params(path: str | Path, *, limit: int | None = None) -> list[Any]:
+def golden_params(path: str | Path, *, limit: int | None = None, ids: str = "id") -> list[Any]:
     """``pytest.param(example, id=example.id)`` for each example of a golden file. A relative
-    path is relative to the calling test file, as a suite's ``dataset`` is to the suite."""
+    path is relative to the calling test file, as a suite's ``dataset`` is to the suite;
+    ``ids`` is a suite's ``ids:`` (the id field, or ``line``)."""
     given = Path(path)
     caller = Path(inspect.stack()[1].filename).resolve()
     path = given if given.is_absolute() else caller.parent / given
@@ -50,7 +51,7 @@ def golden_params(path: str | Path, *, limit: int | None = None) -> list[Any]:
             f"to the file that calls golden_params ({display_path(caller)}), so from tests/ write "
             "'../golden/NAME.jsonl', or pass an absolute path"
         )
-    examples = load_golden(path, limit)
+    examples = load_golden(path, limit, ids)
     return [pytest.param(example, id=example.id) for example in examples]
 
 

@@ -74,7 +74,7 @@ def prepare_suite(path: str | Path, limit: int | None = None) -> PreparedSuite:
 
 def _load_examples(loaded: LoadedSuite, limit: int | None = None) -> list[Example]:
     try:
-        return load_golden(loaded.dataset_path, limit)
+        return load_golden(loaded.dataset_path, limit, loaded.spec.ids)
     except SpecError as exc:
         if exc.path is None:
             raise SpecError(exc.detail, path=loaded.path, line=loaded.line_of("dataset")) from None
