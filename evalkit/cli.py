@@ -29,6 +29,7 @@ def _run(args: argparse.Namespace) -> int:
         candidates=args.candidates.split(",") if args.candidates else None,
         device=args.device,
         update_baseline=args.update_baseline,
+        full=args.full,
     )
     plugins = [name for names in args.plugins for name in names.split(",") if name]
     paths = [Path(suite) for suite in args.suites]
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", default=None, help="cache folder (default .evalkit_cache)")
     run.add_argument("--no-cache", action="store_true", help="bypass the cache")
     run.add_argument("--update-baseline", action="store_true", help="accept results as baselines")
+    run.add_argument("--full", action="store_true", help="ignore candidates' own 'limit:'")
     run.add_argument(
         "--plugins",
         action="append",

@@ -66,6 +66,7 @@ class EvalkitSession:
                 limit=limit,
                 device=config.getoption("evalkit_device"),
                 update_baseline=config.getoption("evalkit_update_baseline"),
+                full=config.getoption("evalkit_full"),
                 seed=config.getoption("evalkit_seed"),
             ),
             candidates=[n.strip() for n in names.split(",") if n.strip()] if names else None,

@@ -191,6 +191,12 @@ class CandidateSpec(_Strict):
         "API models even without this block",
     )
     retrieval: RetrievalSpec | None = None
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="only the suite's first N examples for this candidate (a slow variant in a "
+        "quick run); its comparisons pair those N; --evalkit-full / --full ignore it",
+    )
 
     @field_validator("equivalent_to", mode="before")
     @classmethod

@@ -60,6 +60,8 @@ class RunOptions:
     update_baseline: bool = False
     seed: int = 0
     progress: bool = field(default_factory=progress_enabled)
+    full: bool = False
+    """Ignore the candidates' own ``limit:`` (``--evalkit-full``): every example for everyone."""
     update_command: str = baselines.UPDATE_COMMAND
     """What messages tell the user to run to accept baselines (pytest's option, or the CLI's)."""
 
@@ -98,6 +100,13 @@ class SuiteRunner:
             raise EvalkitError(
                 "updating baselines with a limit (--evalkit-limit, --limit) would accept a "
                 "partial baseline; drop the limit to update baselines"
+            )
+        limited = [n for n in run_order(self.prepared, self.options.candidates) if self.limit(n)]
+        if self.options.update_baseline and limited:
+            raise EvalkitError(
+                f"candidate(s) {', '.join(limited)} of suite '{self.spec.suite}' have 'limit:', "
+                "so updating baselines would accept partial ones; add --evalkit-full (evalkit "
+                "run: --full) to run every example"
             )
         started = time.perf_counter()
         cache = self.options.cache
@@ -283,17 +292,23 @@ class SuiteRunner:
         finally:
             target.close()
 
+    def limit(self, name: str) -> int | None:
+        """The candidate's own ``limit:``, unless the run is full."""
+        return None if self.options.full else self.spec.candidates[name].limit
+
     def requests_for(self, name: str) -> list[GenerationRequest]:
-        """The suite's requests, or a RAG candidate's own: rendered with its retrieved chunks
-        (which the scorer then shows its metrics)."""
+        """The suite's requests (the first ``limit:`` of them), or a RAG candidate's own:
+        rendered with its retrieved chunks (which the scorer then shows its metrics)."""
+        limit = self.limit(name)
+        examples, suite_requests = self.examples[:limit], self.requests[:limit]
         setup = self.prepared.retrieval.get(name)
         if setup is None:
-            return self.requests
+            return suite_requests
         requests = rag_requests(
             self.prepared.loaded,
             setup,
-            self.examples,
-            self.requests,
+            examples,
+            suite_requests,
             self.options.cache,
             self.options.device,
         )
