@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from evalkit._files import display_path
+from evalkit._threads import share_cores
 from evalkit.cache import Cache, cache_file
 from evalkit.errors import EvalkitError
 from evalkit.gates import RUN_GATE, run_verdict
@@ -75,6 +76,9 @@ class EvalkitSession:
 
     @classmethod
     def start(cls, config: pytest.Config) -> EvalkitSession:
+        worker = getattr(config, "workerinput", None)
+        if worker is not None:  # a pytest-xdist worker: share the cores with the others
+            share_cores(int(worker.get("workercount", 1)))
         session = cls.from_config(config)
         config.stash[SESSION_KEY] = session
         config.pluginmanager.register(session, "evalkit-session")

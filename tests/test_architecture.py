@@ -14,8 +14,9 @@ PACKAGE = Path(evalkit.__file__).parent
 
 LAYERS: list[tuple[str, ...]] = [
     # 0: no evalkit dependencies worth naming
-    ("evalkit._files", "evalkit._quiet", "evalkit.errors", "evalkit.hookspecs", "evalkit.stats",
-     "evalkit.cache", "evalkit.format", "evalkit.metrics.options", "evalkit.metrics.rubrics"),
+    ("evalkit._files", "evalkit._quiet", "evalkit._threads", "evalkit.errors", "evalkit.hookspecs",
+     "evalkit.stats", "evalkit.cache", "evalkit.format", "evalkit.metrics.options",
+     "evalkit.metrics.rubrics"),
     # 1: what a suite says, what a run records
     ("evalkit._yaml", "evalkit._spec_errors", "evalkit._reading", "evalkit.spec",
      "evalkit.retrieval.spec", "evalkit.results"),
