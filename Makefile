@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo demo-full bench test lint clean
 
 setup: $(STAMP) $(CHROMIUM)
 
@@ -50,12 +50,21 @@ $(ADAPTER)/adapter_model.safetensors: golden/train_adapter.py golden/train_terse
 
 # pytest exits 1 when a gate fails: the demo shows that on purpose (sampling breaks the answer
 # format of the units suite), so only other exit codes (errors, interruptions) fail `make demo`.
+# The demo runs each candidate on its `limit:` (a sample, shown in the report); `make demo-full`
+# runs every example for every candidate (--evalkit-full).
+DEMO_ARGS ?=
+demo-full: DEMO_ARGS += --evalkit-full
+demo-full: demo
 demo: setup $(ADAPTER)/adapter_model.safetensors
-	@$(BIN)/python -m pytest suites/; rc=$$?; \
+	@$(BIN)/python -m pytest suites/ $(DEMO_ARGS); rc=$$?; \
 	if [ $$rc -eq 1 ]; then echo "make demo: the failing gate above is a real regression the demo shows on purpose."; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 	@$(BIN)/evalkit report reports/ --screenshot reports/screenshot.png \
 	  || echo "make demo: no screenshot of the report (see the message above)"
+
+# Every performance ratio, each against its baseline measured in the same run (bench/README.md).
+bench: setup
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 test: setup
 	$(BIN)/ruff check evalkit tests golden plugins

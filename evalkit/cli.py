@@ -10,9 +10,13 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evalkit._files import display_path
 from evalkit.errors import EvalkitError
+
+if TYPE_CHECKING:
+    from evalkit.results import CandidateRun
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -40,14 +44,17 @@ def _run(args: argparse.Namespace) -> int:
     for suite in args.suites:
         accept = f"evalkit run --update-baseline {shlex.quote(suite)}"
         suite_options = dataclasses.replace(options, update_command=accept)
-        result = run_suite(prepare_suite(Path(suite), limit=args.limit), suite_options)
+        prepared = prepare_suite(Path(suite), limit=args.limit)
+        result = run_suite(prepared, suite_options)
         results.append(result)
         if result.gates:
             print(format_table(result.gates))
+        fresh = [c for c, m in prepared.metrics.items() if getattr(m, "cacheable", True) is False]
         for name, run in result.candidates.items():
             print(
                 f"{result.suite}/{name}: {len(run.examples)} examples, "
                 f"{run.n_cached} cached, {run.n_errors} errors, {run.timings.total_s:.1f} s"
+                + _fresh_note(run, fresh)
             )
         print(f"results: {display_path(options.report_dir / result.suite / 'run.json')}")
         for verdict in result.gates:
@@ -58,6 +65,14 @@ def _run(args: argparse.Namespace) -> int:
     published = publish(results, options.report_dir)
     print(f"report: {display_path(published.index)}")
     return 1 if failed else 0
+
+
+def _fresh_note(run: CandidateRun, fresh: list[str]) -> str:
+    """On a cached re-run, what still ran: the timed requests of metrics never cached."""
+    timed = sum(any(e.scores.get(c) is not None for c in fresh) for e in run.examples)
+    if not timed or run.n_cached < len(run.examples):
+        return ""
+    return f" (outputs all cached; {timed} requests timed afresh for {', '.join(fresh)})"
 
 
 def _install_models(args: argparse.Namespace) -> int:

@@ -194,8 +194,9 @@ class CandidateSpec(_Strict):
     limit: int | None = Field(
         None,
         ge=1,
-        description="only the suite's first N examples for this candidate (a slow variant in a "
-        "quick run); its comparisons pair those N; --evalkit-full / --full ignore it",
+        description="only N of the suite's examples for this candidate (a slow variant in a "
+        "quick run), chosen by id hash as latency samples are (nested: a smaller limit is a "
+        "subset); its comparisons pair those N; --evalkit-full / --full ignore it",
     )
 
     @field_validator("equivalent_to", mode="before")

@@ -1,8 +1,10 @@
-"""A candidate's own ``limit:``: a slow variant runs on the suite's first N examples, its gates
-pair those N with the baseline, the report says so, and ``full`` runs everything."""
+"""A candidate's own ``limit:``: a slow variant runs on N of the suite's examples (chosen by id
+hash, as latency samples are), its gates pair those N with the baseline, the report says so,
+and ``full`` runs everything."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,12 @@ def _project(root: Path) -> Path:
     )
 
 
+def by_hash(ids: list[str], n: int) -> list[str]:
+    """The n ids with the smallest SHA-256, in file order."""
+    chosen = set(sorted(ids, key=lambda i: (hashlib.sha256(i.encode()).hexdigest(), i))[:n])
+    return [i for i in ids if i in chosen]
+
+
 def _options(root: Path, **extra: object) -> RunOptions:
     cache = Cache(root / "cache.sqlite")
     reports = root / "reports"
@@ -49,12 +57,14 @@ def _options(root: Path, **extra: object) -> RunOptions:
 def test_a_limited_candidate_is_compared_on_its_examples(tmp_path: Path) -> None:
     result = run_suite(prepare_suite(_project(tmp_path)), _options(tmp_path))
     good, slow = result.candidates["good"], result.candidates["slow"]
-    assert [e.id for e in good.examples] == [f"q{i:02d}" for i in range(N)]
-    assert [e.id for e in slow.examples] == [f"q{i:02d}" for i in range(5)]
+    ids = [f"q{i:02d}" for i in range(N)]
+    assert [e.id for e in good.examples] == ids
+    assert [e.id for e in slow.examples] == by_hash(ids, 5)
+    assert set(by_hash(ids, 3)) <= set(by_hash(ids, 5))  # nested: smaller limits pair too
     comparison = next(v for v in result.gates if v.candidate == "slow").comparison
     assert comparison is not None and comparison.n_paired == 5
-    # Its mean and the paired delta are over its own five: two wrong (q01, q04) of five.
-    wrong_in_five = len(WRONG & set(range(5)))
+    # Its mean and the paired delta are over its own five.
+    wrong_in_five = len({f"q{i:02d}" for i in WRONG} & set(by_hash(ids, 5)))
     assert slow.aggregates["exact_match"].mean == pytest.approx(1 - wrong_in_five / 5)
     assert comparison.mean_delta == pytest.approx(-wrong_in_five / 5)
     page = publish([result], tmp_path / "reports").suite_pages[0].read_text(encoding="utf-8")

@@ -23,6 +23,7 @@ from evalkit._files import progress_enabled
 from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
+from evalkit.candidates.timing import timing_sample
 from evalkit.errors import EvalkitError
 from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE, equivalence_verdict, evaluate_gate
 from evalkit.golden import Example
@@ -297,10 +298,17 @@ class SuiteRunner:
         return None if self.options.full else self.spec.candidates[name].limit
 
     def requests_for(self, name: str) -> list[GenerationRequest]:
-        """The suite's requests (the first ``limit:`` of them), or a RAG candidate's own:
+        """The suite's requests (a ``limit:`` sample of them), or a RAG candidate's own:
         rendered with its retrieved chunks (which the scorer then shows its metrics)."""
+        examples, suite_requests = self.examples, self.requests
         limit = self.limit(name)
-        examples, suite_requests = self.examples[:limit], self.requests[:limit]
+        if limit is not None:
+            # By id hash, as the latency metrics choose theirs: a spread over the file (not its
+            # first lines), nested (a smaller limit is a subset, so candidates pair), and the
+            # same examples a full run times, so a latency baseline still pairs.
+            chosen = {r.id for r in timing_sample(self.requests, limit)}
+            examples = [e for e in self.examples if e.id in chosen]
+            suite_requests = [r for r in self.requests if r.id in chosen]
         setup = self.prepared.retrieval.get(name)
         if setup is None:
             return suite_requests
