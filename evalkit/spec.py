@@ -140,6 +140,23 @@ class ApiSpec(_Strict):
         return base
 
 
+class EngineOptions(_Strict):
+    """How ``engine: vllm`` runs its server (see evalkit/candidates/vllm.py)."""
+
+    python: str | None = Field(
+        None,
+        description="interpreter of an environment with vLLM (default: .venv-vllm/bin/python "
+        "from `make vllm`, else `vllm` on PATH)",
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split across")
+    data_parallel_size: int = Field(1, ge=1, description="model replicas serving requests")
+    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(None, ge=16, description="default: the model's own")
+    concurrency: int = Field(16, ge=1, description="requests in flight at once")
+    startup_timeout_s: float = Field(900.0, gt=0, description="wait this long for /health")
+    args: list[str] = Field(default_factory=list, description="more `vllm serve` flags")
+
+
 class CandidateSpec(_Strict):
     """One model under test. ``model`` is an alias (``evalkit models``), a local folder or a hub id;
     ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``)."""
@@ -160,6 +177,10 @@ class CandidateSpec(_Strict):
     merge: bool = Field(False, description="merge the adapter into the weights after loading")
     quantization: QuantizationSpec | None = None
     speculative: SpeculativeSpec | None = None
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers", description="what runs a local model: transformers or a vLLM server"
+    )
+    engine_options: EngineOptions | None = Field(None, description="engine: vllm only")
     api: ApiSpec | None = Field(
         None,
         description="call 'model' through litellm (any litellm model string) or an "
@@ -183,9 +204,11 @@ class CandidateSpec(_Strict):
             )
         if self.api is not None and self.replay is not None:
             raise ValueError("'api' calls a 'model'; a replay candidate has none")
+        if self.engine_options is not None and self.engine != "vllm":
+            raise ValueError("engine_options apply to engine: vllm only")
         local_only = {
             "adapter", "quantization", "speculative", "device", "dtype", "revision",
-            "chat_template",
+            "chat_template", "engine", "engine_options",
         } & self.model_fields_set  # fmt: skip
         if (self.api is not None or self.replay is not None) and local_only:
             kind = "API" if self.api is not None else "replay"

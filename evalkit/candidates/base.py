@@ -86,3 +86,27 @@ class LatencyProbe(Protocol):
     ) -> list[LatencySample]:
         """Run ``warmup`` untimed requests first, then time each request alone, in order."""
         ...
+
+
+@runtime_checkable
+class PromptLogprobs(Protocol):
+    """A candidate that scores given token ids without its weights in this process (a vLLM
+    server's prompt log-probs): what perplexity metrics need besides a ``LocalModel``."""
+
+    name: str
+
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, loaded here."""
+        ...
+
+    def render(self, request: GenerationRequest) -> tuple[str, list[int]]:
+        """The exact prompt text and token ids generation feeds the model."""
+        ...
+
+    def max_length(self) -> int:
+        """The longest model input one scored sequence may have (its tokens minus one)."""
+        ...
+
+    def prompt_logprobs(self, sequences: Sequence[Sequence[int]]) -> list[list[float | None]]:
+        """Per sequence and position, log p(token | the tokens before it); None first."""
+        ...

@@ -21,7 +21,7 @@ import evalkit
 from evalkit import baseline as baselines
 from evalkit._files import progress_enabled
 from evalkit.cache import Cache, make_key
-from evalkit.candidates import make_candidate
+from evalkit.candidates import make_candidate, run_resources
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
 from evalkit.gates import LOSSLESS_GATE, evaluate_gate, lossless_verdict
@@ -89,9 +89,12 @@ class SuiteRunner:
         cache = self.options.cache
         hits_before, misses_before = Counter(cache.hits), Counter(cache.misses)
         runs: dict[str, CandidateRun] = {}
-        for name in run_order(self.prepared, self.options.candidates):
-            # The compare_to candidate runs first: pairwise metrics read its outputs.
-            runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
+        base_dir = self.prepared.loaded.path.parent
+        # What candidates share for the whole run (vLLM servers) is released at its end.
+        with run_resources(self.spec.candidates, base_dir, self.options.report_dir / "vllm"):
+            for name in run_order(self.prepared, self.options.candidates):
+                # The compare_to candidate runs first: pairwise metrics read its outputs.
+                runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
         updated = []
         if self.options.update_baseline:
             updated = baselines.write_baselines(

