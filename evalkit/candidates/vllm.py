@@ -429,8 +429,11 @@ def run_servers(
     specs: Mapping[str, CandidateSpec], base_dir: Path, log_dir: Path
 ) -> Iterator[ServerPool]:
     """A pool for one run: every vLLM candidate's LoRA module is planned before the first server
-    starts (so a base and its adapters share one start), and every server stops at the end."""
-    pool = ServerPool(log_dir)
+    starts (so a base and its adapters share one start), and every server stops at the end.
+    Inside an active pool (a caller that keeps servers across runs: tests, benchmarks) the run
+    plans into that pool and leaves its servers running."""
+    outer = active_pool()
+    pool = outer or ServerPool(log_dir)
     for name, spec in specs.items():
         if spec.engine != "vllm":
             continue
@@ -440,5 +443,8 @@ def run_servers(
             candidate.plan()
             if candidate.speculation is not None:
                 candidate.speculation.plain_target().plan()
+    if outer is not None:
+        yield outer
+        return
     with pool.active():
         yield pool
