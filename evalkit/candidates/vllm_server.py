@@ -9,24 +9,23 @@ Lifetime. A ``ServerPool`` owns the servers of one run: one per ``ServerConfig``
 dtype, quantization, speculative config, parallelism), shared by every candidate on that base
 model; each adapter is a LoRA module of that server (``--enable-lora --lora-modules``). A server
 starts on first use (a fully cached run starts none) and is stopped when the pool closes: at the
-end of the run, on Ctrl-C and on exceptions (the caller's ``finally``), at interpreter exit
-(``atexit``), and when this process dies without running any of that (SIGKILL, SIGTERM): the
-server is asked to die with its parent (Linux ``PR_SET_PDEATHSIG``). It runs in its own process
-group, so stopping it also stops the engine processes vLLM forks.
+end of the run, on Ctrl-C and on exceptions (the caller's ``finally``), and at interpreter exit
+(``atexit``). Each server runs under a small watchdog (``_WATCHDOG``), the leader of its own
+process group: when the evalkit process dies without any of that (SIGKILL, SIGTERM), the
+watchdog stops the server's whole group, vLLM's engine processes included. (vLLM ignores
+SIGTERM while it starts up, so the watchdog escalates to SIGKILL.)
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -50,6 +49,30 @@ SERVER_MODULES = (
     "vllm.entrypoints.openai.api_server",
 )
 LOG_TAIL_LINES = 25
+STOP_GRACE_S = 15.0
+"""How long a server may take to shut down after SIGTERM before its group gets SIGKILL."""
+
+# Runs the server (argv[3:]) in its own process group; stops the group when evalkit (argv[1])
+# is gone or on SIGTERM; exits with the server's code. Standard library only.
+_WATCHDOG = r"""
+import os, signal, subprocess, sys, time
+parent, grace = int(sys.argv[1]), float(sys.argv[2])
+server = subprocess.Popen(sys.argv[3:])
+def stop(*_):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+    try:
+        server.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGTERM, stop)
+while server.poll() is None:
+    if os.getppid() != parent:
+        stop()
+    time.sleep(0.5)
+sys.exit(server.returncode)
+"""
 
 _PROBE = r"""
 import importlib.metadata as md, importlib.util as iu, json, os, sys
@@ -185,6 +208,7 @@ class ServerConfig:
     def command(self, port: int, loras: Sequence[tuple[str, str]], max_rank: int) -> list[str]:
         cmd = [
             self.install.python, "-m", self.install.module,
+            *(["--enforce-eager"] if self.install.cpu_build else []),
             "--model", self.model, "--served-model-name", self.served_name,
             "--host", "127.0.0.1", "--port", str(port), "--dtype", self.dtype,
             "--tensor-parallel-size", str(self.tensor_parallel_size),
@@ -218,12 +242,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: SIGTERM this process when the evalkit process that started it dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @dataclass
 class VllmServer:
     """One server process. ``start`` returns at once; ``wait_ready`` blocks until /health."""
@@ -232,6 +250,8 @@ class VllmServer:
     log_dir: Path
     loras: tuple[tuple[str, str], ...] = ()
     max_lora_rank: int = 16
+    cpu_index: int = 0
+    """This server's place in its pool: the CPU build binds the Nth server to another core."""
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -263,11 +283,17 @@ class VllmServer:
         log.flush()
         self._log = log
         self.started_at = time.perf_counter()
+        watchdog = [
+            self.config.install.python,
+            "-c",
+            _WATCHDOG,
+            str(os.getpid()),
+            str(STOP_GRACE_S),
+        ]
         self.process = subprocess.Popen(
-            command,
+            [*watchdog, *command],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=_server_env(self.config.install), start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            env=_server_env(self.config.install, self.cpu_index), start_new_session=True,
         )  # fmt: skip
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -306,7 +332,7 @@ class VllmServer:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, grace_s: float = 20.0) -> None:
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM to the server's process group, SIGKILL after ``grace_s``; idempotent."""
         process, self.process = self.process, None
         if process is not None:
@@ -317,12 +343,17 @@ class VllmServer:
             self._log = None
 
 
-def _server_env(install: VllmInstall) -> dict[str, str]:
+def _server_env(install: VllmInstall, index: int = 0) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
     if install.cpu_build:
         # The CPU build reserves this many GB of KV cache (its default is larger); measured
         # enough for SmolLM2 with 16 requests in flight.
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        # Its automatic binding puts every server's worker on the same first core; a second
+        # server of the pool (a speculative one) gets a core of its own where there is one.
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if index > 0 and len(cores) > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in env:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = str(cores[-(index % len(cores))])
     return env
 
 
@@ -382,7 +413,12 @@ class ServerPool:
                 if server is None or not server.running() or server.loras != wanted[0]:
                     if server is not None:
                         server.stop()
-                    server = VllmServer(config, self.log_dir, wanted[0], wanted[1])
+                    index = (
+                        list(self._servers).index(config)
+                        if config in self._servers
+                        else len(self._servers)
+                    )
+                    server = VllmServer(config, self.log_dir, wanted[0], wanted[1], index)
                     server.start()
                     self._servers[config] = server
                     fresh.append(server)
