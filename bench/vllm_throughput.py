@@ -42,8 +42,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from evalkit.candidates import make_candidate  # noqa: E402
 from evalkit.candidates.base import GenerationRequest  # noqa: E402
 from evalkit.candidates.vllm import VllmCandidate, run_servers  # noqa: E402
-from evalkit.engine import prepare_suite  # noqa: E402
 from evalkit.errors import CandidateError  # noqa: E402
+from evalkit.run.prepare import prepare_suite  # noqa: E402
 from evalkit.spec import CandidateSpec, GenerationSpec  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"

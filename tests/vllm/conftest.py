@@ -61,7 +61,9 @@ def lora_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_pool(tmp_path_factory: pytest.TempPathFactory, lora_adapter: Path) -> Iterator[ServerPool]:
+def vllm_pool(
+    tmp_path_factory: pytest.TempPathFactory, lora_adapter: Path, suites: dict[str, Path]
+) -> Iterator[ServerPool]:
     """Both servers of the session, started together; stopped (engine processes included) at
     the end, which the teardown checks."""
     pool = ServerPool(tmp_path_factory.mktemp("vllm-logs"))

@@ -16,40 +16,71 @@ from vllm_constants import LOOKUP, MODEL, REPO
 
 from evalkit.cache import Cache
 from evalkit.candidates.vllm_server import ServerPool
-from evalkit.engine import RunOptions, prepare_suite, run_suite
 from evalkit.results import RunResult
+from evalkit.run.prepare import prepare_suite
+from evalkit.run.runner import RunOptions, run_suite
 
 pytestmark = pytest.mark.real_model
 
 
-def _run(
-    tmp_path: Path, name: str, candidates: dict, metrics: list, *, limit: int | None = None
-) -> RunResult:
-    """suites/capitals.yaml's prompt and decoding with these candidates and metrics."""
-    suite = yaml.safe_load((REPO / "suites" / "capitals.yaml").read_text())
-    suite.update(suite=name, candidates=candidates, metrics=metrics, compare_to="base")
-    suite["dataset"] = str(REPO / "golden" / "capitals.jsonl")
+CAPITALS = {
+    "base": {"model": MODEL},
+    "served": {"model": MODEL, "engine": "vllm"},
+    "ngram": {"model": MODEL, "engine": "vllm", "speculative": LOOKUP},
+}
+CAPITALS_METRICS = [{"contains": {"normalize": ["lower"]}}, "reference_perplexity"]
+LORA_LIMIT = 48
+"""Capitals for the LoRA comparison (the LoRA path is the slowest on CPU on both engines)."""
+
+
+def _suite(folder: Path, name: str, candidates: dict, metrics: list | None = None) -> Path:
+    """suites/<capitals|corpus>.yaml (prompt, decoding) with these candidates and metrics."""
+    source = "corpus" if name == "corpus" else "capitals"
+    suite = yaml.safe_load((REPO / "suites" / f"{source}.yaml").read_text())
+    suite.update(suite=name, candidates=candidates, compare_to="base")
+    suite["metrics"] = metrics or suite["metrics"]
+    suite["dataset"] = str(REPO / "golden" / f"{source}.jsonl")
     suite.pop("gates")
-    path = tmp_path / f"{name}.yaml"
+    path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def _run(path: Path, only: list[str] | None = None, limit: int | None = None) -> RunResult:
+    """One run; the suite's folder holds its cache, shared by the transformers-only first run."""
+    cache = Cache(path.parent / f"{path.stem}.sqlite")
     options = RunOptions(
-        report_dir=tmp_path / "reports",
-        cache=Cache(tmp_path / "cache.sqlite"),
-        progress=False,
-        limit=limit,
-    )
+        report_dir=path.parent / "reports", cache=cache, progress=False, limit=limit,
+        candidates=only,
+    )  # fmt: skip
     return run_suite(prepare_suite(path), options)
 
 
 @pytest.fixture(scope="session")
-def capitals(tmp_path_factory: pytest.TempPathFactory, vllm_pool: ServerPool) -> RunResult:
-    candidates = {
-        "base": {"model": MODEL},
-        "served": {"model": MODEL, "engine": "vllm"},
-        "ngram": {"model": MODEL, "engine": "vllm", "speculative": LOOKUP},
+def suites(tmp_path_factory: pytest.TempPathFactory, lora_adapter: Path) -> dict[str, Path]:
+    """The three suites, their transformers candidates run (and cached) first: an idle vLLM
+    server still costs CPU, and on 2 cores transformers must not share them with it."""
+    folder = tmp_path_factory.mktemp("suites")
+    lora = {
+        "base": {"model": MODEL, "adapter": str(lora_adapter)},
+        "lora": {"model": MODEL, "adapter": str(lora_adapter), "engine": "vllm"},
     }
-    metrics = [{"contains": {"normalize": ["lower"]}}, "reference_perplexity"]
-    return _run(tmp_path_factory.mktemp("capitals"), "capitals_engines", candidates, metrics)
+    corpus = {"base": {"model": MODEL}, "served": {"model": MODEL, "engine": "vllm"}}
+    paths = {
+        "capitals": _suite(folder, "capitals_engines", CAPITALS, CAPITALS_METRICS),
+        "lora": _suite(folder, "capitals_lora", lora, ["exact_match"]),
+        "corpus": _suite(folder, "corpus", corpus),
+    }
+    for name, path in paths.items():
+        _run(path, ["base"], LORA_LIMIT if name == "lora" else None)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def capitals(suites: dict[str, Path], vllm_pool: ServerPool) -> RunResult:
+    run = _run(suites["capitals"])
+    assert run.candidates["base"].n_cached == 175  # answered before the servers started
+    return run
 
 
 def _outputs(run: RunResult, candidate: str) -> dict[str, str | None]:
@@ -94,20 +125,9 @@ def test_reference_perplexity_on_vllm_equals_transformers(capitals: RunResult) -
 
 
 def test_corpus_perplexity_on_vllm_equals_transformers(
-    tmp_path: Path, vllm_pool: ServerPool
+    suites: dict[str, Path], vllm_pool: ServerPool
 ) -> None:
-    path = tmp_path / "corpus.yaml"
-    suite = yaml.safe_load((REPO / "suites" / "corpus.yaml").read_text())
-    suite.update(
-        dataset=str(REPO / "golden" / "corpus.jsonl"),
-        candidates={"base": {"model": MODEL}, "served": {"model": MODEL, "engine": "vllm"}},
-    )
-    suite.pop("gates")
-    path.write_text(yaml.safe_dump(suite))
-    options = RunOptions(
-        report_dir=tmp_path / "reports", cache=Cache(tmp_path / "cache.sqlite"), progress=False
-    )
-    run = run_suite(prepare_suite(path), options)
+    run = _run(suites["corpus"])
     base, served = run.candidates["base"], run.candidates["served"]
     assert not served.generated  # perplexity only: nothing generated, prompt log-probs only
     for hf, vl in zip(base.examples, served.examples, strict=True):
@@ -122,18 +142,13 @@ def test_corpus_perplexity_on_vllm_equals_transformers(
 
 
 def test_lora_on_vllm_equals_peft(
-    tmp_path: Path, vllm_pool: ServerPool, lora_adapter: Path, capitals: RunResult
+    suites: dict[str, Path], vllm_pool: ServerPool, lora_adapter: Path, capitals: RunResult
 ) -> None:
-    """48 capitals (the LoRA path is the slowest on CPU on both engines)."""
-    candidates = {
-        "base": {"model": MODEL, "adapter": str(lora_adapter)},
-        "lora": {"model": MODEL, "adapter": str(lora_adapter), "engine": "vllm"},
-    }
-    run = _run(tmp_path, "capitals_lora", candidates, ["exact_match"], limit=48)
+    run = _run(suites["lora"], limit=LORA_LIMIT)
     peft, served = _outputs(run, "base"), _outputs(run, "lora")
-    assert len(peft) == 48 and None not in served.values()
+    assert len(peft) == LORA_LIMIT and None not in served.values()
     mismatches = {i: (peft[i], served[i]) for i in peft if peft[i] != served[i]}
-    assert not mismatches, f"{len(mismatches)}/48 differ: {mismatches}"
+    assert not mismatches, f"{len(mismatches)}/{LORA_LIMIT} differ: {mismatches}"
     assert run.candidates["lora"].describe["served_model"].startswith(lora_adapter.name)
     # The adapter really changes answers (else both engines could be ignoring it alike).
     plain = _outputs(capitals, "base")
