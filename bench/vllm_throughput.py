@@ -153,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", default="base", help="comma-separated: base,lora,ngram,nf4")
     parser.add_argument("--rounds", type=int, default=2, help="evalkit vs minimal client rounds")
+    parser.add_argument("--limit", type=int, help="the first N prompts only (default: all 175)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
@@ -167,7 +168,7 @@ def main() -> None:
     prepared = prepare_suite(REPO / "suites" / "capitals.yaml")
     suite = prepared.loaded.spec
     params = suite.generation.model_copy(update={"batch_size": CONCURRENCY})
-    requests = prepared.requests
+    requests = prepared.requests[: args.limit] if args.limit else prepared.requests
     specs = {
         n: CandidateSpec(model=MODEL, engine="vllm", **VARIANTS[n]) for n in names if n != "nf4"
     }
