@@ -58,8 +58,8 @@ def _run(path: Path, only: list[str] | None = None, limit: int | None = None) ->
 
 @pytest.fixture(scope="session")
 def suites(tmp_path_factory: pytest.TempPathFactory, lora_adapter: Path) -> dict[str, Path]:
-    """The three suites, their transformers candidates run (and cached) first: an idle vLLM
-    server still costs CPU, and on 2 cores transformers must not share them with it."""
+    """The three suites, their transformers candidates run (and cached) first, so that they and
+    the servers' start-up (CPU-heavy) do not fight over 2 cores."""
     folder = tmp_path_factory.mktemp("suites")
     lora = {
         "base": {"model": MODEL, "adapter": str(lora_adapter)},
