@@ -318,7 +318,11 @@ class VllmCandidate:
                 for token, entry in zip(ids, positions, strict=True)
             ]
 
-        with ThreadPoolExecutor(self.options.concurrency) as pool:
+        # vLLM 0.32's LoRA logits layer crashes the engine when prompt log-probs of several
+        # requests share a batch (an einsum shape error, seen on CPU): with LoRA modules on the
+        # server, one request at a time.
+        workers = 1 if self.server().loras else self.options.concurrency
+        with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(one, sequences))
 
     # -- run record ----------------------------------------------------------------------------

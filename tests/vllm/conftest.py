@@ -9,6 +9,7 @@ the active pool. Without .venv-vllm the session fails with the `make vllm` messa
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,7 +80,11 @@ def vllm_pool(
             print(f"vLLM server ready in {server.startup_s:.0f} s: {server.log_path}")
         groups = [server.pid for server in servers]
         yield pool
-    leftovers = [pid for pid in _all_pids() if _group(pid) in groups]
+    deadline = time.monotonic() + 30  # killed processes take a moment to be reaped
+    while (leftovers := [p for p in _all_pids() if _group(p) in groups]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
     assert not leftovers, f"processes of the vLLM servers outlived the session: {leftovers}"
 
 
@@ -88,7 +93,9 @@ def _all_pids() -> list[int]:
 
 
 def _group(pid: int) -> int | None:
+    """The process group of a live (not zombie) process."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return None if fields[0] == "Z" else int(fields[2])
     except (OSError, IndexError, ValueError):
         return None
