@@ -47,14 +47,8 @@ from evalkit.candidates.models import (
     has_chat_template,
     hub_fingerprint,
 )
-from evalkit.candidates.vllm_server import (
-    ServerConfig,
-    ServerPool,
-    VllmInstall,
-    VllmServer,
-    active_pool,
-    find_vllm,
-)
+from evalkit.candidates.vllm_install import VllmInstall, find_vllm
+from evalkit.candidates.vllm_server import ServerConfig, ServerPool, VllmServer, active_pool
 from evalkit.errors import CandidateError
 from evalkit.spec import ApiSpec, CandidateSpec, EngineOptions, GenerationSpec
 

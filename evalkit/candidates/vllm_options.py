@@ -19,7 +19,7 @@ from evalkit.candidates.models import (
     looks_like_path,
     resolve_model,
 )
-from evalkit.candidates.vllm_server import VllmInstall
+from evalkit.candidates.vllm_install import VllmInstall
 from evalkit.errors import CandidateError
 from evalkit.spec import CandidateSpec, GenerationSpec
 
