@@ -291,6 +291,6 @@ def test_servers_stop_when_the_run_dies(
         run.send_signal(signal.SIGINT)
     elif ending == "sigkill":
         run.send_signal(signal.SIGKILL)
-    run.wait(timeout=60)
+    run.wait(timeout=120)
     assert run.returncode != 0
     assert _gone(pids), f"server processes {pids} outlived the run ({ending})"

@@ -46,7 +46,11 @@ _WATCHDOG = r"""
 import os, signal, subprocess, sys, time
 parent, grace = int(sys.argv[1]), float(sys.argv[2])
 server = subprocess.Popen(sys.argv[3:])
-def stop(*_):
+asked = []
+signal.signal(signal.SIGTERM, lambda *_: asked.append(1))  # acted on below, not in the handler
+while server.poll() is None and not asked and os.getppid() == parent:
+    time.sleep(0.2)
+if server.poll() is None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.killpg(0, signal.SIGTERM)
     try:
@@ -54,11 +58,6 @@ def stop(*_):
     except subprocess.TimeoutExpired:
         pass
     os.killpg(0, signal.SIGKILL)
-signal.signal(signal.SIGTERM, stop)
-while server.poll() is None:
-    if os.getppid() != parent:
-        stop()
-    time.sleep(0.5)
 sys.exit(server.returncode)
 """
 
