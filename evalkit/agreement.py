@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from evalkit.errors import SpecError
+from evalkit.format import fixed
 
 
 @dataclass(frozen=True)
@@ -136,19 +137,16 @@ class Agreement:
         return json.dumps(asdict(self), indent=1)
 
     def table(self) -> str:
-        def fmt(value: float | None) -> str:
-            return "n/a" if value is None else f"{value:.3f}"
-
         lines = [
             f"judge: {self.judge}",
             f"labels: {self.n} scored ({self.n_missing} without a judge score)",
-            f"spearman (weighted score vs human): {fmt(self.spearman)}",
-            f"quadratic kappa (rounded score):    {fmt(self.kappa_rounded)}",
-            f"quadratic kappa (argmax score):     {fmt(self.kappa_argmax)}",
-            f"exact agreement (rounded):          {fmt(self.exact_rounded)}",
-            f"mean absolute error:                {fmt(self.mean_abs_error)}",
+            f"spearman (weighted score vs human): {fixed(self.spearman, 'n/a')}",
+            f"quadratic kappa (rounded score):    {fixed(self.kappa_rounded, 'n/a')}",
+            f"quadratic kappa (argmax score):     {fixed(self.kappa_argmax, 'n/a')}",
+            f"exact agreement (rounded):          {fixed(self.exact_rounded, 'n/a')}",
+            f"mean absolute error:                {fixed(self.mean_abs_error, 'n/a')}",
             "judge mean per human score: "
-            + ", ".join(f"{k}: {fmt(v)}" for k, v in self.mean_by_label.items()),
+            + ", ".join(f"{k}: {fixed(v, 'n/a')}" for k, v in self.mean_by_label.items()),
             f"time: {self.seconds:.1f} s"
             + ("" if self.cost_usd is None else f", cost: ${self.cost_usd:.4f}"),
         ]

@@ -6,8 +6,8 @@ A missing baseline is a failure that says how to accept one, never a silent pass
 
 Run-level figures (tokens/s, peak memory) are one number per run: there is nothing to resample,
 so their regression gates compare the two numbers directly (as ``strict`` would) and say so.
-``lossless`` is evalkit's own check of speculative candidates: under greedy decoding their
-outputs must equal the plain target's, example by example.
+``lossless`` is evalkit's own equivalence check: a candidate whose outputs must equal another
+candidate's (``candidates.base.Verifiable``) fails on any mismatch beyond the allowed number.
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from evalkit.format import p_significant, precise, precise_signed
 from evalkit.results import Aggregate, CandidateRun, Comparison, GateVerdict, WorstExample
 from evalkit.spec import GateSpec
-from evalkit.stats import paired_test
+from evalkit.stats import paired_comparison
 
 N_WORST = 5
-LOSSLESS_GATE = "lossless"
+RUN_GATE = "run"
+"""The check of a candidate in a suite that declares no gates: the run itself must work."""
+EQUIVALENCE_GATE = "lossless"
+"""The item name of the equivalence check (the name predates the general check)."""
 N_MISMATCHES_SHOWN = 10
 
 
@@ -35,14 +39,6 @@ class BaselineScores:
     """Set when there is no baseline: the gate fails with this text."""
     run_value: float | None = None
     """The baseline's figure for run-level metrics (tokens/s, peak memory)."""
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
-
-
-def _signed(value: float) -> str:
-    return f"{value:+.4g}"
 
 
 def evaluate_gate(
@@ -80,16 +76,16 @@ def evaluate_gate(
     if aggregate.level == "run":
         return _run_level(gate, aggregate, baseline, verdict)
     lines = [
-        f"{gate.metric} mean {_fmt(aggregate.mean)} "
-        f"(95% CI {_fmt(aggregate.ci_low)}..{_fmt(aggregate.ci_high)}, n={aggregate.n}"
+        f"{gate.metric} mean {precise(aggregate.mean)} "
+        f"(95% CI {precise(aggregate.ci_low)}..{precise(aggregate.ci_high)}, n={aggregate.n}"
         + (f", {aggregate.n_missing} examples without a score" if aggregate.n_missing else "")
         + ")"
     ]
     failures: list[str] = []
     if gate.min is not None and aggregate.mean < gate.min:
-        failures.append(f"mean {_fmt(aggregate.mean)} is below min {gate.min:g}")
+        failures.append(f"mean {precise(aggregate.mean)} is below min {gate.min:g}")
     if gate.max is not None and aggregate.mean > gate.max:
-        failures.append(f"mean {_fmt(aggregate.mean)} is above max {gate.max:g}")
+        failures.append(f"mean {precise(aggregate.mean)} is above max {gate.max:g}")
     if gate.is_regression:
         failures += _regression(gate, run, baseline, verdict, lines, seed)
     if failures:
@@ -100,12 +96,12 @@ def evaluate_gate(
         lines.append(f"worst {len(verdict.worst)} examples:")
         for item in verdict.worst:
             base = (
-                f" | baseline {_fmt(item.baseline_score)}: {item.baseline_output!r}"
+                f" | baseline {precise(item.baseline_score)}: {item.baseline_output!r}"
                 if baseline and baseline.missing_reason is None
                 else ""
             )
             lines.append(
-                f"  - {item.id}: score {_fmt(item.score)} | reference {item.reference!r} | "
+                f"  - {item.id}: score {precise(item.score)} | reference {item.reference!r} | "
                 f"output {item.output!r}{base}"
             )
     verdict.message = "\n".join(lines)
@@ -123,9 +119,9 @@ def _missing_reason(run: CandidateRun, column: str, aggregate: Aggregate | None)
 def _bounds(gate: GateSpec, value: float) -> list[str]:
     failures = []
     if gate.min is not None and value < gate.min:
-        failures.append(f"{_fmt(value)} is below min {gate.min:g}")
+        failures.append(f"{precise(value)} is below min {gate.min:g}")
     if gate.max is not None and value > gate.max:
-        failures.append(f"{_fmt(value)} is above max {gate.max:g}")
+        failures.append(f"{precise(value)} is above max {gate.max:g}")
     return failures
 
 
@@ -135,7 +131,7 @@ def _run_level(
     """A gate on one figure per run: bounds, and changes judged on the two numbers alone."""
     value = aggregate.mean
     assert value is not None
-    lines = [f"{gate.metric} {_fmt(value)} (one figure for the whole run)"]
+    lines = [f"{gate.metric} {precise(value)} (one figure for the whole run)"]
     failures = _bounds(gate, value)
     if gate.is_regression:
         failures += _run_level_change(gate, value, baseline, verdict, lines)
@@ -173,47 +169,60 @@ def _run_level_change(
             allowed=allowed,
         )
         lines.append(
-            f"vs {baseline.label} {_fmt(base)}: delta {_signed(value - base)}, allowed "
-            f"{direction} {threshold} (= {allowed:.4g}); one figure per run, so no significance "
-            "test is possible: judged on the two numbers"
+            f"vs {baseline.label} {precise(base)}: delta {precise_signed(value - base)}, allowed "
+            f"{direction} {threshold} (= {precise(allowed)}); one figure per run, so no "
+            "significance test is possible: judged on the two numbers"
         )
         if change > allowed:
-            failures.append(f"{direction} of {change:.4g} exceeds {allowed:.4g}")
+            failures.append(f"{direction} of {precise(change)} exceeds {precise(allowed)}")
     return failures
 
 
-def lossless_verdict(suite: str, run: CandidateRun) -> GateVerdict:
-    """Speculative decoding must not change greedy outputs: any mismatch with the plain
-    target fails, and the message lists the examples."""
+def run_verdict(suite: str, run: CandidateRun) -> GateVerdict:
+    """A suite without gates still fails when a candidate produced nothing at all: every
+    example failed (a wrong model name, a server that is down), which no score would show."""
+    verdict = GateVerdict(
+        suite=suite, candidate=run.name, gate=RUN_GATE, metric=RUN_GATE, status="passed", message=""
+    )
+    if run.examples and run.n_errors == len(run.examples):
+        verdict.status = "failed"
+        verdict.message = f"{run.name}: every example failed; first error: {run.examples[0].error}"
+    return verdict
+
+
+def equivalence_verdict(suite: str, run: CandidateRun) -> GateVerdict:
+    """A candidate's outputs must equal its equivalence target's: more mismatches than allowed
+    fail, and the message lists the examples."""
     verdict = GateVerdict(
         suite=suite,
         candidate=run.name,
-        gate=LOSSLESS_GATE,
-        metric=LOSSLESS_GATE,
+        gate=EQUIVALENCE_GATE,
+        metric=EQUIVALENCE_GATE,
         status="passed",
         message="",
     )
-    check = run.lossless
+    check = run.equivalence
     if check is None or check.skipped is not None or check.checked == 0:
+        target = check.target if check is not None and check.target else "its target"
         verdict.status = "error"
-        verdict.message = f"{run.name}: no outputs to compare with the plain target" + (
+        verdict.message = f"{run.name}: no outputs to compare with {target}" + (
             f" ({check.skipped})" if check is not None and check.skipped else ""
         )
         return verdict
     same = check.checked - len(check.mismatches)
     verdict.mean = same / check.checked
-    lines = [f"{same} of {check.checked} greedy outputs equal the target's without speculation"]
+    lines = [f"{same} of {check.checked} outputs equal those of {check.target}"]
     if check.unchecked:
         lines[0] += f" ({check.unchecked} examples failed to generate, not compared)"
-    if check.plain_cached:
-        lines[0] += f"; plain outputs: {check.plain_cached} from the cache"
+    if check.target_cached:
+        lines[0] += f"; {check.target_cached} of its outputs from the cache"
     if check.mismatches:
-        verdict.status = "failed"
-        lines.insert(
-            0,
-            f"FAILED: speculative decoding changed {len(check.mismatches)} greedy outputs "
-            "(it must only change speed)",
-        )
+        headline = check.headline.format(n=len(check.mismatches), target=check.target)
+        if len(check.mismatches) > check.max_mismatch:
+            verdict.status = "failed"
+            lines.insert(0, f"FAILED: {headline}")
+        else:
+            lines.insert(0, f"{headline}; {check.max_mismatch} allowed")
         lines += _mismatches(run, verdict)
     verdict.message = "\n".join(lines)
     return verdict
@@ -221,24 +230,28 @@ def lossless_verdict(suite: str, run: CandidateRun) -> GateVerdict:
 
 def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     """Lines naming the first mismatching examples; they also become the verdict's worst."""
-    assert run.lossless is not None
-    mismatches = run.lossless.mismatches
+    check = run.equivalence
+    assert check is not None
     references = {e.id: e.references for e in run.examples}
     lines = []
-    for item in mismatches[:N_MISMATCHES_SHOWN]:
-        lines.append(f"  - {item.id}: speculative {item.output!r} | plain {item.plain_output!r}")
+    for item in check.mismatches[:N_MISMATCHES_SHOWN]:
+        lines.append(
+            f"  - {item.id}: {check.output_name} {item.output!r} | "
+            f"{check.target_name} {item.target_output!r}"
+        )
         verdict.worst.append(
             WorstExample(
                 id=item.id,
                 reference=(references.get(item.id) or [""])[0],
                 output=item.output,
-                baseline_output=item.plain_output,
+                baseline_output=item.target_output,
                 score=0.0,
                 baseline_score=1.0,
             )
         )
-    if len(mismatches) > N_MISMATCHES_SHOWN:
-        lines.append(f"  ... and {len(mismatches) - N_MISMATCHES_SHOWN} more (run.json)")
+    if len(check.mismatches) > N_MISMATCHES_SHOWN:
+        hidden = len(check.mismatches) - N_MISMATCHES_SHOWN
+        lines.append(f"  ... and {hidden} more (run.json)")
     return lines
 
 
@@ -270,7 +283,14 @@ def _regression(
         if threshold is None:
             continue
         allowed = threshold.allowed(base_mean)
-        test = paired_test(deltas, direction=direction, margin=allowed, seed=seed)  # type: ignore[arg-type]
+        # The report computes its paired changes with this function too, over the same pairs in
+        # the same (baseline) order and seed: it shows this delta and CI, not another draw's.
+        test = paired_comparison(
+            deltas,
+            alternative="less" if direction == "drop" else "greater",
+            margin=allowed,
+            seed=seed,
+        )
         change = -test.mean_delta if direction == "drop" else test.mean_delta
         verdict.comparison = Comparison(
             baseline=baseline.label,
@@ -287,15 +307,15 @@ def _regression(
         exceeds = change > allowed
         significant = test.p_value < gate.alpha
         summary = (
-            f"vs {baseline.label} {_fmt(base_mean)}: delta {_signed(test.mean_delta)} "
-            f"(95% CI {_signed(test.ci_low)}..{_signed(test.ci_high)}), "
-            f"p={test.p_value:.3g} one-sided, allowed {direction} {threshold} "
-            f"(= {allowed:.4g}), n={test.n}"
+            f"vs {baseline.label} {precise(base_mean)}: delta {precise_signed(test.mean_delta)} "
+            f"(95% CI {precise_signed(test.ci_low)}..{precise_signed(test.ci_high)}), "
+            f"p={p_significant(test.p_value)} one-sided, allowed {direction} {threshold} "
+            f"(= {precise(allowed)}), n={test.n}"
             + (f", {unpaired} unpaired examples ignored" if unpaired else "")
         )
         if exceeds and (gate.strict or significant):
             why = "strict gate" if gate.strict else f"significant at alpha={gate.alpha:g}"
-            failures.append(f"{direction} of {change:.4g} exceeds {allowed:.4g} ({why})")
+            failures.append(f"{direction} of {precise(change)} exceeds {precise(allowed)} ({why})")
         elif exceeds:
             summary += f" -> exceeds the allowance but is within noise (p >= {gate.alpha:g})"
         lines.append(summary)

@@ -13,9 +13,10 @@ import pytest
 
 
 class MetricRegistrar(Protocol):
-    def __call__(self, name: str, factory: Any) -> None:
+    def __call__(self, name: str, factory: Any, *, group: bool = False) -> None:
         """Make ``name`` usable in suites; ``factory(**options)`` builds the metric (a metric
-        class, or a function decorated with ``@evalkit.metric``)."""
+        class, or a function decorated with ``@evalkit.metric``), or with ``group=True``
+        returns ``{column: metric}``. The built-in metrics register through the same call."""
         ...
 
 

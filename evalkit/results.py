@@ -70,21 +70,30 @@ class Timings(BaseModel):
     total_s: float = 0.0
 
 
-class LosslessMismatch(BaseModel):
+class EquivalenceMismatch(BaseModel):
     id: str
     output: str | None
-    plain_output: str | None
+    target_output: str | None
 
 
-class LosslessCheck(BaseModel):
-    """A speculative candidate's greedy outputs against its target's own (plain) outputs."""
+class EquivalenceCheck(BaseModel):
+    """A candidate's outputs against another candidate's (its equivalence target), example by
+    example. The wording fields come from the candidate, which knows what the target is."""
 
+    target: str = Field("", description="what the outputs must equal, e.g. 'the plain model'")
     checked: int = 0
-    mismatches: list[LosslessMismatch] = Field(default_factory=list)
+    mismatches: list[EquivalenceMismatch] = Field(default_factory=list)
+    max_mismatch: int = Field(0, description="mismatches allowed before the gate fails")
     unchecked: int = Field(0, description="examples that failed to generate in either run")
-    plain_fingerprint_hash: str = ""
-    plain_cached: int = Field(0, description="plain outputs read from the cache")
-    skipped: str | None = Field(None, description="why no check was made (sampling)")
+    target_fingerprint_hash: str = ""
+    target_cached: int = Field(0, description="target outputs read from the cache")
+    skipped: str | None = Field(None, description="why no check was made (e.g. sampling)")
+    headline: str = Field(
+        "{n} outputs differ from {target}",
+        description="failure headline; {n} is the number of mismatches, {target} the target",
+    )
+    output_name: str = "output"
+    target_name: str = "target"
 
 
 class CandidateRun(BaseModel):
@@ -107,8 +116,8 @@ class CandidateRun(BaseModel):
     cost: float | None = Field(
         None, description="USD of this candidate's outputs (cached ones included); None: unknown"
     )
-    lossless: LosslessCheck | None = Field(
-        None, description="speculative candidates: greedy outputs equal the plain target's?"
+    equivalence: EquivalenceCheck | None = Field(
+        None, description="candidates whose outputs must equal another's (Verifiable): did they?"
     )
     timings: Timings = Field(default_factory=Timings)
 

@@ -177,10 +177,14 @@ class CandidateSpec(_Strict):
     merge: bool = Field(False, description="merge the adapter into the weights after loading")
     quantization: QuantizationSpec | None = None
     speculative: SpeculativeSpec | None = None
-    engine: Literal["transformers", "vllm"] = Field(
-        "transformers", description="what runs a local model: transformers or a vLLM server"
+    engine: str | None = Field(
+        None,
+        description="the backend that runs 'model' (default: picked from the other fields; "
+        "'transformers', or any engine a registered candidate kind names)",
     )
-    engine_options: EngineOptions | None = Field(None, description="engine: vllm only")
+    engine_options: EngineOptions | None = Field(
+        None, description="how engine: vllm runs its server (engine: vllm only)"
+    )
     api: ApiSpec | None = Field(
         None,
         description="call 'model' through litellm (any litellm model string) or an "
@@ -204,15 +208,8 @@ class CandidateSpec(_Strict):
             )
         if self.api is not None and self.replay is not None:
             raise ValueError("'api' calls a 'model'; a replay candidate has none")
-        if self.engine_options is not None and self.engine != "vllm":
-            raise ValueError("engine_options apply to engine: vllm only")
-        local_only = {
-            "adapter", "quantization", "speculative", "device", "dtype", "revision",
-            "chat_template", "engine", "engine_options",
-        } & self.model_fields_set  # fmt: skip
-        if (self.api is not None or self.replay is not None) and local_only:
-            kind = "API" if self.api is not None else "replay"
-            raise ValueError(f"{', '.join(sorted(local_only))} do not apply to {kind} candidates")
+        # Which options a kind accepts is the candidate registry's to say
+        # (evalkit.candidates.registry, checked when a suite is prepared).
         return self
 
 

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 7: what reads a run (reports), and the plain-Python route
     ("evalkit.report", "evalkit.testing", "evalkit.agreement"),
     # 8: entry points
-    ("evalkit.session", "evalkit.pytest_plugin", "evalkit.cli"),
+    ("evalkit.pytest_session", "evalkit.pytest_plugin", "evalkit.cli"),
 ]  # fmt: skip
 
 

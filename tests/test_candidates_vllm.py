@@ -20,11 +20,14 @@ from evalkit.candidates import make_candidate
 from evalkit.candidates.base import GenerationRequest, Message
 from evalkit.candidates.hf import HFCandidate, cut_at_stop
 from evalkit.candidates.models import fingerprint_files
+from evalkit.candidates.registry import engines, kind_for
 from evalkit.candidates.vllm import VllmCandidate, run_servers
 from evalkit.errors import CandidateError, SpecError
+from evalkit.gates import EQUIVALENCE_GATE
 from evalkit.metrics.base import Sample
 from evalkit.metrics.perplexity import Perplexity, ReferencePerplexity
-from evalkit.spec import CandidateSpec, GenerationSpec, load_suite
+from evalkit.run import prepare_suite
+from evalkit.spec import CandidateSpec, GenerationSpec
 
 FAKE = Path(__file__).parent / "fake_vllm"
 QUESTIONS = ["What is the capital of Peru?", "Name a prime number."]
@@ -88,14 +91,48 @@ def _adapter(folder: Path, base: Path) -> Path:
 # -- settings and refusals ----------------------------------------------------------------------
 
 
-def test_engine_options_need_engine_vllm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("candidate", "expected"),
+    [
+        (
+            "{model: m, engine_options: {tensor_parallel_size: 2}}",
+            "engine_options do not apply to transformers candidates",
+        ),
+        (
+            "{model: m, engine: vllm, device: cpu}",
+            "device do not apply to vLLM candidates: the vLLM build decides the device",
+        ),
+        (
+            "{model: m, engine: vllm, adapter: a, merge: true}",
+            "merge do not apply to vLLM candidates: vLLM serves adapters unmerged",
+        ),
+    ],
+)
+def test_options_of_the_wrong_engine_fail_at_their_line(
+    tmp_path: Path, candidate: str, expected: str
+) -> None:
+    (tmp_path / "d.jsonl").write_text('{"id": "a", "input": "x", "reference": "X"}\n')
     suite = tmp_path / "s.yaml"
     suite.write_text(
-        "suite: s\ndataset: d.jsonl\nmetrics: [contains]\ncandidates:\n"
-        "  a: {model: m, engine_options: {tensor_parallel_size: 2}}\n"
+        "suite: s\ndataset: d.jsonl\nprompt: '{{ input }}'\nmetrics: [contains]\ncandidates:\n"
+        f"  ok: {{model: m}}\n  a: {candidate}\n"
     )
-    with pytest.raises(SpecError, match=r"s\.yaml:5.*engine_options apply to engine: vllm only"):
-        load_suite(suite)
+    with pytest.raises(SpecError) as raised:
+        prepare_suite(suite)
+    message = str(raised.value)
+    assert "s.yaml:7" in message and "candidates.a" in message and expected in message
+
+
+def test_engine_vllm_is_a_registered_kind(tmp_path: Path, tiny_model: Path) -> None:
+    spec = CandidateSpec(model=str(tiny_model), engine="vllm", speculative={"prompt_lookup": 3})
+    kind = kind_for(spec, tmp_path)
+    assert kind.engine == "vllm" and "vllm" in engines()
+    assert "engine_options" in kind.options and "device" not in kind.options
+    assert isinstance(make_candidate("v", spec, tmp_path, device="cuda"), VllmCandidate)
+    # The implicit equivalence gate: greedy speculative decoding must not change answers.
+    assert kind.checks_equivalence is not None
+    assert kind.checks_equivalence(spec, GenerationSpec(temperature=0.0))
+    assert not kind.checks_equivalence(spec, GenerationSpec(temperature=0.7))
 
 
 def test_without_a_vllm_environment_one_message_says_make_vllm(
@@ -196,6 +233,48 @@ def test_base_and_adapter_share_one_managed_server(
     assert first.prompt == tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True
     )
+
+
+def test_speculative_vllm_candidate_is_checked_against_the_plain_server(
+    tmp_path: Path, tiny_model: Path, fake_python: Path
+) -> None:
+    """Through the run pipeline: the n-gram candidate's equivalence target is the plain server,
+    whose fingerprint is the suite's plain vLLM candidate's, so its answers come from the cache."""
+    from evalkit.cache import Cache
+    from evalkit.run import RunOptions, run_suite
+
+    (tmp_path / "d.jsonl").write_text(
+        "".join(json.dumps({"id": f"q{i}", "q": q, "reference": "x"}) + "\n"
+                for i, q in enumerate(QUESTIONS))
+    )  # fmt: skip
+    engine = f"engine: vllm, engine_options: {{python: '{fake_python}'}}"
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "suite: s\ndataset: d.jsonl\nprompt: '{{ q }}'\nmetrics: [contains]\n"
+        "generation: {temperature: 0}\ncandidates:\n"
+        f"  served: {{model: '{tiny_model}', {engine}}}\n"
+        f"  ngram: {{model: '{tiny_model}', {engine}, "
+        "speculative: {prompt_lookup: 3, speedup_sample: 0}}\n"
+    )
+    options = RunOptions(report_dir=tmp_path / "reports", cache=Cache(tmp_path / "c.sqlite"),
+                         progress=False)  # fmt: skip
+    run = run_suite(prepare_suite(suite), options)
+    served, ngram = run.candidates["served"], run.candidates["ngram"]
+    assert served.equivalence is None and served.n_generated == 2
+    check = ngram.equivalence
+    assert check is not None and check.skipped is None and check.mismatches == []
+    assert check.checked == 2 and check.target_cached == 2
+    assert check.target_fingerprint_hash == served.fingerprint_hash
+    assert ngram.describe["speculative"]["config"]["method"] == "ngram"
+    assert ngram.describe["vllm"]["base"] != served.describe["vllm"]["base"]  # two servers
+    lossless = [(g.candidate, g.status) for g in run.gates if g.gate == EQUIVALENCE_GATE]
+    assert lossless == [("ngram", "passed")]
+    assert _gone(_pids(Path(os.environ["FAKE_VLLM_DIR"])))  # the run's servers stopped
+    sampling = VllmCandidate("n", CandidateSpec.model_validate(
+        {**ngram.spec, "engine_options": {"python": str(fake_python)}}), tmp_path)  # fmt: skip
+    target = sampling.equivalence_target(GenerationSpec(temperature=0.7))
+    assert target is not None and target.skipped is not None and "sampling" in target.skipped
+    assert not hasattr(sampling, "speculation")
 
 
 def test_perplexity_from_prompt_logprobs(

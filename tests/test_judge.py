@@ -16,7 +16,7 @@ from suitefiles import write_jsonl, write_suite
 
 from evalkit.cache import Cache
 from evalkit.errors import CandidateError, SpecError
-from evalkit.metrics import Sample, create
+from evalkit.metrics import Sample, Scored, create, run_figures
 from evalkit.metrics.judge import JudgeMetric, PairwiseJudgeMetric
 from evalkit.metrics.judge_prompts import Reading
 from evalkit.run import RunOptions, prepare_suite, run_suite
@@ -216,7 +216,7 @@ def test_pairwise_judge_with_position_bias_comes_out_as_ties(tiny_model: Path) -
         "candidate_first": "win",
         "baseline_first": "loss",
     }
-    summary = metric.summarize([s.detail for s in scores])
+    summary = run_figures(metric, list(map(Scored.of, samples, scores))).extra
     assert summary["tie_rate"] == 1.0 and summary["order_disagreement_rate"] == 1.0
 
 
@@ -257,7 +257,7 @@ def test_pairwise_consistent_judge_wins_and_loses(tiny_model: Path) -> None:
     assert shown == ["win::candidate_first", "win::baseline_first",
                      "loss::candidate_first", "loss::baseline_first"]  # fmt: skip
     assert scores[0].detail["p_win"] == pytest.approx(0.85)  # (0.8 + 0.5*0.1) in both orders
-    summary = metric.summarize([s.detail for s in scores])
+    summary = run_figures(metric, list(map(Scored.of, samples, scores))).extra
     assert summary["win_rate"] == pytest.approx(1 / 3) and summary["loss_rate"] == pytest.approx(
         1 / 3
     )

@@ -14,7 +14,7 @@ from openai_server import Fault, OpenAIServer, Reply, word_count
 from suitefiles import write_jsonl, write_suite
 
 from evalkit.cache import Cache
-from evalkit.metrics import Sample, create
+from evalkit.metrics import Sample, Scored, create, run_figures
 from evalkit.run import RunOptions, prepare_suite, run_suite
 
 MODEL = "openai/gpt-4o-mini"  # priced in litellm's local map, so cost is known
@@ -68,7 +68,7 @@ def test_score_from_top_logprobs(openai_server: OpenAIServer) -> None:
         words = _words(record.body)
         assert score.detail["judge_prompt_tokens"] == words
         assert score.detail["judge_cost_usd"] == pytest.approx(_price(words, 1), rel=1e-9)
-    summary = metric.summarize([s.detail for s in scores])
+    summary = run_figures(metric, list(map(Scored.of, _samples(), scores))).extra
     assert summary["judge_cost_usd"] == pytest.approx(
         sum(s.detail["judge_cost_usd"] for s in scores)
     )
@@ -119,7 +119,8 @@ def test_invalid_json_is_re_asked_with_the_error_then_counted(openai_server: Ope
     assert [m["role"] for m in last] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert "Invalid JSON" in last[3]["content"]  # the parse error is shown to the judge
     assert "score: Input should be 1, 2, 3, 4 or 5" in last[5]["content"]
-    summary = _judge(openai_server).summarize([s.detail for s in scores])
+    scored = list(map(Scored.of, _samples(), scores))
+    summary = run_figures(_judge(openai_server), scored).extra
     assert summary["judge_reasks"] == 4.0
 
 
@@ -171,7 +172,8 @@ def test_api_pairwise_judge_with_position_bias_ties(openai_server: OpenAIServer)
     assert openai_server.count() == 4  # both orders for each example
     firsts = [r.prompt.split("<response-1-")[1].split("\n")[1] for r in openai_server.log]
     assert sorted(firsts) == ["Lyon", "Paris", "Rome", "Rome"]
-    assert metric.summarize([s.detail for s in scores])["order_disagreement_rate"] == 1.0
+    summary = run_figures(metric, list(map(Scored.of, samples, scores))).extra
+    assert summary["order_disagreement_rate"] == 1.0
 
 
 def test_api_judge_in_a_suite_sums_cost_and_does_not_cache_failures(

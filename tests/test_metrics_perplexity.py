@@ -15,7 +15,7 @@ from tinymodels import make_tiny_llama, make_tiny_lora
 from evalkit.cache import Cache
 from evalkit.candidates.base import Message
 from evalkit.candidates.hf import HFCandidate
-from evalkit.metrics import Sample, create, split_score
+from evalkit.metrics import Sample, Scored, create, run_figures, split_score
 from evalkit.metrics.perplexity import Continuation, answer_tokens, rolling_windows
 from evalkit.run import RunOptions, prepare_suite, run_suite
 from evalkit.spec import CandidateSpec, GenerationSpec
@@ -253,7 +253,16 @@ def test_corpus_figures_use_lm_evaluation_harness_definitions() -> None:
         {"loglikelihood": -120.0, "n_tokens": 40, "n_words": 25, "n_bytes": 130},
         {"loglikelihood": -30.5, "n_tokens": 12, "n_words": 9, "n_bytes": 41},
     ]
-    figures = create("perplexity").aggregate_details(details)
+    # Each example's value is its own perplexity; the corpus figures come from the details.
+    scored = [
+        Scored(
+            Sample(id=str(i), output="", references=()),
+            math.exp(-d["loglikelihood"] / d["n_tokens"]),
+            d,
+        )
+        for i, d in enumerate(details)
+    ]
+    figures = run_figures(create("perplexity"), scored)
     total = -150.5
     assert figures.corpus == pytest.approx(math.exp(-total / 52))
     # lm_eval.api.metrics: weighted_perplexity = exp(-sum(ll) / sum(weights)),
@@ -261,7 +270,7 @@ def test_corpus_figures_use_lm_evaluation_harness_definitions() -> None:
     assert figures.extra["word_perplexity"] == pytest.approx(math.exp(150.5 / 34))
     assert figures.extra["byte_perplexity"] == pytest.approx(math.exp(150.5 / 171))
     assert figures.extra["bits_per_byte"] == pytest.approx(150.5 / 171 / math.log(2))
-    logged = create("perplexity", {"log": True}).aggregate_details(details)
+    logged = run_figures(create("perplexity", {"log": True}), scored)
     assert logged.corpus == pytest.approx(150.5 / 52)  # nats per token
     assert logged.extra == figures.extra
 

@@ -11,7 +11,7 @@ from scipy import stats as scipy_stats
 from evalkit.report.summary import cell, render_summary, write_summary
 from evalkit.report.view import build_suite_view
 from evalkit.results import Aggregate, CandidateRun, ExampleResult, GateVerdict, RunResult
-from evalkit.stats import paired_changes
+from evalkit.stats import paired_comparisons
 
 # -- the shared paired bootstrap --------------------------------------------------------------
 
@@ -21,7 +21,7 @@ def test_paired_changes_agree_with_the_t_test_on_large_samples() -> None:
     be close to the paired t-test's (scipy), column by column."""
     rng = np.random.default_rng(1)
     deltas = np.column_stack([rng.normal(shift, 1.0, 2000) for shift in (0.0, 0.03, 0.06, -0.1)])
-    results = paired_changes(deltas, seed=3)
+    results = paired_comparisons(deltas, seed=3)
     for j, result in enumerate(results):
         assert result is not None
         column = deltas[:, j]
@@ -40,7 +40,7 @@ def test_paired_changes_ignore_missing_pairs_and_handle_degenerate_columns() -> 
     with_gaps = values.copy()
     with_gaps[::3] = np.nan  # a third of the examples have no pair
     deltas = np.column_stack([with_gaps, np.zeros(3000), np.full(3000, np.nan)])
-    gapped, zeros, empty = paired_changes(deltas, seed=0)
+    gapped, zeros, empty = paired_comparisons(deltas, seed=0)
     present = values[~np.isnan(with_gaps)]
     assert gapped is not None and gapped.n == len(present) == 2000
     assert gapped.mean_delta == pytest.approx(present.mean())

@@ -266,16 +266,16 @@ def test_lossless_items_pass_for_real_assisted_generation(
     run = load_run(project / "reports" / "words" / "run.json")
     drafted, lookup = run.candidates["drafted"], run.candidates["lookup"]
     n = len(ROWS)
-    assert drafted.lossless is not None and lookup.lossless is not None
-    assert (drafted.lossless.checked, drafted.lossless.mismatches) == (n, [])
+    assert drafted.equivalence is not None and lookup.equivalence is not None
+    assert (drafted.equivalence.checked, drafted.equivalence.mismatches) == (n, [])
     # `drafted` generated the plain outputs; `lookup` and `base` read them from the cache.
-    assert drafted.lossless.plain_cached == 0
-    assert lookup.lossless.plain_cached == n
+    assert drafted.equivalence.target_cached == 0
+    assert lookup.equivalence.target_cached == n
     assert run.candidates["base"].n_cached == n
-    assert drafted.lossless.plain_fingerprint_hash == run.candidates["base"].fingerprint_hash
+    assert drafted.equivalence.target_fingerprint_hash == run.candidates["base"].fingerprint_hash
     base_outputs = [e.output for e in run.candidates["base"].examples]
     assert [e.output for e in drafted.examples] == base_outputs
-    sampled = run.candidates["sampled"].lossless
+    sampled = run.candidates["sampled"].equivalence
     assert sampled is not None and "sampling" in (sampled.skipped or "")
     facts = drafted.describe["speculative"]
     assert facts["timed_requests"] == 2 and facts["speedup"] > 0
@@ -305,14 +305,14 @@ def test_a_lossy_setup_fails_the_lossless_gate(
     result = pytester.runpytest("suites/", "-p", "no:xdist", "--evalkit-candidates", "drafted,base")
     result.assert_outcomes(passed=2, failed=1)
     run = load_run(project / "reports" / "words" / "run.json")
-    check = run.candidates["drafted"].lossless
+    check = run.candidates["drafted"].equivalence
     assert check is not None and check.mismatches
     base = {e.id: e.output for e in run.candidates["base"].examples}
     drafted = {e.id: e.output for e in run.candidates["drafted"].examples}
     # The gate names exactly the examples whose outputs differ, with both outputs.
     assert [m.id for m in check.mismatches] == [i for i in drafted if drafted[i] != base[i]]
     first = check.mismatches[0]
-    assert (first.output, first.plain_output) == (drafted[first.id], base[first.id])
+    assert (first.output, first.target_output) == (drafted[first.id], base[first.id])
     result.stdout.fnmatch_lines(
         [
             "*words::drafted::lossless*",

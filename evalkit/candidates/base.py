@@ -9,6 +9,7 @@ a crash mid-run loses at most one batch.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -88,10 +89,31 @@ class LatencyProbe(Protocol):
         ...
 
 
+# -- capabilities ------------------------------------------------------------------------------
+# Metrics, gates and the run pipeline ask ``isinstance(candidate, <capability>)``, never for a
+# concrete class, so a new backend gets a metric by implementing what the metric needs.
+
+
+@runtime_checkable
+class LocalModel(Protocol):
+    """A candidate whose weights are in this process: forward passes and logits (perplexity,
+    local judges) need the loaded model and the exact prompt tokens ``generate`` would use."""
+
+    name: str
+
+    def loaded(self) -> tuple[Any, Any]:
+        """``(model, tokenizer)``, loading them on first use."""
+        ...
+
+    def render(self, request: GenerationRequest) -> tuple[str, list[int]]:
+        """The prompt text and token ids ``generate`` would feed the model."""
+        ...
+
+
 @runtime_checkable
 class PromptLogprobs(Protocol):
     """A candidate that scores given token ids without its weights in this process (a vLLM
-    server's prompt log-probs): what perplexity metrics need besides a ``LocalModel``."""
+    server's prompt log-probs): the other way perplexity metrics get log-probabilities."""
 
     name: str
 
@@ -110,3 +132,84 @@ class PromptLogprobs(Protocol):
     def prompt_logprobs(self, sequences: Sequence[Sequence[int]]) -> list[list[float | None]]:
         """Per sequence and position, log p(token | the tokens before it); None first."""
         ...
+
+
+@runtime_checkable
+class OnDevice(Protocol):
+    """A candidate that runs on a device of this process, whose memory is therefore ours to
+    measure (``device`` is a ``torch.device``)."""
+
+    @property
+    def device(self) -> Any: ...
+
+
+@runtime_checkable
+class ProbeAware(Protocol):
+    """A candidate that keeps measurement runs (latency, throughput) apart from its generation,
+    e.g. so that run facts in ``describe()`` count only the generation, and that may batch
+    differently than ``params.batch_size`` asks."""
+
+    def probing(self) -> AbstractContextManager[None]:
+        """Calls inside this block are measurement probes."""
+        ...
+
+    def effective_batch_size(self, params: GenerationSpec) -> int:
+        """How many requests ``generate`` really runs together under ``params``."""
+        ...
+
+
+@runtime_checkable
+class ChatCompleter(Protocol):
+    """A candidate that answers chat requests remotely and can return token log-probabilities
+    or JSON replies (API judges read through this)."""
+
+    name: str
+
+    def complete_many(
+        self,
+        requests: Sequence[GenerationRequest],
+        params: GenerationSpec,
+        *,
+        top_logprobs: int | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class EquivalenceTarget:
+    """What a candidate's outputs must equal, example by example: another candidate's.
+
+    ``candidate`` generates the reference outputs (it may share the owner's loaded weights);
+    ``fingerprint`` is its cache identity, so a candidate of the suite with the same identity
+    has already answered them. ``skipped`` says why no comparison is possible (e.g. sampling)."""
+
+    label: str
+    fingerprint: dict[str, Any]
+    candidate: Candidate | None = None
+    max_mismatch: int = 0
+    skipped: str | None = None
+    headline: str = "{n} outputs differ from {target}"
+    """The failure headline; ``{n}``: mismatches, ``{target}``: ``label``."""
+    output_name: str = "output"
+    target_name: str = "target"
+    """How the two outputs of a mismatch are labelled in the gate's message."""
+
+
+@runtime_checkable
+class Verifiable(Protocol):
+    """A candidate whose outputs must equal another candidate's (e.g. an optimisation that may
+    change only speed)."""
+
+    def equivalence_target(self, params: GenerationSpec) -> EquivalenceTarget | None:
+        """The reference to compare with under ``params``; None when nothing is to be checked."""
+        ...
+
+
+@runtime_checkable
+class RunObserver(Protocol):
+    """A candidate that measures run facts for ``describe()`` once the run's outputs exist
+    (cached or not) and while it is still open, e.g. a speed-up over the same requests."""
+
+    def after_generation(
+        self, requests: Sequence[GenerationRequest], params: GenerationSpec
+    ) -> None: ...

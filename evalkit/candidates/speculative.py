@@ -23,16 +23,52 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from evalkit.candidates.base import Generation, GenerationRequest
+from evalkit.candidates.base import EquivalenceTarget, Generation, GenerationRequest
 from evalkit.errors import CandidateError
 from evalkit.spec import CandidateSpec, GenerationSpec, SpeculativeSpec
 
-if TYPE_CHECKING:
-    from evalkit.candidates.hf import HFCandidate
+
+class TargetModel(Protocol):
+    """What speculation needs of the candidate it belongs to (HFCandidate has it); typed here so
+    that this module does not import hf.py, which imports it."""
+
+    name: str
+    spec: CandidateSpec
+    base_dir: Path
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+    def loaded(self) -> tuple[Any, Any]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        params: GenerationSpec,
+        *,
+        assisted: bool = True,
+    ) -> Iterator[list[Generation]]: ...
+
+    def generate_single(
+        self,
+        request: GenerationRequest,
+        params: GenerationSpec,
+        *,
+        assisted: bool = True,
+        streamer: Any = None,
+    ) -> Generation: ...
+
+
+MakeDraft = Callable[[str, CandidateSpec], TargetModel]
+"""``make_draft(name, spec)``: the draft as a candidate of the owner's own kind."""
 
 BATCH_NOTE = (
     "requests run one at a time: transformers' assisted generation supports batch size 1 only"
@@ -90,11 +126,12 @@ class Speedup:
 class Speculation:
     """The speculative part of one HFCandidate: its draft, its generate arguments, its counts."""
 
-    def __init__(self, owner: HFCandidate) -> None:
+    def __init__(self, owner: TargetModel, make_draft: MakeDraft) -> None:
         assert owner.spec.speculative is not None
         self.owner = owner
         self.spec: SpeculativeSpec = owner.spec.speculative
-        self._draft: HFCandidate | None = None
+        self._make_draft = make_draft
+        self._draft: TargetModel | None = None
         self._assist: dict[str, Any] | None = None
         self._same_tokenizer: bool | None = None
         self._num_assistant_tokens: int | None = None
@@ -114,17 +151,15 @@ class Speculation:
     # -- identity -------------------------------------------------------------------------
 
     @property
-    def draft(self) -> HFCandidate:
+    def draft(self) -> TargetModel:
         """The draft as a candidate of its own: resolved like any model (alias, folder relative
         to the suite file, hub id), on the target's device and dtype."""
         if self._draft is None:
-            from evalkit.candidates.hf import HFCandidate
-
             owner = self.owner
             spec = CandidateSpec(
                 model=self.spec.draft, device=owner.spec.device, dtype=owner.spec.dtype
             )
-            self._draft = HFCandidate(f"{owner.name} (draft)", spec, owner.base_dir)
+            self._draft = self._make_draft(f"{owner.name} (draft)", spec)
         return self._draft
 
     def fingerprint(self) -> dict[str, Any]:
@@ -231,6 +266,35 @@ class Speculation:
         """The same loaded target without speculation (for the lossless check)."""
         return PlainTarget(self.owner)
 
+    def equivalence_target(self, params: GenerationSpec) -> EquivalenceTarget:
+        """Greedy outputs must equal the plain target's. Its fingerprint is the owner's without
+        ``speculative``, i.e. exactly a plain candidate's with the same model, so a ``base``
+        candidate that already ran answers them from the cache."""
+        target = self.plain_target()
+        skipped = (
+            None
+            if params.greedy
+            else "sampling: speculative sampling keeps the target's distribution, not its "
+            "individual samples, so outputs cannot be compared one by one; the check runs "
+            "under greedy decoding (temperature: 0)"
+        )
+        return EquivalenceTarget(
+            label="the target without speculation",
+            fingerprint=target.fingerprint(),
+            candidate=target,
+            skipped=skipped,
+            headline="speculative decoding changed {n} greedy outputs (it must only change speed)",
+            output_name="speculative",
+            target_name="plain",
+        )
+
+    def after_generation(
+        self, requests: Sequence[GenerationRequest], params: GenerationSpec
+    ) -> None:
+        """The speed-up timing, once per run (``speedup_sample`` requests; 0 turns it off)."""
+        if self.spec.speedup_sample:
+            self.measure_speedup(requests, params)
+
     # -- speed-up ---------------------------------------------------------------------------
 
     def measure_speedup(
@@ -312,7 +376,7 @@ class PlainTarget:
     Its fingerprint is the owner's without ``speculative``, so a plain candidate with the same
     model and settings shares its cached generations."""
 
-    def __init__(self, owner: HFCandidate) -> None:
+    def __init__(self, owner: TargetModel) -> None:
         self.owner = owner
         self.name = f"{owner.name} (without speculation)"
 

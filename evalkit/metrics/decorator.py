@@ -20,7 +20,8 @@ Caching. Scores are cached by name, ``version``, options and a hash of the funct
 so editing the function recomputes them (code it calls is not hashed: bump ``version`` when
 that changes). A class must have ``name``, ``version``, ``higher_is_better``, ``signature()``
 and ``score(samples)`` (or ``score_candidate``, see ``CandidateMetric``); its constructor's
-keyword arguments are its options.
+keyword arguments are its options. It may also implement the run-level hook
+``summarize(scored) -> RunFigures`` (see ``evalkit.metrics.base``), as the built-ins do.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def _register_class(cls: Any, name: str | None) -> Any:
     ]
     if not (hasattr(cls, "score") or hasattr(cls, "score_candidate")):
         missing.append("score")
+    if hasattr(cls, "summarize") and not callable(cls.summarize):
+        missing.append("a callable summarize(scored) -> RunFigures")
     if missing:
         raise TypeError(
             f"metric class {cls.__qualname__} lacks {', '.join(missing)}; see "

@@ -22,8 +22,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from evalkit.candidates import make_candidate
+from evalkit.candidates.base import ChatCompleter, LocalModel, OnDevice
 from evalkit.errors import CandidateError
-from evalkit.metrics.base import Sample, Score, ScoreValue, register
+from evalkit.metrics.base import RunFigures, Sample, Score, Scored, ScoreValue, register
 from evalkit.metrics.judge_options import (
     JudgeOptions,
     PairwiseOptions,
@@ -107,17 +108,21 @@ class _Judge:
         """Readings per prompt (one per sample), from whichever kind of judge this is;
         ``field`` names the choice in a JSON reply (``score`` or ``verdict``)."""
         if self.is_api:
-            from evalkit.candidates.api import ApiCandidate
             from evalkit.metrics.judge_api import ApiJudge
 
-            if not isinstance(self.candidate, ApiCandidate):
-                raise CandidateError(f"judge model '{self.options.model}' is not an API model")
+            if not isinstance(self.candidate, ChatCompleter):
+                raise CandidateError(
+                    f"judge model '{self.options.model}' is not an API model (its candidate "
+                    f"{type(self.candidate).__name__} has no complete_many)"
+                )
             return ApiJudge(self.candidate, self.options).read(prompts_for, choices, field)
-        from evalkit.candidates.hf import HFCandidate
         from evalkit.metrics.judge_local import LocalJudge
 
-        if not isinstance(self.candidate, HFCandidate):
-            raise CandidateError(f"judge model '{self.options.model}' is not a local model")
+        if not isinstance(self.candidate, LocalModel) or not isinstance(self.candidate, OnDevice):
+            raise CandidateError(
+                f"judge model '{self.options.model}' is not a local model (its candidate "
+                f"{type(self.candidate).__name__} gives no loaded weights and device)"
+            )
         local = LocalJudge(self.candidate, batch_size=self.options.batch_size)
         reply = "rationale" if self.options.rationale else "score"
         tokens = self.options.rationale_tokens if self.options.rationale else 0
@@ -219,15 +224,19 @@ class JudgeMetric(_Judge):
             return Score(None, detail)
         return Score(statistics.fmean(values), detail)
 
-    def summarize(self, details: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
-        """Run-level figures beside the mean: cost and tokens summed, mean mass on score tokens."""
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """Run-level figures beside the mean: cost and tokens summed, mean mass on score tokens,
+        from every scored example's detail (failed ones included: they may have cost too)."""
+        if not scored:
+            return RunFigures()
+        details = [s.detail for s in scored]
         figures = _sum_costs(details)
         masses = [d["mass"] for d in details if isinstance(d.get("mass"), int | float)]
         figures["mass_mean"] = statistics.fmean(masses) if masses else None
         spreads = [d["spread"] for d in details if isinstance(d.get("spread"), int | float)]
         if spreads:
             figures["spread_mean"] = statistics.fmean(spreads)
-        return figures
+        return RunFigures(extra=figures)
 
 
 _NO_REFERENCE = (
@@ -323,8 +332,11 @@ class PairwiseJudgeMetric(_Judge):
         _add_rationales(detail, [*first, *second])
         return Score(VERDICT_VALUE[verdict], detail)
 
-    def summarize(self, details: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
         """Win/tie/loss rates, how often the two orders disagreed, cost and tokens."""
+        if not scored:
+            return RunFigures()
+        details = [s.detail for s in scored]
         figures = _sum_costs(details)
         verdicts = [d["verdict"] for d in details if d.get("verdict") in VERDICT_VALUE]
         judged = [d for d in details if "orders_disagree" in d]
@@ -338,7 +350,7 @@ class PairwiseJudgeMetric(_Judge):
             if verdicts
             else None
         )
-        return figures
+        return RunFigures(extra=figures)
 
 
 _NO_BASELINE = (

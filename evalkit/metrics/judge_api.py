@@ -31,7 +31,8 @@ from evalkit.metrics.judge_prompts import JudgePrompt, Reading
 from evalkit.spec import GenerationSpec
 
 if TYPE_CHECKING:
-    from evalkit.candidates.api import ApiCandidate, ApiReply
+    from evalkit.candidates.api import ApiReply
+    from evalkit.candidates.base import ChatCompleter
     from evalkit.metrics.judge_options import _JudgeModelOptions
 
 TOP_LOGPROBS = 20  # OpenAI's maximum
@@ -42,7 +43,7 @@ JSON_TOKENS = 300
 class ApiJudge:
     kind = "api"
 
-    def __init__(self, candidate: ApiCandidate, options: _JudgeModelOptions) -> None:
+    def __init__(self, candidate: ChatCompleter, options: _JudgeModelOptions) -> None:
         self.candidate = candidate
         self.options = options
 

@@ -1,6 +1,6 @@
 """A local transformers model as a judge: the exact next-token distribution over the choices.
 
-The judge prompt goes through the judge candidate's chat template (``HFCandidate.render``),
+The judge prompt goes through the judge candidate's chat template (``LocalModel.render``),
 then an assistant prefill such as ``"Score: "`` is appended, and one forward pass gives the
 logits of the next token. Each choice ("1".."5", or "A"/"B"/"C") must be exactly one token
 after that prefix, so the probability of each is read directly: nothing is parsed, nothing can
@@ -15,17 +15,23 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from evalkit.candidates.base import Generation, GenerationRequest
+from evalkit.candidates.base import Generation, GenerationRequest, LocalModel, OnDevice
 from evalkit.errors import CandidateError
 from evalkit.metrics.judge_prompts import JudgePrompt, Reading
 from evalkit.spec import GenerationSpec
 
-if TYPE_CHECKING:
-    from evalkit.candidates.hf import HFCandidate
+
+class LocalJudgeModel(LocalModel, OnDevice, Protocol):
+    """What a local judge needs: loaded weights, the rendered prompt, the device, and
+    ``generate`` for rationales (HFCandidate has all of it)."""
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], params: GenerationSpec
+    ) -> Iterator[list[Generation]]: ...
 
 
 @dataclass(frozen=True)
@@ -39,11 +45,11 @@ class _Encoded:
 
 
 class LocalJudge:
-    """Reads choice probabilities from a local HF judge model (HFCandidate)."""
+    """Reads choice probabilities from a local judge model (a ``LocalJudgeModel``)."""
 
     kind = "local"
 
-    def __init__(self, candidate: HFCandidate, *, batch_size: int = 8) -> None:
+    def __init__(self, candidate: LocalJudgeModel, *, batch_size: int = 8) -> None:
         self.candidate = candidate
         self.batch_size = batch_size
 
@@ -183,7 +189,7 @@ def choice_tokens(
     )
 
 
-def _left_pad(rows: list[list[int]], candidate: HFCandidate) -> tuple[Any, Any]:
+def _left_pad(rows: list[list[int]], candidate: LocalJudgeModel) -> tuple[Any, Any]:
     import torch
 
     _, tokenizer = candidate.loaded()

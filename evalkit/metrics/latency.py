@@ -10,7 +10,7 @@ latency.ttft_ms        example   time to the first generated token of a request 
 latency.tpot_ms        example   (end-to-end - TTFT) / (generated tokens - 1): ms per output token
 latency.e2e_ms         example   end-to-end time of a request run alone, ms
 latency.tokens_per_s   run       answer tokens / wall time of one batched ``generate`` over the
-                                 sample (the suite's batch_size; 1 for speculative candidates)
+                                 sample (the suite's batch_size, or what the candidate batches)
 memory.peak_mb         run       peak memory during the measurement: CUDA peak allocated, or the
                                  process's peak RSS on CPU (reset first via /proc/self/clear_refs)
 =====================  ========  ==================================================================
@@ -23,14 +23,22 @@ columns also report p50/p95 in ``Aggregate.extra``. One measurement feeds all fi
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from evalkit.candidates.base import Candidate, GenerationRequest, LatencyProbe, LatencySample
-from evalkit.metrics.base import RunValue, Sample, Score, register, register_group
+from evalkit.candidates.base import (
+    Candidate,
+    GenerationRequest,
+    LatencyProbe,
+    LatencySample,
+    LocalModel,
+    OnDevice,
+    ProbeAware,
+)
+from evalkit.metrics.base import RunFigures, RunValue, Sample, Score, Scored, register
 from evalkit.spec import GenerationSpec
 
 NOT_SAMPLED = "not in the latency sample"
@@ -99,14 +107,9 @@ def _measure(
         missing = RunValue(None, detail={"error": reason})
         return Measurement({}, missing, missing, error=reason)
     chosen = timing_sample(requests, settings.sample)
-    speculation = getattr(candidate, "speculation", None)
-    counting = (
-        speculation.counting(speculation.probed)
-        if speculation is not None
-        else contextlib.nullcontext()
-    )
+    probing = candidate.probing() if isinstance(candidate, ProbeAware) else nullcontext()
     window = _memory_window(candidate)
-    with counting:
+    with probing:
         if window is not None:
             _load(candidate)  # weights count, loading transients do not
             window.start()
@@ -117,21 +120,23 @@ def _measure(
 
 
 def _load(candidate: Candidate) -> None:
-    loaded = getattr(candidate, "loaded", None)
-    if loaded is not None:
-        loaded()
+    if isinstance(candidate, LocalModel):
+        candidate.loaded()
 
 
 def _memory_window(candidate: Candidate) -> Any:
-    from evalkit.candidates.hf import HFCandidate
+    """Only a candidate running on a device of this process has memory we can measure."""
     from evalkit.candidates.timing import MemoryWindow
 
-    return MemoryWindow(candidate.device) if isinstance(candidate, HFCandidate) else None
+    return MemoryWindow(candidate.device) if isinstance(candidate, OnDevice) else None
 
 
 def _memory(window: Any, candidate: Candidate) -> RunValue:
     if window is None:
-        reason = f"candidate '{candidate.name}' is not a local model: its memory is not ours"
+        reason = (
+            f"candidate '{candidate.name}' does not run on a device of this process "
+            f"({type(candidate).__name__} has no 'device'): its memory is not ours to measure"
+        )
         return RunValue(None, detail={"error": reason})
     peak = window.read()
     detail: dict[str, Any] = {"kind": peak.kind, "window": "latency sample + throughput run"}
@@ -151,7 +156,11 @@ def _throughput(
             tokens += sum(g.n_output_tokens for g in batch if g.error is None)
             errors += sum(g.error is not None for g in batch)
     seconds = elapsed[0]
-    batch_size = 1 if getattr(candidate, "speculation", None) is not None else params.batch_size
+    batch_size = (
+        candidate.effective_batch_size(params)
+        if isinstance(candidate, ProbeAware)
+        else params.batch_size
+    )
     detail = {"requests": len(requests), "errors": errors, "batch_size": batch_size}
     if errors == len(requests) or seconds <= 0:
         return RunValue(None, detail={**detail, "error": "every request of the run failed"})
@@ -210,10 +219,12 @@ class _PerRequest:
         per_token = (timed.total_s - timed.ttft_s) / (timed.n_output_tokens - 1)
         return Score(per_token * 1000, detail)
 
-    def aggregate_extra(self, values: Sequence[float]) -> dict[str, float | None]:
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """p50 and p95 of the measured values beside the mean (None when nothing was timed)."""
+        values = [s.value for s in scored if s.value is not None]
         if not values:
-            return {"p50": None, "p95": None}
-        return {"p50": percentile(values, 50), "p95": percentile(values, 95)}
+            return RunFigures(extra={"p50": None, "p95": None})
+        return RunFigures(extra={"p50": percentile(values, 50), "p95": percentile(values, 95)})
 
 
 class _Throughput:
@@ -279,4 +290,4 @@ def _single(name: str) -> Any:
 
 for _name in (*PER_REQUEST, "latency.tokens_per_s", "memory.peak_mb"):
     register(_name, _single(_name))
-register_group("latency", latency_columns)
+register("latency", latency_columns, group=True)

@@ -8,7 +8,8 @@ rate (lower is better, and it can exceed 100).
 Sentence and corpus level. For BLEU, chrF and TER each example gets its sentence-level score
 (BLEU with ``effective_order=True``, exactly as ``sacrebleu.sentence_bleu``), and ``aggregate``
 gives the corpus score (``corpus_score``; BLEU without effective order, as
-``sacrebleu.corpus_bleu``), which is not the mean of the sentence scores.
+``sacrebleu.corpus_bleu``), which is not the mean of the sentence scores; the run-level hook
+``summarize`` reports it as the run's ``corpus`` figure.
 
 Multiple references. Every metric accepts one or more references per example and takes the
 best match: any reference for the 0/1 metrics, the maximum for ROUGE (``score_multi``) and edit
@@ -35,7 +36,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.base import MetricFactory, Sample, register
+from evalkit.metrics.base import MetricFactory, RunFigures, Sample, Scored, register
 from evalkit.metrics.options import check_option_names as _check_option_names
 from evalkit.metrics.options import check_type as _check_type
 from evalkit.metrics.options import checked_factory as _factory
@@ -453,6 +454,10 @@ class SacrebleuMetric:
             [refs[i] if i < len(refs) else None for refs in references] for i in range(n_streams)
         ]
         return float(self._corpus_scorer.corpus_score(hypotheses, streams).score)
+
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """The run-level hook: the corpus score over every scored output as the headline."""
+        return RunFigures(self.aggregate([s.sample for s in scored]) if scored else None)
 
 
 # --------------------------------------------------------------------------------------------

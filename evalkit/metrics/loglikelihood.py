@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-from evalkit.candidates.base import GenerationRequest, PromptLogprobs
+from evalkit.candidates.base import LocalModel, PromptLogprobs
 
 if TYPE_CHECKING:
     import torch
@@ -23,17 +23,6 @@ MAX_BATCH_TOKENS = 16_384
 """Rows x width per forward pass; long windows go fewer to a batch (logits are rows x width x
 vocabulary floats: 16k positions of a 49k vocabulary are 3 GB)."""
 _LOG_SOFTMAX_CHUNK = 1024
-
-
-@runtime_checkable
-class LocalModel(Protocol):
-    """A candidate whose weights are in this process (HFCandidate)."""
-
-    name: str
-
-    def loaded(self) -> tuple[Any, Any]: ...
-
-    def render(self, request: GenerationRequest) -> tuple[str, list[int]]: ...
 
 
 @dataclass(frozen=True)
@@ -173,6 +162,7 @@ class Scorer:
 
 
 def scorer(candidate: Any, batch_size: int) -> Scorer | None:
+    """The capability ``candidate`` offers (weights here first), or None for neither."""
     if isinstance(candidate, LocalModel):
         model, tokenizer = candidate.loaded()
         return Scorer(

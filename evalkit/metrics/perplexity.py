@@ -1,7 +1,7 @@
-"""Perplexity of a local transformers candidate (base, adapter, quantized): two metrics.
+"""Perplexity of a local candidate (base, adapter, quantized; transformers or vLLM): two metrics.
 
 ``reference_perplexity`` (per example): how surprised the candidate is by the reference answer,
-given the prompt exactly as generation feeds it (chat template applied, ``HFCandidate.render``).
+given the prompt exactly as generation feeds it (chat template applied, ``LocalModel.render``).
 Only the answer's tokens count. Nothing is generated, so a suite of perplexity metrics alone
 runs no generation at all.
 
@@ -36,9 +36,11 @@ in the thousands), so a mean of them is dominated by a few examples and paired t
 noisy; on the log scale the same change is detected far more reliably. Gate on it with an
 absolute threshold: ``max_increase: 0.05`` allows about 5% more perplexity (e^0.05 = 1.051).
 
-Both compute log-probabilities with a plain forward pass (right padding, so positions are
-unchanged), sorted by length and batched (``batch_size`` of the suite's generation settings,
-fewer rows when windows are long), with log-softmax in float32 and sums in float64.
+Both take log-probabilities from ``metrics/loglikelihood.py``, from whichever capability the
+candidate has: a plain forward pass over weights in this process (``LocalModel``: right padding,
+so positions are unchanged, sorted by length and batched by ``batch_size`` of the suite's
+generation settings, log-softmax in float32, sums in float64), or a server's prompt log-probs
+(``PromptLogprobs``, engine: vllm).
 """
 
 from __future__ import annotations
@@ -48,15 +50,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from evalkit.candidates.base import GenerationRequest, PromptLogprobs
-from evalkit.metrics.base import CorpusFigures, Sample, Score, ScoreValue, register
-from evalkit.metrics.loglikelihood import (
-    Continuation,
-    LocalModel,
-    prefix_token,
-    rolling_windows,
-    scorer,
-)
+from evalkit.candidates.base import GenerationRequest, LocalModel, PromptLogprobs
+from evalkit.metrics.base import RunFigures, Sample, Score, Scored, ScoreValue, register
+from evalkit.metrics.loglikelihood import Continuation, prefix_token, rolling_windows, scorer
 from evalkit.metrics.options import check_type, checked_factory
 from evalkit.spec import GenerationSpec
 
@@ -76,9 +72,10 @@ def _exp(value: float) -> float:
 
 def _not_local(metric: str, candidate: Any, n: int) -> list[ScoreValue]:
     reason = (
-        f"{metric} needs the model's weights in this process (a local transformers model) or "
-        f"its server's prompt log-probs (engine: vllm); candidate "
-        f"'{getattr(candidate, 'name', candidate)}' is neither"
+        f"{metric} needs the model's weights in this process (a local transformers model, or "
+        f"any candidate with loaded() and render()) or a server's prompt log-probs (engine: "
+        f"vllm, or any candidate with prompt_logprobs()); candidate "
+        f"'{getattr(candidate, 'name', candidate)}' ({type(candidate).__name__}) is not one"
     )
     return [Score(None, {"error": reason}) for _ in range(n)]
 
@@ -167,11 +164,20 @@ class ReferencePerplexity:
             context = context[note["context_truncated"] :]
         return Continuation(context, answer), note
 
-    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
-        """Token-weighted over the whole suite: exp(-sum ll / sum tokens)."""
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """Token-weighted over the whole suite: exp(-sum ll / sum tokens). From the details,
+        which are cached with the values, so a fully cached run reports the same figure."""
+        details = _scored_details(scored)
+        if not details:
+            return RunFigures()
         total = sum(float(d["loglikelihood"]) for d in details)
         tokens = sum(int(d["n_tokens"]) for d in details)
-        return CorpusFigures(_per_token(-total / tokens, self.log) if tokens else None)
+        return RunFigures(_per_token(-total / tokens, self.log) if tokens else None)
+
+
+def _scored_details(scored: Sequence[Scored]) -> list[Mapping[str, Any]]:
+    """The details of the examples that have a value (the others carry only an error)."""
+    return [s.detail for s in scored if s.value is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +190,7 @@ def count_words(text: str) -> int:
 
 
 class Perplexity:
-    """Token perplexity of a text field with rolling windows; corpus figures in the aggregate."""
+    """Token perplexity of a text field with rolling windows; corpus figures from ``summarize``."""
 
     name: ClassVar[str] = "perplexity"
     version: ClassVar[str] = "1"
@@ -264,12 +270,16 @@ class Perplexity:
             )
         return text
 
-    def aggregate_details(self, details: Sequence[Mapping[str, Any]]) -> CorpusFigures:
+    def summarize(self, scored: Sequence[Scored]) -> RunFigures:
+        """lm-evaluation-harness's corpus figures, from the (cached) per-example details."""
+        details = _scored_details(scored)
+        if not details:
+            return RunFigures()
         total = sum(float(d["loglikelihood"]) for d in details)
         tokens = sum(int(d["n_tokens"]) for d in details)
         words = sum(int(d["n_words"]) for d in details)
         n_bytes = sum(int(d["n_bytes"]) for d in details)
-        return CorpusFigures(
+        return RunFigures(
             _per_token(-total / tokens, self.log) if tokens else None,
             {
                 "word_perplexity": _exp(-total / words) if words else None,

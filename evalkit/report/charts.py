@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
+from evalkit.format import short
+from evalkit.format import tick as tick_label
 from evalkit.report.view import MetricInfo, MetricRow, SuiteView
 
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#8c6d31", "#000"]
@@ -31,26 +33,6 @@ FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 
 def candidate_colour(view: SuiteView, candidate: str) -> str:
     return PALETTE[view.candidates.index(candidate) % len(PALETTE)]
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    """Short human number: 3 significant digits, no exponent for everyday magnitudes."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if value == 0:
-        return "0"
-    magnitude = abs(value)
-    if magnitude >= 1000:
-        return f"{value:,.0f}"
-    if magnitude >= 1e-3:
-        decimals = max(0, digits - 1 - math.floor(math.log10(magnitude)))
-        return f"{value:.{decimals}f}"
-    return f"{value:.{digits - 1}e}"
-
-
-def fmt_tick(value: float) -> str:
-    """Tick labels are round numbers already: print them without padding zeros."""
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.6g}"
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -151,7 +133,7 @@ def _x_axis(axis: Axis, ticks: list[float], top: float, bottom: float) -> list[s
     for tick in ticks:
         x = axis(tick)
         parts.append(_line(x, x, top, bottom, GRID))
-        parts.append(_text(x, bottom + 12, fmt_tick(tick), "middle", MUTED))
+        parts.append(_text(x, bottom + 12, tick_label(tick), "middle", MUTED))
     return parts
 
 
@@ -206,10 +188,10 @@ def changes_chart(view: SuiteView) -> Markup | None:
         lo, hi = sorted((_better_percent(row, change.ci_low), _better_percent(row, change.ci_high)))
         colour = STATUS_COLOURS[row.status]
         tip = (
-            f"{row.candidate} {row.metric.name}: delta {fmt(change.mean_delta)} "
-            f"[{fmt(change.ci_low)}, {fmt(change.ci_high)}] "
+            f"{row.candidate} {row.metric.name}: delta {short(change.mean_delta)} "
+            f"[{short(change.ci_low)}, {short(change.ci_high)}] "
             f"({_better_percent(row, change.mean_delta):+.1f}% better), "
-            f"p={fmt(change.p_value, 2)}, {row.status}"
+            f"p={short(change.p_value, 2)}, {row.status}"
         )
         body.append(
             _group(
@@ -248,7 +230,7 @@ def means_chart(view: SuiteView, metric: MetricInfo) -> Markup | None:
             parts += _interval(axis, agg.ci_low, agg.ci_high, y, colour)
         changed = row.status in ("regression", "improvement")
         parts.append(_dot(axis(agg.mean), y, STATUS_COLOURS[row.status] if changed else colour))
-        tip = f"{row.candidate}: mean {fmt(agg.mean)} [{fmt(agg.ci_low)}, {fmt(agg.ci_high)}]"
+        tip = f"{row.candidate}: mean {short(agg.mean)} [{short(agg.ci_low)}, {short(agg.ci_high)}]"
         body.append(_group(f"{tip}, n={agg.n}, {row.status}", parts))
     label = f"{metric.name}: mean and 95% CI per candidate"
     return _svg(label_w + plot_w + 14, height, body, label)
@@ -305,10 +287,12 @@ def distribution_chart(view: SuiteView, metric: MetricInfo) -> Markup | None:
             )
     if categorical:
         for j, value in enumerate(distinct):
-            body.append(_text(label_w + (j + 0.5) * width, height - 6, fmt(value), "middle", MUTED))
+            body.append(
+                _text(label_w + (j + 0.5) * width, height - 6, short(value), "middle", MUTED)
+            )
     else:
         for tick in ticks:
-            body.append(_text(axis(tick), height - 6, fmt_tick(tick), "middle", MUTED))
+            body.append(_text(axis(tick), height - 6, tick_label(tick), "middle", MUTED))
     label = f"{metric.name}: score distribution per candidate"
     return _svg(label_w + plot_w + 14, height, body, label)
 
@@ -384,7 +368,7 @@ def quality_latency_chart(view: SuiteView, quality: MetricInfo) -> Markup | None
     body += _x_axis(x_axis, x_ticks, top, top + plot_h)
     for tick in y_ticks:
         body.append(_line(left, left + plot_w, y_axis(tick), y_axis(tick), GRID))
-        body.append(_text(left - 4, y_axis(tick) + 4, fmt_tick(tick), "end", MUTED))
+        body.append(_text(left - 4, y_axis(tick) + 4, tick_label(tick), "end", MUTED))
     slower = latency is None or not latency.higher_is_better
     x_title = f"{x_name} (\u2192 slower)" if slower else x_name
     body.append(_text(left + plot_w / 2, top + plot_h + 28, x_title, "middle", MUTED))
@@ -398,7 +382,7 @@ def quality_latency_chart(view: SuiteView, quality: MetricInfo) -> Markup | None
             parts.append(_line(cx, cx, y_axis(p.y_low), y_axis(p.y_high), colour))
         parts.append(_dot(cx, cy, colour, 5))
         parts.append(_text(cx + 7, cy - 6, p.candidate, "start", f'fill="{colour}"'))
-        tip = f"{p.candidate}: {quality.name} {fmt(p.y)}, {x_name} {fmt(p.x)}"
+        tip = f"{p.candidate}: {quality.name} {short(p.y)}, {x_name} {short(p.x)}"
         body.append(_group(tip, parts))
     label = f"{quality.name} vs {x_name} per candidate"
     return _svg(left + plot_w + 60, top + plot_h + 36, body, label)
@@ -444,7 +428,7 @@ def memory_chart(view: SuiteView) -> Markup | None:
         for j, name in enumerate(series):
             if name in found:
                 value = found[name]
-                tip = f"{candidate} {name}: {fmt(value)} MB"
+                tip = f"{candidate} {name}: {short(value)} MB"
                 width = axis(value) - axis(0)
                 body.append(_rect(axis(0), y0 + j * bar_h, width, bar_h - 2, shades[j % 4], tip))
     for j, name in enumerate(series):

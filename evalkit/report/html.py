@@ -26,6 +26,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from evalkit import format as fmt
 from evalkit._files import write_atomic
 from evalkit.report import charts
 from evalkit.report.payload import examples_payload, shared_system_message
@@ -70,25 +71,12 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["num"] = charts.fmt
-    env.filters["pval"] = _pval
-    env.filters["pval_eq"] = lambda p: _pval(p) if p is not None and p < 0.001 else f"={_pval(p)}"
-    env.filters["signed"] = _signed
+    env.filters["num"] = fmt.short
+    env.filters["pval"] = fmt.p_value
+    env.filters["pval_eq"] = fmt.p_equals
+    env.filters["signed"] = fmt.short_signed
     env.globals["colour"] = charts.candidate_colour
     return env
-
-
-def _pval(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def _signed(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    text = charts.fmt(value)
-    return text if text.startswith("-") or text == "0" else "+" + text
 
 
 def json_for_script(data: Any) -> Markup:
@@ -112,7 +100,7 @@ def _scalars(values: dict[str, Any]) -> str:
 
 def candidate_lines(view: SuiteView) -> list[dict[str, Any]]:
     """What each candidate is, in one line: model plus every settings dict (adapter,
-    quantization, speculative, api, generation overrides) from its spec and describe()."""
+    quantization, decoding options, api, generation overrides) from its spec and describe()."""
     lines = []
     for name in view.candidates:
         run = view.run.candidates[name]
@@ -130,9 +118,27 @@ def candidate_lines(view: SuiteView) -> list[dict[str, Any]]:
     return lines
 
 
+def measured_facts(spec: dict[str, Any], describe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``describe`` groups (dicts) that add facts to the spec's settings of the same name, e.g.
+    an acceptance rate or a speed-up the candidate measured; only their added scalar facts."""
+    facts = {}
+    for key, value in describe.items():
+        if not isinstance(value, dict):
+            continue
+        given = spec.get(key) if isinstance(spec.get(key), dict) else {}
+        added = {
+            k: v
+            for k, v in value.items()
+            if k not in given and (v is None or isinstance(v, str | int | float | bool))
+        }
+        if added and key in spec:
+            facts[key] = added
+    return facts
+
+
 def latency_rows(view: SuiteView) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns (latency.* metrics) and one row per candidate with mean and extra figures, plus
-    speculative decoding and cost facts from ``describe`` when present."""
+    the facts a candidate measured (``describe`` entries beyond its spec settings) and cost."""
     columns = [m.name for m in view.metrics if m.name.startswith("latency.")]
     rows = []
     for name in view.candidates:
@@ -143,7 +149,6 @@ def latency_rows(view: SuiteView) -> tuple[list[str], list[dict[str, Any]]]:
             cells[column] = (
                 None if agg is None else {"mean": agg.mean, "extra": agg.extra, "n": agg.n}
             )
-        speculative = run.describe.get("speculative")
         cost = {k: v for k, v in run.describe.items() if "cost" in k.lower()}
         cost.update({c: a.mean for c, a in run.aggregates.items() if c.startswith("cost.")})
         generated = run.n_generated
@@ -151,7 +156,7 @@ def latency_rows(view: SuiteView) -> tuple[list[str], list[dict[str, Any]]]:
             {
                 "candidate": name,
                 "cells": cells,
-                "speculative": speculative if isinstance(speculative, dict) else None,
+                "facts": measured_facts(run.spec, run.describe),
                 "cost": cost,
                 "generate_s": run.timings.generate_s,
                 "per_example_ms": (
@@ -192,7 +197,7 @@ def suite_context(view: SuiteView) -> dict[str, Any]:
         "memory_chart": charts.memory_chart(view),
         "latency_columns": latency_columns,
         "latency_table": latency_table,
-        "has_speculative": any(r["speculative"] for r in latency_table),
+        "has_facts": any(r["facts"] for r in latency_table),
         "has_cost": any(r["cost"] for r in latency_table),
         "system_message": shared_system_message(view.run),
         "candidate_lines": candidate_lines(view),

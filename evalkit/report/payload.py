@@ -1,6 +1,6 @@
 """The per-example data of a suite as report.js reads it: columnar, one entry per example in
-golden order, outputs interned (candidates often agree word for word, e.g. speculative decoding
-or a quantized model), scores rounded to 6 significant digits."""
+golden order, outputs interned (candidates often agree word for word, e.g. a
+faster variant of the same model), scores rounded to 6 significant digits."""
 
 from __future__ import annotations
 

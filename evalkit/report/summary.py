@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evalkit._files import write_atomic
-from evalkit.report.charts import fmt
+from evalkit.format import p_equals, short, short_signed
+from evalkit.format import p_value as p_text
 from evalkit.report.view import ALPHA, MetricRow, SuiteView, overall_status
 from evalkit.results import GateVerdict
 
@@ -36,17 +37,6 @@ def cell(text: object, limit: int = MAX_CELL) -> str:
     return html.escape(value, quote=False).replace("|", "\\|").replace("`", "\\`")
 
 
-def _signed(value: float | None) -> str:
-    text = fmt(value)
-    return text if value is None or text.startswith("-") or text == "0" else "+" + text
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return ""
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
 def _suite_line(view: SuiteView) -> str:
     gates = view.run.gates
     passed = sum(v.passed for v in gates)
@@ -61,8 +51,8 @@ def _regression_text(row: MetricRow) -> str:
     assert change is not None
     relative = f" ({row.relative * 100:+.1f}%)" if row.relative is not None else ""
     return (
-        f"{cell(row.candidate)} {cell(row.metric.name)} {_signed(change.mean_delta)}{relative},"
-        f" p{_p(change.p_value) if change.p_value < 0.001 else '=' + _p(change.p_value)}"
+        f"{cell(row.candidate)} {cell(row.metric.name)} "
+        f"{short_signed(change.mean_delta)}{relative}, p{p_equals(change.p_value)}"
     )
 
 
@@ -71,14 +61,14 @@ def _failed_gate_rows(verdict: GateVerdict) -> str:
     delta = p = ""
     if comparison is not None and comparison.mean_delta is not None:
         delta = (
-            f"{_signed(comparison.mean_delta)} [{_signed(comparison.ci_low)}, "
-            f"{_signed(comparison.ci_high)}] vs {cell(comparison.baseline, 40)}"
+            f"{short_signed(comparison.mean_delta)} [{short_signed(comparison.ci_low)}, "
+            f"{short_signed(comparison.ci_high)}] vs {cell(comparison.baseline, 40)}"
         )
-        p = _p(comparison.p_value)
+        p = p_text(comparison.p_value, missing="")
     reason = verdict.message.splitlines()[0].removeprefix("FAILED: ") if verdict.message else ""
     return (
         f"| {cell(verdict.candidate)} | {cell(verdict.gate)} | {verdict.status} | "
-        f"{fmt(verdict.mean)} | {delta} | {p} | {cell(reason, 120)} |"
+        f"{short(verdict.mean)} | {delta} | {p} | {cell(reason, 120)} |"
     )
 
 
@@ -86,12 +76,12 @@ def _worst_examples(verdict: GateVerdict) -> list[str]:
     lines = []
     for item in verdict.worst[:N_WORST]:
         base = (
-            f" · baseline {fmt(item.baseline_score)}: {cell(item.baseline_output or '', 60)}"
+            f" · baseline {short(item.baseline_score)}: {cell(item.baseline_output or '', 60)}"
             if item.baseline_output is not None
             else ""
         )
         lines.append(
-            f"  - `{cell(item.id, 40)}` score {fmt(item.score)} · reference "
+            f"  - `{cell(item.id, 40)}` score {short(item.score)} · reference "
             f"{cell(item.reference, 40)} · output {cell(item.output or '', 60)}{base}"
         )
     return lines
@@ -142,9 +132,9 @@ def render_summary(views: Sequence[SuiteView], report: str | None = None) -> str
             relative = f"{row.relative * 100:+.1f}%" if row.relative is not None else ""
             lines.append(
                 f"| {cell(view.name)} | {cell(row.candidate)} | {cell(row.metric.name)} | "
-                f"{fmt(row.baseline_mean)} | {fmt(row.aggregate.mean)} | "
-                f"{_signed(change.mean_delta)} [{_signed(change.ci_low)}, "
-                f"{_signed(change.ci_high)}] | {relative} | {_p(change.p_value)} |"
+                f"{short(row.baseline_mean)} | {short(row.aggregate.mean)} | "
+                f"{short_signed(change.mean_delta)} [{short_signed(change.ci_low)}, "
+                f"{short_signed(change.ci_high)}] | {relative} | {p_text(change.p_value)} |"
             )
         if len(regressions) > N_REGRESSIONS:
             lines.append(f"\n… and {len(regressions) - N_REGRESSIONS} more in the report.")

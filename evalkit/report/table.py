@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from evalkit.format import fixed, fixed_signed, p_significant
 from evalkit.results import GateVerdict
 
 HEADER = ("suite", "candidate", "gate", "verdict", "mean", "delta vs baseline (95% CI)", "p")
-
-
-def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
 
 
 def verdict_row(verdict: GateVerdict) -> tuple[str, ...]:
@@ -18,12 +15,12 @@ def verdict_row(verdict: GateVerdict) -> tuple[str, ...]:
     delta = p = ""
     if comparison is not None and comparison.mean_delta is not None:
         interval = (
-            f" [{comparison.ci_low:+.3f}, {comparison.ci_high:+.3f}]"
+            f" [{fixed_signed(comparison.ci_low)}, {fixed_signed(comparison.ci_high)}]"
             if comparison.ci_low is not None and comparison.ci_high is not None
             else ""  # run-level figures: one number, no interval
         )
-        delta = f"{comparison.mean_delta:+.3f}{interval} vs {comparison.baseline}"
-        p = f"{comparison.p_value:.3g}" if comparison.p_value is not None else ""
+        delta = f"{fixed_signed(comparison.mean_delta)}{interval} vs {comparison.baseline}"
+        p = p_significant(comparison.p_value) if comparison.p_value is not None else ""
     elif verdict.rules.get("max_drop") or verdict.rules.get("max_increase"):
         delta = "no baseline" if verdict.status != "passed" else ""
     return (
@@ -31,7 +28,7 @@ def verdict_row(verdict: GateVerdict) -> tuple[str, ...]:
         verdict.candidate,
         verdict.gate,
         verdict.status.upper(),
-        _num(verdict.mean),
+        fixed(verdict.mean),
         delta,
         p,
     )

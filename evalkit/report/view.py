@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from evalkit.results import Aggregate, CandidateRun, GateVerdict, RunResult
-from evalkit.stats import PairedChange, paired_changes
+from evalkit.stats import PairedComparison, paired_comparisons
 
 RESOURCE_PREFIXES = ("latency.", "memory.", "cost.")
 ALPHA = 0.05
@@ -45,7 +45,7 @@ class MetricRow:
     candidate: str
     metric: MetricInfo
     aggregate: Aggregate
-    change: PairedChange | None
+    change: PairedComparison | None
     status: Change
     baseline_mean: float | None
     gates: tuple[GateVerdict, ...] = ()
@@ -121,7 +121,7 @@ def _metrics(run: RunResult) -> list[MetricInfo]:
     return sorted(seen.values(), key=lambda m: m.resource)
 
 
-def _status(change: PairedChange | None, higher_is_better: bool) -> Change:
+def _status(change: PairedComparison | None, higher_is_better: bool) -> Change:
     if change is None:
         return "n/a"
     if change.p_value >= ALPHA or change.mean_delta == 0:
@@ -155,9 +155,11 @@ def _paired(
 
 def _changes(
     run: RunResult, baseline: str, names: list[str], metrics: list[MetricInfo], seed: int
-) -> dict[tuple[str, str], tuple[PairedChange | None, float | None]]:
+) -> dict[tuple[str, str], tuple[PairedComparison | None, float | None]]:
     """(candidate, metric) -> paired change vs the baseline and the baseline's paired mean.
-    One bootstrap for all candidates and metrics: they share the examples, hence resamples."""
+    One call for all candidates and metrics: columns with the same pairs share resamples, and a
+    regression gate on the same pairs (same seed) drew exactly these, so the report shows the
+    delta and CI the gate judged."""
     base = run.candidates[baseline]
     blocks, keys, base_means = [], [], []
     for name in names:
@@ -171,7 +173,7 @@ def _changes(
         base_means += means
     if not keys:
         return {}
-    changes = paired_changes(np.hstack(blocks), seed=seed)
+    changes = paired_comparisons(np.hstack(blocks), seed=seed)
     return dict(zip(keys, zip(changes, base_means, strict=True), strict=True))
 
 

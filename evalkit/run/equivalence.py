@@ -1,70 +1,83 @@
-"""Checks that a candidate's outputs equal another candidate's (speculative decoding must be
-lossless under greedy decoding)."""
+"""The equivalence check: a candidate whose outputs must equal another candidate's
+(``candidates.base.Verifiable``) is compared with it example by example, after generation.
+
+The target's outputs come through the generation cache under the target's own fingerprint, so
+a candidate of the suite with that identity (e.g. the plain model a variant must not change)
+has already answered them; otherwise they are generated here, while the candidate is loaded.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from evalkit.cache import Cache, make_key
-from evalkit.candidates.base import Candidate, Generation, GenerationRequest
-from evalkit.results import LosslessCheck, LosslessMismatch
+from evalkit.candidates.base import (
+    Candidate,
+    EquivalenceTarget,
+    Generation,
+    GenerationRequest,
+    RunObserver,
+    Verifiable,
+)
+from evalkit.results import EquivalenceCheck, EquivalenceMismatch
 from evalkit.run.generation import generate_cached
 from evalkit.spec import GenerationSpec
 
 
-def check_speculation(
+def check_equivalence(
     candidate: Candidate,
-    fingerprint: dict[str, Any],
+    requests: Sequence[GenerationRequest],
     params: GenerationSpec,
     generations: dict[str, tuple[Generation, bool]],
-    requests: Sequence[GenerationRequest],
     cache: Cache,
-) -> LosslessCheck | None:
-    """For speculative candidates: the lossless check (greedy only) and the speed-up timing.
-
-    The plain target's outputs come through the cache under the fingerprint without
-    ``speculative``, i.e. exactly the key a plain candidate with the same model uses, so a
-    ``base`` candidate that already ran answers them; otherwise they are generated here."""
-    speculation = getattr(candidate, "speculation", None)
-    if speculation is None:
-        return None
-    check = _lossless(speculation, fingerprint, params, generations, requests, cache)
-    if speculation.spec.speedup_sample:
-        speculation.measure_speedup(requests, params)
+) -> EquivalenceCheck | None:
+    """Compare ``generations`` with the candidate's equivalence target; None for candidates
+    that have none. Then let a ``RunObserver`` measure its run facts (it is still loaded)."""
+    check = None
+    if isinstance(candidate, Verifiable):
+        target = candidate.equivalence_target(params)
+        if target is not None:
+            check = compare(target, requests, params, generations, cache)
+    if isinstance(candidate, RunObserver):
+        candidate.after_generation(requests, params)
     return check
 
 
-def _lossless(
-    speculation: Any,
-    fingerprint: dict[str, Any],
+def compare(
+    target: EquivalenceTarget,
+    requests: Sequence[GenerationRequest],
     params: GenerationSpec,
     generations: dict[str, tuple[Generation, bool]],
-    requests: Sequence[GenerationRequest],
     cache: Cache,
-) -> LosslessCheck:
-    from evalkit.candidates.speculative import plain_fingerprint
-
-    plain_hash = make_key(**plain_fingerprint(fingerprint))[:16]
-    if not params.greedy:
-        return LosslessCheck(
-            plain_fingerprint_hash=plain_hash,
-            skipped="sampling: speculative sampling keeps the target's distribution, not "
-            "its individual samples, so outputs cannot be compared one by one; the check "
-            "runs under greedy decoding (temperature: 0)",
-        )
-    plain = generate_cached(speculation.plain_target(), plain_hash, requests, params, cache)
-    check = LosslessCheck(
-        plain_fingerprint_hash=plain_hash, plain_cached=sum(c for _, c in plain.values())
+) -> EquivalenceCheck:
+    """Outputs of ``generations`` against the target's, one example at a time; an example
+    that failed to generate on either side is counted as unchecked, not as a mismatch."""
+    check = EquivalenceCheck(
+        target=target.label,
+        target_fingerprint_hash=make_key(**target.fingerprint)[:16],
+        max_mismatch=target.max_mismatch,
+        skipped=target.skipped,
+        headline=target.headline,
+        output_name=target.output_name,
+        target_name=target.target_name,
     )
+    if target.skipped is not None:
+        return check
+    if target.candidate is None:
+        check.skipped = f"{target.label} cannot generate here"
+        return check
+    reference = generate_cached(
+        target.candidate, check.target_fingerprint_hash, requests, params, cache
+    )
+    check.target_cached = sum(cached for _, cached in reference.values())
     for request in requests:
-        fast, reference = generations[request.id][0], plain[request.id][0]
-        if fast.error is not None or reference.error is not None:
+        own, theirs = generations[request.id][0], reference[request.id][0]
+        if own.error is not None or theirs.error is not None:
             check.unchecked += 1
             continue
         check.checked += 1
-        if fast.output != reference.output:
+        if own.output != theirs.output:
             check.mismatches.append(
-                LosslessMismatch(id=request.id, output=fast.output, plain_output=reference.output)
+                EquivalenceMismatch(id=request.id, output=own.output, target_output=theirs.output)
             )
     return check

@@ -13,16 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalkit.candidates.base import GenerationRequest
+from evalkit.candidates.registry import check_suite_candidates, checks_equivalence
 from evalkit.candidates.replay import check_replay_file
 from evalkit.errors import EvalkitError, SpecError
-from evalkit.gates import LOSSLESS_GATE
+from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import AnyMetric, create_columns
 from evalkit.prompts import render_request
 from evalkit.spec import LoadedSuite, load_suite
-
-RUN_GATE = "run"
-"""The item of a candidate whose suite declares no gates: it checks the run itself."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,7 @@ def prepare_suite(path: str | Path) -> PreparedSuite:
     loaded = load_suite(path)
     examples = _load_examples(loaded)
     requests = [render_request(loaded, example) for example in examples]
+    check_suite_candidates(loaded)
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
     _check_pairwise(loaded, metrics)
@@ -108,13 +107,13 @@ def _create_metrics(loaded: LoadedSuite) -> dict[str, AnyMetric]:
 
 
 def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
-    if LOSSLESS_GATE in loaded.spec.gates:
+    if EQUIVALENCE_GATE in loaded.spec.gates:
         raise SpecError(
-            f"'{LOSSLESS_GATE}' is the name of evalkit's own check of speculative candidates; "
-            "gate a metric column instead",
+            f"'{EQUIVALENCE_GATE}' is the name of evalkit's own check that a candidate's outputs "
+            "equal its reference candidate's; gate a metric column instead",
             path=loaded.path,
-            line=loaded.line_of("gates", LOSSLESS_GATE),
-            field=f"gates.{LOSSLESS_GATE}",
+            line=loaded.line_of("gates", EQUIVALENCE_GATE),
+            field=f"gates.{EQUIVALENCE_GATE}",
         )
     for gate_name, gate in loaded.spec.gates.items():
         if gate.metric not in metrics:
@@ -144,8 +143,9 @@ def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
 
 def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
     """The gates (pytest items) of one candidate, in order: the suite's gates that apply to it,
-    then evalkit's own checks (``lossless`` for speculative candidates decoding greedily: their
-    outputs must equal the plain target's); ``run`` alone when that leaves nothing.
+    then evalkit's own checks (``lossless`` for candidates whose kind says their outputs must
+    equal another candidate's, see ``candidates.registry``); ``run`` alone when that leaves
+    nothing.
 
     A gate on a pairwise metric (one that reads the compare_to candidate's output) does not
     apply to the compare_to candidate itself: it has nothing to be compared with."""
@@ -164,9 +164,7 @@ def _pairwise_on_itself(prepared: PreparedSuite, candidate: str, gate_name: str)
 
 
 def _implicit_gates(loaded: LoadedSuite, candidate: str) -> list[str]:
-    spec = loaded.spec.candidates[candidate]
-    params = loaded.spec.generation.merged(spec.generation)
-    return [LOSSLESS_GATE] if spec.speculative is not None and params.greedy else []
+    return [EQUIVALENCE_GATE] if checks_equivalence(loaded, candidate) else []
 
 
 def run_order(prepared: PreparedSuite, wanted: Sequence[str] | None) -> list[str]:

@@ -24,12 +24,12 @@ from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate, run_resources
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
-from evalkit.gates import LOSSLESS_GATE, evaluate_gate, lossless_verdict
+from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE, equivalence_verdict, evaluate_gate
 from evalkit.golden import Example
 from evalkit.results import CandidateRun, ExampleResult, GateVerdict, RunResult, Timings, save_run
-from evalkit.run.equivalence import check_speculation
+from evalkit.run.equivalence import check_equivalence
 from evalkit.run.generation import generate_cached
-from evalkit.run.prepare import RUN_GATE, PreparedSuite, gate_plan, run_order
+from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.spec import GenerationSpec
 
@@ -91,7 +91,7 @@ class SuiteRunner:
         runs: dict[str, CandidateRun] = {}
         base_dir = self.prepared.loaded.path.parent
         # What candidates share for the whole run (vLLM servers) is released at its end.
-        with run_resources(self.spec.candidates, base_dir, self.options.report_dir / "vllm"):
+        with run_resources(self.spec.candidates, base_dir, self.options.report_dir / "logs"):
             for name in run_order(self.prepared, self.options.candidates):
                 # The compare_to candidate runs first: pairwise metrics read its outputs.
                 runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
@@ -123,9 +123,9 @@ class SuiteRunner:
             if wanted is not None and run.name not in wanted:
                 continue
             for gate_name in gate_plan(self.prepared, run.name):
-                if gate_name == LOSSLESS_GATE:
-                    verdicts.append(lossless_verdict(self.spec.suite, run))
-                elif gate_name != RUN_GATE:
+                if gate_name == EQUIVALENCE_GATE:
+                    verdicts.append(equivalence_verdict(self.spec.suite, run))
+                elif gate_name != RUN_GATE:  # checked by the pytest item from the run record
                     verdicts.append(self.gate_verdict(gate_name, run, runs))
         return verdicts
 
@@ -188,10 +188,10 @@ class SuiteRunner:
         t2 = time.perf_counter()
         scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
-            lossless = None  # nothing generated, nothing to compare
+            equivalence = None  # nothing generated, nothing to compare
             if self.prepared.needs_outputs:
-                lossless = check_speculation(
-                    candidate, fingerprint, params, generations, self.requests, self.options.cache
+                equivalence = check_equivalence(
+                    candidate, self.requests, params, generations, self.options.cache
                 )
             aggregates = self.scorer.score(scoring, examples)
         finally:
@@ -213,7 +213,7 @@ class SuiteRunner:
             n_cached=n_cached,
             n_errors=sum(e.error is not None for e in examples),
             cost=_total_cost(examples),
-            lossless=lossless,
+            equivalence=equivalence,
             timings=Timings(
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
             ),

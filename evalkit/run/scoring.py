@@ -23,19 +23,20 @@ from evalkit.golden import Example
 from evalkit.metrics import (
     AnyMetric,
     CandidateMetric,
-    CorpusMetric,
+    RunFigures,
     RunMetric,
     Sample,
-    SummarizingMetric,
+    Scored,
+    run_figures,
     split_score,
 )
-from evalkit.metrics.base import CorpusFigures, DetailAggregating, UsesStore
+from evalkit.metrics.base import UsesStore
 from evalkit.results import Aggregate, CandidateRun, ExampleResult
 from evalkit.run.prepare import needs_output
 from evalkit.spec import GenerationSpec
 from evalkit.stats import mean_ci
 
-Scored = dict[str, tuple[float | None, dict[str, Any]]]
+Values = dict[str, tuple[float | None, dict[str, Any]]]
 """(value, detail) per example id."""
 
 
@@ -125,11 +126,11 @@ class Scorer:
         metric: AnyMetric,
         samples: list[Sample],
         examples: list[ExampleResult],
-        values: Scored,
+        values: Values,
     ) -> Aggregate:
         present = [v for v, _ in values.values() if v is not None]
         estimate = mean_ci(present, seed=self.seed) if present else None
-        figures = corpus_figures(metric, samples, examples, column, present)
+        figures = self.run_figures(column, metric, samples, values)
         return Aggregate(
             metric=column,
             mean=estimate.mean if estimate else None,
@@ -138,11 +139,22 @@ class Scorer:
             n=len(present),
             n_missing=len(examples) - len(present),
             corpus=figures.corpus,
-            extra={**figures.extra, **_summary(metric, values)},
+            extra=dict(figures.extra),
             higher_is_better=metric.higher_is_better,
             signature=metric.signature(),
             version=metric.version,
         )
+
+    def run_figures(
+        self, column: str, metric: AnyMetric, samples: list[Sample], values: Values
+    ) -> RunFigures:
+        """The metric's run-level figures (corpus BLEU, perplexity, p50/p95, judge cost) from
+        every scored example in example order, cached ones included."""
+        scored = [Scored(s, *values[s.id]) for s in samples if s.id in values]
+        try:
+            return run_figures(metric, scored)
+        except ValueError as exc:
+            raise EvalkitError(f"suite '{self.suite}', metric '{column}': {exc}") from None
 
     def score_run(
         self, column: str, metric: RunMetric, samples: list[Sample], scoring: CandidateScoring
@@ -192,7 +204,7 @@ class Scorer:
         metric: AnyMetric,
         samples: list[Sample],
         scoring: CandidateScoring | None = None,
-    ) -> Scored:
+    ) -> Values:
         """(value, detail) per sample id, from the cache where possible. Candidate metrics are
         keyed by the candidate's fingerprint and decoding too; uncacheable ones always run."""
         by_candidate = isinstance(metric, CandidateMetric)
@@ -230,7 +242,7 @@ class Scorer:
         metric: AnyMetric,
         todo: list[Sample],
         scoring: CandidateScoring | None,
-    ) -> Scored:
+    ) -> Values:
         try:
             if isinstance(metric, CandidateMetric):
                 assert scoring is not None
@@ -245,38 +257,6 @@ class Scorer:
                 f"metric '{column}' returned {len(raw)} scores for {len(todo)} samples"
             )
         return {s.id: split_score(v) for s, v in zip(todo, raw, strict=True)}
-
-
-def corpus_figures(
-    metric: AnyMetric,
-    samples: list[Sample],
-    examples: list[ExampleResult],
-    column: str,
-    present: list[float],
-) -> CorpusFigures:
-    """Run-level figures beside the mean: a corpus score from the samples (BLEU), figures
-    from the per-example details (perplexity; details come back from the cache too), and
-    secondary figures from the values (p50/p95)."""
-    corpus: float | None = None
-    extra: dict[str, float | None] = {}
-    if isinstance(metric, CorpusMetric) and samples:
-        corpus = metric.aggregate(samples)
-    if isinstance(metric, DetailAggregating):
-        details = [e.details.get(column, {}) for e in examples if e.scores.get(column) is not None]
-        if details:
-            figures = metric.aggregate_details(details)
-            corpus, extra = figures.corpus, dict(figures.extra)
-    summarize = getattr(metric, "aggregate_extra", None)
-    if summarize is not None:
-        extra.update(summarize(present))
-    return CorpusFigures(corpus, extra)
-
-
-def _summary(metric: AnyMetric, values: Scored) -> dict[str, float | None]:
-    """A metric's own run-level figures (judge cost, win rates), from every scored example."""
-    if not isinstance(metric, SummarizingMetric) or not values:
-        return {}
-    return metric.summarize([detail for _, detail in values.values()])
 
 
 def _score_key(identity: dict[str, Any], sample: Sample, pairwise: bool, uses_output: bool) -> str:

@@ -102,13 +102,13 @@ def test_greedy_capitals_on_vllm_equal_transformers(capitals: RunResult) -> None
 
 def test_ngram_speculation_on_vllm_is_lossless(capitals: RunResult) -> None:
     ngram = capitals.candidates["ngram"]
-    check = ngram.lossless
+    check = ngram.equivalence
     assert check is not None and check.skipped is None
     assert check.checked == 175 and check.unchecked == 0
     assert check.mismatches == []
-    # Its plain target is the `served` candidate: same fingerprint, so its answers came cached.
-    assert check.plain_fingerprint_hash == capitals.candidates["served"].fingerprint_hash
-    assert check.plain_cached == 175
+    # Its target is the `served` candidate: same fingerprint, so its answers came cached.
+    assert check.target_fingerprint_hash == capitals.candidates["served"].fingerprint_hash
+    assert check.target_cached == 175
     assert ngram.describe["vllm"]["base"] != capitals.candidates["served"].describe["vllm"]["base"]
 
 
