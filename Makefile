@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint clean vllm test-vllm
+.PHONY: setup demo test lint clean vllm test-vllm test-vllm-full
 
 setup: $(STAMP) $(CHROMIUM)
 
@@ -88,10 +88,16 @@ $(VLLM_STAMP): constraints-vllm.txt
 	$(VLLM_VENV)/bin/python -c "import vllm"
 	touch $(VLLM_STAMP)
 
-# The tests that start real vLLM servers (SmolLM2 on CPU; one start per session, 35-240 s on a
-# loaded 2-core machine; the whole file about 5-8 minutes). `make test` leaves them out.
+# The tests that start a real vLLM server (SmolLM2 on CPU). `make test` leaves them out; CI
+# (.ci/run) runs `make test-vllm`: ONE server start (base model + LoRA module) proving greedy
+# answers, a LoRA request and prompt log-prob perplexity against transformers. The opt-in
+# `vllm_full` tests (n-gram speculation on a second server, corpus perplexity) run in
+# `make test-vllm-full`. Figures: README, "The vLLM engine".
 test-vllm: setup vllm
-	$(BIN)/python -m pytest tests/vllm -q -ra -p no:xdist
+	$(BIN)/python -m pytest tests/vllm -q -ra -p no:xdist --durations=5 -m "not vllm_full"
+
+test-vllm-full: setup vllm
+	$(BIN)/python -m pytest tests/vllm -q -ra -p no:xdist --durations=10
 
 lint: setup
 	$(BIN)/ruff check evalkit tests golden plugins

@@ -1,9 +1,11 @@
 """The real vLLM server on SmolLM2 (CPU): `make test-vllm` (after `make vllm`).
 
-Starting a server costs 35-240 s on our loaded 2-core machines, so the session starts each one
-once: the plain server with the LoRA module, and the n-gram speculative server (speculation is a
-server setting), both at once. Every test and every suite run of the session uses them through
-the active pool. Without .venv-vllm the session fails with the `make vllm` message: no skips.
+Starting a server costs 35-240 s on our loaded 2-core machines, so the session starts ONE: the
+plain server with the LoRA module, before any test needs it. Every test and every suite run of
+the session uses it through the active pool; the opt-in tests (``vllm_full``: `make
+test-vllm-full`) start the n-gram speculative server they need (speculation is a server
+setting) the same way, on first use. Without .venv-vllm the session fails with the `make vllm`
+message: no skips.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vllm_constants import LOOKUP, MODEL, REPO
+from vllm_constants import CI_LIMIT, MODEL, REPO, run, write_suite
 
 from evalkit.candidates.models import ensure_embedded_model
 from evalkit.candidates.vllm import VllmCandidate
@@ -62,24 +64,39 @@ def lora_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def suites(tmp_path_factory: pytest.TempPathFactory, lora_adapter: Path) -> dict[str, Path]:
+    """The suites of the CI set, their transformers candidates run (and cached) first, so that
+    they and the server's start-up (CPU-heavy) do not fight over 2 cores."""
+    folder = tmp_path_factory.mktemp("suites")
+    served = {"model": MODEL, "engine": "vllm"}
+    lora = {
+        "base": {"model": MODEL, "adapter": str(lora_adapter)},
+        "lora": {"model": MODEL, "adapter": str(lora_adapter), "engine": "vllm"},
+    }
+    metrics = [{"contains": {"normalize": ["lower"]}}, "reference_perplexity"]
+    paths = {
+        "capitals": write_suite(folder, "capitals_engines", {"base": {"model": MODEL},
+                                                             "served": served}, metrics),
+        "lora": write_suite(folder, "capitals_lora", lora, ["exact_match"]),
+    }  # fmt: skip
+    for path in paths.values():
+        run(path, ["base"], CI_LIMIT)
+    return paths
+
+
+@pytest.fixture(scope="session")
 def vllm_pool(
     tmp_path_factory: pytest.TempPathFactory, lora_adapter: Path, suites: dict[str, Path]
 ) -> Iterator[ServerPool]:
-    """Both servers of the session, started together; stopped (engine processes included) at
-    the end, which the teardown checks."""
+    """The session's server (base model + LoRA module), started once; every server of the
+    pool is stopped (engine processes included) at the end, which the teardown checks."""
     pool = ServerPool(tmp_path_factory.mktemp("vllm-logs"))
-    base_dir = REPO / "suites"
     with pool.active():
-        configs = []
-        for spec in (vllm_spec(adapter=str(lora_adapter)), vllm_spec(speculative=LOOKUP)):
-            candidate = VllmCandidate("session", spec, base_dir, pool=pool)
-            configs.append(candidate.plan())
-            timeout = candidate.options.startup_timeout_s
-        servers = pool.start_all(configs, timeout)
-        for server in servers:
-            print(f"vLLM server ready in {server.startup_s:.0f} s: {server.log_path}")
-        groups = [server.pid for server in servers]
+        candidate = VllmCandidate("session", vllm_spec(adapter=str(lora_adapter)), REPO, pool=pool)
+        server = pool.server(candidate.plan(), candidate.options.startup_timeout_s)
+        print(f"vLLM server ready in {server.startup_s:.0f} s: {server.log_path}")
         yield pool
+        groups = [server.pid for server in pool.servers()]
     deadline = time.monotonic() + 30  # killed processes take a moment to be reaped
     while (leftovers := [p for p in _all_pids() if _group(p) in groups]) and (
         time.monotonic() < deadline
