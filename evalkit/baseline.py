@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from evalkit._files import write_atomic
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, disk_error
 from evalkit.gates import BaselineScores
 from evalkit.metrics import AnyMetric, CandidateMetric, RunMetric
 from evalkit.results import CandidateRun
@@ -91,12 +91,16 @@ def write_baseline(
             for e in run.examples
         ],
     )
-    write_atomic(path, baseline.model_dump_json(indent=1) + "\n")
+    try:
+        write_atomic(path, baseline.model_dump_json(indent=1) + "\n")
+    except OSError as exc:  # the previous baseline stays as it was
+        raise disk_error(exc, path, extra="; the accepted baseline is unchanged") from None
     return baseline
 
 
-Rescore = Callable[[str, Sequence["BaselineExample"]], dict[str, float | None]]
-"""Scores accepted outputs with today's metric of a column: (column, examples) -> id -> value."""
+Rescore = Callable[[str, str, Sequence["BaselineExample"]], dict[str, float | None]]
+"""Scores accepted outputs with today's metric of a column, against the candidate's own
+requests: (candidate, column, examples) -> id -> value."""
 
 
 def compare_to_scores(other: CandidateRun, column: str) -> BaselineScores:
@@ -158,7 +162,9 @@ class AcceptedBaselines:
             )
         # Re-score the accepted outputs with today's metric so a metric change is not a delta.
         scored = [e for e in current if e.output is not None]
-        return BaselineScores(label=label, scores=self.rescore(column, scored), outputs=outputs)
+        return BaselineScores(
+            label=label, scores=self.rescore(candidate, column, scored), outputs=outputs
+        )
 
 
 def baseline_for(

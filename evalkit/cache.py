@@ -9,17 +9,25 @@ soon as it is computed, so a crash loses at most the batch in flight.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sqlite3
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 _CHUNK = 500  # sqlite's bound-parameter limit is 999 on old builds
+_STORAGE_ERRORS = ("disk is full", "readonly database", "unable to open database",
+                   "disk I/O error", "read-only file system")  # fmt: skip
+
+
+class CacheWriteWarning(UserWarning):
+    """The cache could not be written (full or read-only disk); the run went on without it."""
 
 
 def cache_file(directory: str | Path | None, root: Path) -> Path:
@@ -47,6 +55,22 @@ class Cache:
     def enabled(self) -> bool:
         return self.path is not None
 
+    def _storage_failed(self, exc: sqlite3.Error | OSError) -> None:
+        """A full or read-only cache disk stops caching, not the run: the batches stored so far
+        stay, later ones are simply not cached, and one warning says why. Any other sqlite
+        error (a corrupt file, a lock held past the timeout) is raised."""
+        if not isinstance(exc, OSError) and not any(s in str(exc) for s in _STORAGE_ERRORS):
+            raise exc
+        warnings.warn(
+            f"evalkit cache disabled for this run: {exc} ({self.path}); the disk holding "
+            f"{self.path.parent if self.path else '?'} is full or read-only. Results already "
+            "cached are kept; free space or set --evalkit-cache-dir / EVALKIT_CACHE_DIR",
+            CacheWriteWarning,
+            stacklevel=3,
+        )
+        self.close()
+        self.path = None
+
     def _connection(self) -> sqlite3.Connection:
         # A connection must not cross a fork (xdist, multiprocessing): reopen in a new process.
         if self._conn is None or self._pid != os.getpid():
@@ -57,6 +81,15 @@ class Cache:
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
         wanted = list(dict.fromkeys(keys))
         found: dict[str, Any] = {}
+        try:
+            self._read(namespace, wanted, found)
+        except (sqlite3.OperationalError, OSError) as exc:  # cannot even open it (read-only)
+            self._storage_failed(exc)
+        self.hits[namespace] += len(found)
+        self.misses[namespace] += len(wanted) - len(found)
+        return found
+
+    def _read(self, namespace: str, wanted: list[str], found: dict[str, Any]) -> None:
         if self.enabled:
             conn = self._connection()
             for start in range(0, len(wanted), _CHUNK):
@@ -67,9 +100,6 @@ class Cache:
                     (namespace, *chunk),
                 )
                 found.update((key, json.loads(value)) for key, value in rows)
-        self.hits[namespace] += len(found)
-        self.misses[namespace] += len(wanted) - len(found)
-        return found
 
     def put_many(self, namespace: str, items: Mapping[str, Any]) -> None:
         if not self.enabled or not items:
@@ -80,17 +110,24 @@ class Cache:
             (namespace, key, json.dumps(value, ensure_ascii=False), now)
             for key, value in items.items()
         ]
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT OR REPLACE INTO entries (namespace, key, value, created)"
-                " VALUES (?, ?, ?, ?)",
-                rows,
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO entries (namespace, key, value, created)"
+                    " VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                # sqlite rolls back by itself on some errors (SQLITE_FULL): a second ROLLBACK
+                # would raise "no transaction is active" and hide the real cause.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.OperationalError, OSError) as exc:
+            self._storage_failed(exc)
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():

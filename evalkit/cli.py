@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     failed = False
     results = []
     for suite in args.suites:
-        result = run_suite(prepare_suite(Path(suite)), options)
+        result = run_suite(prepare_suite(Path(suite), limit=args.limit), options)
         results.append(result)
         if result.gates:
             print(format_table(result.gates))

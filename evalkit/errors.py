@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from evalkit._files import display_path
@@ -32,6 +33,24 @@ class SpecError(EvalkitError):
         if field:
             where = f"{where} field '{field}'" if where else f"field '{field}'"
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class DiskError(EvalkitError):
+    """A file could not be written: its disk is full or read-only, or permission is missing."""
+
+
+def disk_error(exc: OSError, path: Path, *, extra: str = "") -> DiskError:
+    """One line naming the folder and the cause, instead of the writer's traceback."""
+    folder = display_path(path.parent)
+    causes = {
+        errno.ENOSPC: f"the disk holding {folder} is full",
+        errno.EDQUOT: f"the disk quota for {folder} is used up",
+        errno.EROFS: f"{folder} is on a read-only disk",
+        errno.EACCES: f"no permission to write in {folder}",
+        errno.EPERM: f"no permission to write in {folder}",
+    }
+    cause = causes.get(exc.errno or 0, f"cannot write {display_path(path)} ({exc.strerror or exc})")
+    return DiskError(f"{cause}: {display_path(path)} was not written{extra}")
 
 
 class CandidateError(EvalkitError):

@@ -97,7 +97,7 @@ class EvalkitSession:
         return None
 
     def suite_items(self, suite: SuiteFile) -> Iterator[GateItem]:
-        prepared = prepare_suite(suite.path)
+        prepared = prepare_suite(suite.path, limit=self.options.limit)
         self.prepared[suite.path] = prepared
         spec = prepared.loaded.spec
         names = [n for n in spec.candidates if self.candidates is None or n in self.candidates]

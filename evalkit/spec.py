@@ -28,6 +28,8 @@ from pydantic import (
 
 from evalkit._yaml import LineMap, load_yaml
 from evalkit.errors import SpecError
+from evalkit.retrieval.spec import RetrievalSpec
+from evalkit.spec_engine import EngineOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -103,6 +105,18 @@ class SpeculativeSpec(_Strict):
         return self
 
 
+class EquivalenceSpec(_Strict):
+    """``equivalent_to``: this candidate's outputs must equal another's, example by example."""
+
+    candidate: str = Field(description="the candidate whose outputs this one must reproduce")
+    max_mismatch: int = Field(0, ge=0, description="differing examples allowed before failing")
+    logprob_tolerance: float | None = Field(
+        None,
+        gt=0,
+        description="a log-prob gap at the first differing token up to this is a near-tie",
+    )
+
+
 def public_url(url: str) -> str:
     """Scheme, host, port and path of a URL: no user info (credentials), query or fragment."""
     parts = urlsplit(url)
@@ -140,23 +154,6 @@ class ApiSpec(_Strict):
         return base
 
 
-class EngineOptions(_Strict):
-    """How ``engine: vllm`` runs its server (see evalkit/candidates/vllm.py)."""
-
-    python: str | None = Field(
-        None,
-        description="interpreter of an environment with vLLM (default: .venv-vllm/bin/python "
-        "from `make vllm`, else `vllm` on PATH)",
-    )
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split across")
-    data_parallel_size: int = Field(1, ge=1, description="model replicas serving requests")
-    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)
-    max_model_len: int | None = Field(None, ge=16, description="default: the model's own")
-    concurrency: int = Field(16, ge=1, description="requests in flight at once")
-    startup_timeout_s: float = Field(900.0, gt=0, description="wait this long for /health")
-    args: list[str] = Field(default_factory=list, description="more `vllm serve` flags")
-
-
 class CandidateSpec(_Strict):
     """One model under test. ``model`` is an alias (``evalkit models``), a local folder or a hub id;
     ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``)."""
@@ -177,20 +174,29 @@ class CandidateSpec(_Strict):
     merge: bool = Field(False, description="merge the adapter into the weights after loading")
     quantization: QuantizationSpec | None = None
     speculative: SpeculativeSpec | None = None
+    equivalent_to: EquivalenceSpec | None = Field(
+        None,
+        description="a candidate of the suite whose outputs this one must equal (its name, or "
+        "{candidate, max_mismatch, logprob_tolerance}); checked by an automatic gate",
+    )
     engine: str | None = Field(
         None,
         description="the backend that runs 'model' (default: picked from the other fields; "
         "'transformers', or any engine a registered candidate kind names)",
     )
-    engine_options: EngineOptions | None = Field(
-        None, description="how engine: vllm runs its server (engine: vllm only)"
-    )
+    engine_options: EngineOptions | None = Field(None, description="how engine: vllm serves it")
     api: ApiSpec | None = Field(
         None,
         description="call 'model' through litellm (any litellm model string) or an "
         "OpenAI-compatible server (api.base); 'provider/name' strings that litellm prices are "
         "API models even without this block",
     )
+    retrieval: RetrievalSpec | None = None
+
+    @field_validator("equivalent_to", mode="before")
+    @classmethod
+    def _equivalence_shorthand(cls, raw: Any) -> Any:
+        return {"candidate": raw} if isinstance(raw, str) else raw
 
     @model_validator(mode="after")
     def _one_source(self) -> CandidateSpec:
@@ -206,10 +212,11 @@ class CandidateSpec(_Strict):
                 "weights and the rounding changes answers; remove 'merge' to run the adapter "
                 "unmerged on the quantized base (QLoRA-style)"
             )
+        if self.retrieval is not None and self.replay is not None:
+            raise ValueError("'retrieval' feeds a model's prompt; a replay candidate has none")
         if self.api is not None and self.replay is not None:
             raise ValueError("'api' calls a 'model'; a replay candidate has none")
-        # Which options a kind accepts is the candidate registry's to say
-        # (evalkit.candidates.registry, checked when a suite is prepared).
+        # Which options a kind accepts: evalkit.candidates.registry, checked at preparation.
         return self
 
 
@@ -352,6 +359,12 @@ class SuiteSpec(_Strict):
                 f"compare_to '{self.compare_to}' is not a candidate; candidates: "
                 f"{', '.join(self.candidates)}"
             )
+        for name, target in ((n, c.equivalent_to) for n, c in self.candidates.items()):
+            if target is not None and target.candidate not in set(self.candidates) - {name}:
+                raise ValueError(
+                    f"candidate '{name}': equivalent_to '{target.candidate}' must be another "
+                    f"candidate of this suite; candidates: {', '.join(self.candidates)}"
+                )
         columns = [m.column for m in self.metrics]
         if len(set(columns)) != len(columns):
             raise ValueError("a metric column appears twice; give one an 'as:' name")
@@ -364,6 +377,8 @@ def _metric_entry(item: Any) -> Any:
         return {"name": item}
     if isinstance(item, dict) and len(item) == 1:
         ((name, options),) = item.items()
+        if not isinstance(options, dict | None):  # {chrf: [1, 2]}: pydantic names the field
+            return {"name": name, "options": options}
         options = dict(options or {})
         alias = options.pop("as", None)
         return {"name": name, "options": options, "alias": alias}

@@ -44,7 +44,7 @@ def golden_params(path: str | Path, *, limit: int | None = None) -> list[Any]:
     if not path.is_absolute():
         caller = Path(inspect.stack()[1].filename).resolve().parent
         path = caller / path
-    examples = load_golden(path)[:limit]
+    examples = load_golden(path, limit)
     return [pytest.param(example, id=example.id) for example in examples]
 
 

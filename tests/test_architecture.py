@@ -17,9 +17,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("evalkit._files", "evalkit.errors", "evalkit.hookspecs", "evalkit.stats", "evalkit.cache",
      "evalkit.format", "evalkit.metrics.options", "evalkit.metrics.rubrics"),
     # 1: what a suite says, what a run records
-    ("evalkit._yaml", "evalkit.spec", "evalkit.results"),
+    ("evalkit._yaml", "evalkit._reading", "evalkit.spec", "evalkit.retrieval.spec",
+     "evalkit.spec_engine", "evalkit.results"),
     # 2: golden data, prompts, retrieval, candidates
-    ("evalkit.golden", "evalkit.prompts", "evalkit.retrieval", "evalkit.candidates"),
+    ("evalkit.golden", "evalkit.prompts", "evalkit.retrieval", "evalkit.candidates",
+     "evalkit.embeddings"),
     # 3: metrics ask candidates for capabilities
     ("evalkit.metrics",),
     # 4-5: verdicts, and what they compare with

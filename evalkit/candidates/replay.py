@@ -18,13 +18,14 @@ What counts as a broken file, and how it is reported:
 from __future__ import annotations
 
 import hashlib
-import json
+import unicodedata
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evalkit._files import display_path
+from evalkit._reading import json_line, numbered_lines, text_problem
 from evalkit.candidates.base import Generation, GenerationRequest
 from evalkit.errors import SpecError
 from evalkit.spec import GenerationSpec
@@ -40,31 +41,37 @@ class ReplayLine:
 
 
 def read_replay(path: Path) -> dict[str, ReplayLine]:
-    """Every line of a replay file by id; any malformed line raises a SpecError at file:line."""
+    """Every line of a replay file by id; any malformed line raises a SpecError at file:line.
+    Lines are read as untrusted input (see evalkit._reading): size-bounded, UTF-8, no NaN."""
     rows: dict[str, ReplayLine] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if text.strip():
-                example_id, row = _parse_line(text, path, number)
-                if example_id in rows:
-                    raise SpecError(
-                        f"duplicate id '{example_id}' (first on line {rows[example_id].line}); "
-                        "keep one output per id",
-                        path=path,
-                        line=number,
-                        field="id",
-                    )
-                rows[example_id] = row
+    seen: dict[str, str] = {}  # id up to whitespace and Unicode normalisation -> id as written
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise SpecError(f"cannot read the replay file ({exc.strerror})", path=path) from None
+    with handle:
+        for number, text in numbered_lines(handle, path):
+            if not text.strip():
+                continue
+            example_id, row = _parse_line(text, path, number)
+            key = unicodedata.normalize("NFC", example_id).strip()
+            if key in seen:
+                first = seen[key]
+                same = "" if first == example_id else f" (as '{first}', up to whitespace)"
+                raise SpecError(
+                    f"duplicate id '{example_id}'{same} (first on line {rows[first].line}); "
+                    "keep one output per id",
+                    path=path,
+                    line=number,
+                    field="id",
+                )
+            seen[key] = example_id
+            rows[example_id] = row
     return rows
 
 
 def _parse_line(text: str, path: Path, number: int) -> tuple[str, ReplayLine]:
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(
-            f"not valid JSON ({exc.msg}); {LINE_SHAPE}", path=path, line=number
-        ) from None
+    row = json_line(text, path, number, LINE_SHAPE, column=False)
     if not isinstance(row, dict):
         raise SpecError(f"not a JSON object; {LINE_SHAPE}", path=path, line=number)
     for key in ("id", "output"):
@@ -80,13 +87,18 @@ def _parse_line(text: str, path: Path, number: int) -> tuple[str, ReplayLine]:
             line=number,
             field="output",
         )
+    for key, value in (("id", raw_id), ("output", output)):
+        if problem := text_problem(value):
+            raise SpecError(f"{problem}; fix the text", path=path, line=number, field=key)
     return str(raw_id), ReplayLine(output=output, line=number)
 
 
-def check_replay_file(path: Path, dataset_ids: Collection[str], dataset: Path) -> None:
-    """Collection-time check: the file parses and names only examples of the dataset."""
+def check_replay_file(path: Path, dataset_ids: Collection[str] | None, dataset: Path) -> None:
+    """Collection-time check: the file parses and names only examples of the dataset (ids are
+    None when only the first examples were read, ``--evalkit-limit``: then the file's syntax
+    alone is checked)."""
     for example_id, row in read_replay(path).items():
-        if example_id not in dataset_ids:
+        if dataset_ids is not None and example_id not in dataset_ids:
             raise SpecError(
                 f"id '{example_id}' is not in the golden dataset {display_path(dataset)}; fix "
                 "the id or remove the line (outputs are matched to examples by id)",

@@ -56,7 +56,8 @@ from evalkit.candidates.vllm_install import VllmInstall, find_vllm
 from evalkit.candidates.vllm_server import ServerConfig, ServerPool, VllmServer, active_pool
 from evalkit.candidates.vllm_speculation import VllmSpeculation
 from evalkit.errors import CandidateError
-from evalkit.spec import ApiSpec, CandidateSpec, EngineOptions, GenerationSpec
+from evalkit.spec import ApiSpec, CandidateSpec, GenerationSpec
+from evalkit.spec_engine import EngineOptions
 
 REQUEST_TIMEOUT_S = 900.0
 """One request on a loaded 2-core CPU with many in flight can take minutes."""

@@ -35,6 +35,7 @@ Optional attributes the engine honours (read with ``getattr``, so plain metrics 
   settings, so candidates with the same model share cached values (perplexity).
 - ``store_namespace`` + ``use_store(store)``: the metric keeps its own intermediate results
   (sentence embeddings) in the run's cache, in that namespace (see ``UsesStore``).
+- ``binary = True``: values are 0/1; the run records flips against ``compare_to``.
 
 Registration has one route: ``register(name, factory)`` (``group=True`` for a group), which the
 ``@evalkit.metric`` decorator also calls. Built-ins use it exactly as plugins do: each built-in
@@ -56,7 +57,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from evalkit.candidates.base import Candidate, Message
+from evalkit.candidates.base import Candidate, Message, RetrievedChunk
 from evalkit.errors import SpecError
 from evalkit.spec import GenerationSpec
 
@@ -76,6 +77,11 @@ class Sample:
     baseline_output: str | None = None
     """The ``compare_to`` candidate's output for this example, if any. A metric that reads it
     (a pairwise judge) sets ``uses_baseline = True`` so its cached scores are keyed by it."""
+    retrieved: tuple[RetrievedChunk, ...] = ()
+    """The chunks a RAG candidate retrieved for this example, best first (cached scores are
+    keyed by them); empty for other candidates."""
+    n_prompt_tokens: int | None = None
+    """Tokens of the prompt the model saw, when the candidate reported them."""
 
     @property
     def reference(self) -> str:
@@ -192,6 +198,27 @@ class CandidateMetric(Protocol):
 
 
 @dataclass(frozen=True)
+class BaseRef:
+    """The ``compare_to`` candidate for metrics that compare models (KL): ``open()`` makes an
+    unloaded one (the metric closes it); ``is_self``: the base itself is being scored."""
+
+    name: str
+    fingerprint_hash: str
+    open: Callable[[], Candidate]
+    is_self: bool = False
+
+
+@runtime_checkable
+class BaseComparingMetric(Protocol):
+    """A candidate metric that compares with the ``compare_to`` model (``uses_base_model``): the
+    runner calls ``score_against`` and keys cached values by both models' fingerprints."""
+
+    def score_against(
+        self, samples: Sequence[Sample], candidate: Candidate, base: BaseRef, params: GenerationSpec
+    ) -> Sequence[ScoreValue]: ...
+
+
+@dataclass(frozen=True)
 class RunValue:
     """A run-level figure. ``value`` None means not measured and ``detail["error"]`` says why;
     ``extra`` holds secondary figures, ``detail`` how it was measured."""
@@ -246,7 +273,7 @@ class UsesStore(Protocol):
     def use_store(self, store: Store) -> None: ...
 
 
-BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "latency", "judge")
+BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "fidelity", "latency", "judge", "rag")
 ENTRY_POINT_GROUP = "evalkit.metrics"
 
 _REGISTRY: dict[str, MetricFactory] = {}

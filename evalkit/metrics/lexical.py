@@ -36,7 +36,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.base import MetricFactory, RunFigures, Sample, Scored, register
+from evalkit.metrics.base import MetricFactory, RunFigures, Sample, Score, Scored, register
 from evalkit.metrics.options import check_option_names as _check_option_names
 from evalkit.metrics.options import check_type as _check_type
 from evalkit.metrics.options import checked_factory as _factory
@@ -133,6 +133,7 @@ class ExactMatch(_Normalized):
     """1.0 if the normalized output equals any normalized reference, else 0.0."""
 
     name: ClassVar[str] = "exact_match"
+    binary: ClassVar[bool] = True  # 0/1 per example: runs record flips against compare_to
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = True
 
@@ -161,6 +162,7 @@ class Contains(_Normalized):
     word_boundary: bool = False
 
     name: ClassVar[str] = "contains"
+    binary: ClassVar[bool] = True  # 0/1 per example: runs record flips against compare_to
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = True
 
@@ -216,6 +218,7 @@ class RegexMatch:
     flags: Any = ()
 
     name: ClassVar[str] = "regex"
+    binary: ClassVar[bool] = True  # 0/1 per example: runs record flips against compare_to
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = True
 
@@ -482,8 +485,10 @@ class Rouge:
     NLTK's punkt data instead of on newlines.
 
     rouge-score's tokenizer lowercases and keeps only ``a-z0-9``: "café" is "caf", and text in
-    other scripts has no tokens at all. A reference with no tokens is therefore an error here,
-    not a silent 0.0; use chrf for such data.
+    other scripts has no tokens at all. An example whose references have no tokens therefore
+    gets no score (missing, with the reason), not a silent 0.0, and the run goes on; use chrf
+    for such data. References without tokens beside ones with tokens are left out (they could
+    only score 0.0 in the best-of).
     """
 
     name: str
@@ -527,18 +532,18 @@ class Rouge:
             f"|split_summaries:{'yes' if self.split_summaries else 'no'}|fmeasure|refs:max"
         )
 
-    def score(self, samples: Sequence[Sample]) -> list[float]:
+    def score(self, samples: Sequence[Sample]) -> list[float | Score]:
         return [self._score_one(sample) for sample in samples]
 
-    def _score_one(self, sample: Sample) -> float:
-        references = list(_references(self.name, sample))
-        for reference in references:
-            if not self._tokenizer.tokenize(reference):
-                raise ValueError(
-                    f"metric '{self.name}': reference {reference!r} of example '{sample.id}' "
-                    "has no tokens rouge-score can see (it keeps only a-z and 0-9); "
-                    "use chrf for text in other scripts"
-                )
+    def _score_one(self, sample: Sample) -> float | Score:
+        given = _references(self.name, sample)
+        references = [r for r in given if self._tokenizer.tokenize(r)]
+        if not references:
+            return Score(None, {"error": (
+                f"metric '{self.name}': reference {given[0][:200]!r} of example '{sample.id}' "
+                "has no tokens rouge-score can see (it keeps only a-z and 0-9); "
+                "use chrf for text in other scripts"
+            )})  # fmt: skip
         try:
             scores = self._scorer.score_multi(references, sample.output)
         except LookupError as exc:  # split_summaries without NLTK's sentence-splitter data

@@ -1,8 +1,9 @@
 """Log-likelihoods of token continuations, for the perplexity metrics.
 
-Two ways to get them: a forward pass over a model in this process (``LocalModel``, right-padded
-batches, log-softmax in float32, sums in float64), or a server's prompt log-probs
-(``PromptLogprobs``, engine: vllm). ``scorer`` picks the one a candidate offers.
+Two ways to get them: a forward pass over a model in this process (``LocalModel``: batched
+through ``teacher_forcing.forward_continuations``, log-softmax in float32, sums in float64), or
+a server's prompt log-probs (``PromptLogprobs``, engine: vllm). ``scorer`` picks the one a
+candidate offers; the metrics never ask for a class.
 """
 
 from __future__ import annotations
@@ -13,28 +14,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evalkit.candidates.base import LocalModel, PromptLogprobs
+from evalkit.metrics.teacher_forcing import Continuation, forward_continuations, pad_id
 
 if TYPE_CHECKING:
     import torch
 
 DEFAULT_MAX_LENGTH = 2048
 """When neither the model config nor the tokenizer says how long a sequence may be."""
-MAX_BATCH_TOKENS = 16_384
-"""Rows x width per forward pass; long windows go fewer to a batch (logits are rows x width x
-vocabulary floats: 16k positions of a 49k vocabulary are 3 GB)."""
 _LOG_SOFTMAX_CHUNK = 1024
-
-
-@dataclass(frozen=True)
-class Continuation:
-    """Tokens to score (``continuation``) after tokens given as context."""
-
-    context: list[int]
-    continuation: list[int]
-
-
-# ---------------------------------------------------------------------------------------------
-# Windows and log-probabilities.
 
 
 def rolling_windows(
@@ -70,42 +57,17 @@ def rolling_windows(
 def continuation_loglikelihoods(
     model: Any, rows: Sequence[Continuation], *, batch_size: int, pad_id: int
 ) -> list[float]:
-    """Sum of log p(continuation tokens | what precedes them) for each row, in row order.
-
-    Rows are sorted longest first and right-padded: a real token then sits at the same position
-    as when run alone, and the causal mask keeps padding out of its attention.
-    """
+    """Sum of log p(continuation tokens | what precedes them) for each row, in row order."""
     import torch
 
-    device = next(model.parameters()).device
-    order = sorted(range(len(rows)), key=lambda i: -_input_length(rows[i]))
     results = [0.0] * len(rows)
-    start = 0
-    while start < len(order):
-        width = _input_length(rows[order[start]])
-        count = max(1, min(batch_size, MAX_BATCH_TOKENS // max(width, 1)))
-        batch = order[start : start + count]
-        inputs = [(rows[i].context + rows[i].continuation)[:-1] for i in batch]
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(inputs):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
-        with torch.inference_mode():
-            logits = model(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
-            ).logits
-        for row, i in enumerate(batch):
-            n_scored = len(rows[i].continuation)
-            end = len(inputs[row])
-            targets = torch.tensor(rows[i].continuation, dtype=torch.long, device=logits.device)
-            results[i] = _sum_logprobs(logits[row, end - n_scored : end], targets)
-        start += count
+
+    def collect(i: int, logits: torch.Tensor) -> None:
+        targets = torch.tensor(rows[i].continuation, dtype=torch.long, device=logits.device)
+        results[i] = _sum_logprobs(logits, targets)
+
+    forward_continuations(model, rows, collect, batch_size=batch_size, pad_id=pad_id)
     return results
-
-
-def _input_length(row: Continuation) -> int:
-    return len(row.context) + len(row.continuation) - 1
 
 
 def _sum_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -132,23 +94,6 @@ def model_max_length(model: Any, tokenizer: Any) -> int:
     if isinstance(limit, int) and 0 < limit < 1_000_000:  # "no limit" is a huge number
         return limit
     return DEFAULT_MAX_LENGTH
-
-
-def prefix_token(tokenizer: Any) -> int:
-    """What the first token is conditioned on: BOS, else EOS (lm-evaluation-harness's rule)."""
-    for value in (tokenizer.bos_token_id, tokenizer.eos_token_id):
-        if value is not None:
-            return int(value)
-    raise ValueError(
-        "the tokenizer has neither a BOS nor an EOS token to condition the first token on"
-    )
-
-
-def pad_id(tokenizer: Any) -> int:
-    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if value is not None:
-            return int(value)
-    return 0
 
 
 @dataclass(frozen=True)

@@ -50,10 +50,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from evalkit.candidates.base import GenerationRequest, LocalModel, PromptLogprobs
+from evalkit.candidates.base import LocalModel, PromptLogprobs
 from evalkit.metrics.base import RunFigures, Sample, Score, Scored, ScoreValue, register
-from evalkit.metrics.loglikelihood import Continuation, prefix_token, rolling_windows, scorer
+from evalkit.metrics.loglikelihood import rolling_windows, scorer
 from evalkit.metrics.options import check_type, checked_factory
+from evalkit.metrics.teacher_forcing import (  # answer_tokens: this module's public name too
+    Continuation,
+    answer_tokens,  # noqa: F401
+    prefix_token,
+    teacher_forced_row,
+)
 from evalkit.spec import GenerationSpec
 
 
@@ -82,17 +88,6 @@ def _not_local(metric: str, candidate: Any, n: int) -> list[ScoreValue]:
 
 # ---------------------------------------------------------------------------------------------
 # reference_perplexity
-
-
-def answer_tokens(tokenizer: Any, prompt_text: str, answer: str) -> tuple[list[int], str]:
-    """The answer's token ids after ``prompt_text``, and how they were found (see the module
-    docstring): ``joint`` when the prompt's tokens are a prefix of prompt + answer tokenized
-    together, else ``separate``."""
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    whole = tokenizer(prompt_text + answer, add_special_tokens=False)["input_ids"]
-    if whole[: len(prompt_ids)] == prompt_ids and len(whole) > len(prompt_ids):
-        return list(whole[len(prompt_ids) :]), "joint"
-    return list(tokenizer(answer, add_special_tokens=False)["input_ids"]), "separate"
 
 
 class ReferencePerplexity:
@@ -148,21 +143,9 @@ class ReferencePerplexity:
             raise ValueError(
                 f"metric '{self.name}' needs a reference; example '{sample.id}' has none"
             )
-        text, ids = candidate.render(GenerationRequest(sample.id, sample.messages))
-        separator = self.separator
-        if separator is None:
-            separator = "" if not text or text[-1].isspace() else " "
-        answer, boundary = answer_tokens(tokenizer, text, separator + sample.reference)
-        context = list(ids) or [prefix_token(tokenizer)]
-        note: dict[str, Any] = {"boundary": boundary}
-        if not answer:
-            note["error"] = "the reference has no tokens"
-        elif len(answer) >= limit:
-            note["error"] = f"the reference has {len(answer)} tokens; the model takes {limit}"
-        elif len(context) + len(answer) - 1 > limit:  # keep the answer, drop the oldest context
-            note["context_truncated"] = len(context) + len(answer) - 1 - limit
-            context = context[note["context_truncated"] :]
-        return Continuation(context, answer), note
+        return teacher_forced_row(
+            candidate, tokenizer, sample, sample.reference, limit, separator=self.separator
+        )
 
     def summarize(self, scored: Sequence[Scored]) -> RunFigures:
         """Token-weighted over the whole suite: exp(-sum ll / sum tokens). From the details,

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalkit._files import display_path
-from evalkit.errors import EvalkitError
+from evalkit._files import display_path, retire_stale
+from evalkit.errors import EvalkitError, disk_error
 from evalkit.report.html import write_reports
 from evalkit.report.summary import write_summary
 from evalkit.report.view import build_suite_view
@@ -47,6 +47,11 @@ def publish(runs: Sequence[RunResult], report_dir: Path, *, seed: int = 0) -> Pu
         raise EvalkitError(f"{report_dir}: no run.json to report on; run the suites first")
     views = [build_suite_view(run, seed=seed) for run in runs]
     views.sort(key=lambda v: (v.gate_status != "failed", v.name))
-    pages = write_reports(views, report_dir)
-    summary = write_summary(views, report_dir, display_path(pages[0]))
+    try:
+        pages = write_reports(views, report_dir)
+        summary = write_summary(views, report_dir, display_path(pages[0]))
+    except OSError as exc:
+        stale = retire_stale([report_dir / "index.html", report_dir / "summary.md"])
+        note = f" (the previous report was renamed to {stale[0].name})" if stale else ""
+        raise disk_error(exc, Path(exc.filename or report_dir / "index.html"), extra=note) from None
     return Published(index=pages[0], suite_pages=pages[1:], summary=summary)

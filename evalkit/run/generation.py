@@ -19,11 +19,16 @@ def generation_key(
     fingerprint_hash: str, params: GenerationSpec, request: GenerationRequest
 ) -> str:
     # batch_size changes throughput, not answers: it is left out of the key on purpose.
+    # Samples are seeded per example since issue 13 (candidates/sampling.py): samples cached
+    # under the older per-batch seeding must not be reused, so sampled keys name the scheme.
+    # Greedy keys are unchanged.
+    sampling = {} if params.greedy else {"sampling": "per-example-seed/1"}
     return make_key(
         kind="generation",
         model=fingerprint_hash,
         decoding=params.model_dump(mode="json", exclude={"batch_size"}),
         messages=[(m.role, m.content) for m in request.messages],
+        **sampling,
     )
 
 

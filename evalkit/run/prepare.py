@@ -9,7 +9,7 @@ and the runner alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalkit.candidates.base import GenerationRequest
@@ -20,6 +20,8 @@ from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import AnyMetric, create_columns
 from evalkit.prompts import render_request
+from evalkit.retrieval.retriever import RetrievalSetup
+from evalkit.run.rag import check_retrieval
 from evalkit.spec import LoadedSuite, load_suite
 
 
@@ -31,6 +33,8 @@ class PreparedSuite:
     examples: list[Example]
     requests: list[GenerationRequest]
     metrics: dict[str, AnyMetric]
+    retrieval: dict[str, RetrievalSetup] = field(default_factory=dict)
+    """The checked retrieval of each RAG candidate, by candidate name."""
 
     @property
     def name(self) -> str:
@@ -50,28 +54,34 @@ def needs_output(metric: AnyMetric) -> bool:
     return bool(getattr(metric, "needs_output", True))
 
 
-def prepare_suite(path: str | Path) -> PreparedSuite:
+def prepare_suite(path: str | Path, limit: int | None = None) -> PreparedSuite:
+    """``limit``: read and render only the first examples (``--evalkit-limit``), so a 100 MB
+    golden file costs what its first lines cost."""
     loaded = load_suite(path)
-    examples = _load_examples(loaded)
+    examples = _load_examples(loaded, limit)
     requests = [render_request(loaded, example) for example in examples]
     check_suite_candidates(loaded)
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
     _check_pairwise(loaded, metrics)
-    _check_replay_files(loaded, {e.id for e in examples})
-    return PreparedSuite(loaded=loaded, examples=examples, requests=requests, metrics=metrics)
+    complete = limit is None or len(examples) < limit
+    _check_replay_files(loaded, {e.id for e in examples} if complete else None)
+    retrieval = check_retrieval(loaded, examples)
+    return PreparedSuite(
+        loaded=loaded, examples=examples, requests=requests, metrics=metrics, retrieval=retrieval
+    )
 
 
-def _load_examples(loaded: LoadedSuite) -> list[Example]:
+def _load_examples(loaded: LoadedSuite, limit: int | None = None) -> list[Example]:
     try:
-        return load_golden(loaded.dataset_path)
+        return load_golden(loaded.dataset_path, limit)
     except SpecError as exc:
         if exc.path is None:
             raise SpecError(exc.detail, path=loaded.path, line=loaded.line_of("dataset")) from None
         raise
 
 
-def _check_replay_files(loaded: LoadedSuite, ids: set[str]) -> None:
+def _check_replay_files(loaded: LoadedSuite, ids: set[str] | None) -> None:
     """Replay files are data like the golden file: a broken line fails collection. A file not
     written yet (a CI step may produce it) is reported when its candidate runs."""
     for candidate in loaded.spec.candidates.values():
@@ -110,7 +120,8 @@ def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
     if EQUIVALENCE_GATE in loaded.spec.gates:
         raise SpecError(
             f"'{EQUIVALENCE_GATE}' is the name of evalkit's own check that a candidate's outputs "
-            "equal its reference candidate's; gate a metric column instead",
+            "equal another candidate's (set equivalent_to on the candidate); gate a metric "
+            "column instead",
             path=loaded.path,
             line=loaded.line_of("gates", EQUIVALENCE_GATE),
             field=f"gates.{EQUIVALENCE_GATE}",
@@ -127,10 +138,18 @@ def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
 
 
 def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
-    """A metric that reads the baseline's output needs a ``compare_to`` candidate."""
+    """A metric that reads the baseline's output (or model) needs a ``compare_to`` candidate."""
     if loaded.spec.compare_to is not None:
         return
     for index, (column, metric) in enumerate(metrics.items()):
+        if getattr(metric, "uses_base_model", False):
+            raise SpecError(
+                f"metric '{column}' compares each candidate's model with the compare_to "
+                "candidate's, but the suite has no 'compare_to'; add compare_to: <candidate>",
+                path=loaded.path,
+                line=loaded.line_of("metrics", index),
+                field=f"metrics[{index}]",
+            )
         if getattr(metric, "uses_baseline", False):
             raise SpecError(
                 f"metric '{column}' compares each output with the compare_to candidate's "
@@ -143,9 +162,9 @@ def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
 
 def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
     """The gates (pytest items) of one candidate, in order: the suite's gates that apply to it,
-    then evalkit's own checks (``lossless`` for candidates whose kind says their outputs must
-    equal another candidate's, see ``candidates.registry``); ``run`` alone when that leaves
-    nothing.
+    then evalkit's own checks (``lossless`` for candidates with ``equivalent_to`` and for those
+    whose kind says their outputs must equal another candidate's, see
+    ``candidates.registry``); ``run`` alone when that leaves nothing.
 
     A gate on a pairwise metric (one that reads the compare_to candidate's output) does not
     apply to the compare_to candidate itself: it has nothing to be compared with."""
@@ -159,12 +178,17 @@ def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
 
 def _pairwise_on_itself(prepared: PreparedSuite, candidate: str, gate_name: str) -> bool:
     gate = prepared.loaded.spec.gates[gate_name]
-    pairwise = bool(getattr(prepared.metrics.get(gate.metric), "uses_baseline", False))
+    metric = prepared.metrics.get(gate.metric)
+    # Fidelity metrics compare with the compare_to candidate's model: 0 against itself.
+    pairwise = any(getattr(metric, a, False) for a in ("uses_baseline", "uses_base_model"))
     return pairwise and candidate == prepared.loaded.spec.compare_to
 
 
 def _implicit_gates(loaded: LoadedSuite, candidate: str) -> list[str]:
-    return [EQUIVALENCE_GATE] if checks_equivalence(loaded, candidate) else []
+    """``lossless`` when the candidate names an ``equivalent_to`` target, or its kind says its
+    outputs must equal another's (speculative decoding, greedy)."""
+    declared = loaded.spec.candidates[candidate].equivalent_to is not None
+    return [EQUIVALENCE_GATE] if declared or checks_equivalence(loaded, candidate) else []
 
 
 def run_order(prepared: PreparedSuite, wanted: Sequence[str] | None) -> list[str]:

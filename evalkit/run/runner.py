@@ -26,10 +26,21 @@ from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
 from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE, equivalence_verdict, evaluate_gate
 from evalkit.golden import Example
-from evalkit.results import CandidateRun, ExampleResult, GateVerdict, RunResult, Timings, save_run
-from evalkit.run.equivalence import check_equivalence
+from evalkit.metrics import BaseRef
+from evalkit.results import (
+    CandidateRun,
+    EquivalenceCheck,
+    ExampleResult,
+    GateVerdict,
+    RunResult,
+    Timings,
+    save_run,
+)
+from evalkit.run.equivalence import check_equivalence, declared_target
+from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
+from evalkit.run.rag import rag_requests
 from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.spec import GenerationSpec
 
@@ -95,6 +106,7 @@ class SuiteRunner:
             for name in run_order(self.prepared, self.options.candidates):
                 # The compare_to candidate runs first: pairwise metrics read its outputs.
                 runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
+        record_flips(runs, self.spec.compare_to, self.prepared.metrics)
         updated = []
         if self.options.update_baseline:
             updated = baselines.write_baselines(
@@ -143,10 +155,10 @@ class SuiteRunner:
         )
 
     def _rescore(
-        self, column: str, accepted: Sequence[baselines.BaselineExample]
+        self, candidate: str, column: str, accepted: Sequence[baselines.BaselineExample]
     ) -> dict[str, float | None]:
         metric = self.prepared.metrics[column]
-        samples = [self.scorer.sample(e.id, e.output or "") for e in accepted]
+        samples = [self.scorer.sample(e.id, e.output or "", None, candidate) for e in accepted]
         return {i: v for i, (v, _) in self.scorer.score_metric(column, metric, samples).items()}
 
     def record(
@@ -171,6 +183,26 @@ class SuiteRunner:
             baseline_updated=updated,
         )
 
+    def base_ref(
+        self, name: str, fingerprint_hash: str, baseline: CandidateRun | None
+    ) -> BaseRef | None:
+        """The compare_to candidate for fidelity metrics: the scored candidate itself while the
+        base runs (it runs first), else a fresh object, loaded only if a metric must."""
+        compare_to = self.spec.compare_to
+        if compare_to is None:
+            return None
+        if name == compare_to:
+            return BaseRef(compare_to, fingerprint_hash, _no_reload, is_self=True)
+        if baseline is None:
+            return None
+        spec, folder = self.spec.candidates[compare_to], self.prepared.loaded.path.parent
+        device = self.options.device
+        return BaseRef(
+            compare_to,
+            baseline.fingerprint_hash,
+            lambda: make_candidate(compare_to, spec, folder, device=device),
+        )
+
     def run_candidate(self, name: str, baseline: CandidateRun | None = None) -> CandidateRun:
         cand_spec = self.spec.candidates[name]
         params = self.spec.generation.merged(cand_spec.generation)
@@ -180,19 +212,19 @@ class SuiteRunner:
         t0 = time.perf_counter()
         fingerprint = candidate.fingerprint()
         fingerprint_hash = make_key(**fingerprint)[:16]
+        if cand_spec.equivalent_to is not None:
+            # Its outputs are what the check is about: never the target's cached ones, even
+            # when only batch_size (left out of generation keys) tells the two apart.
+            fingerprint_hash = make_key(**fingerprint, batch_size=params.batch_size)[:16]
+        requests = self.requests_for(name)
         t1 = time.perf_counter()
-        generations = self.generate(candidate, fingerprint_hash, params)
-        examples = [
-            self.example_result(r, *generations.get(r.id, (None, False))) for r in self.requests
-        ]
+        generations = self.generate(candidate, fingerprint_hash, params, requests)
+        examples = [self.example_result(r, *generations.get(r.id, (None, False))) for r in requests]
         t2 = time.perf_counter()
-        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline)
+        base = self.base_ref(name, fingerprint_hash, baseline)
+        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
-            equivalence = None  # nothing generated, nothing to compare
-            if self.prepared.needs_outputs:
-                equivalence = check_equivalence(
-                    candidate, self.requests, params, generations, self.options.cache
-                )
+            equivalence = self.check_outputs(name, candidate, params, generations, requests)
             aggregates = self.scorer.score(scoring, examples)
         finally:
             describe = candidate.describe()
@@ -209,7 +241,8 @@ class SuiteRunner:
             examples=examples,
             aggregates=aggregates,
             generated=self.prepared.needs_outputs,
-            n_generated=len(generations) - n_cached,
+            # Generated means answered: a failed request (an outage) is an error, not output.
+            n_generated=sum(not c and g.error is None for g, c in generations.values()),
             n_cached=n_cached,
             n_errors=sum(e.error is not None for e in examples),
             cost=_total_cost(examples),
@@ -219,15 +252,65 @@ class SuiteRunner:
             ),
         )
 
+    def check_outputs(
+        self,
+        name: str,
+        candidate: Candidate,
+        params: GenerationSpec,
+        generations: dict[str, tuple[Generation, bool]],
+        requests: Sequence[GenerationRequest],
+    ) -> EquivalenceCheck | None:
+        """The equivalence check: against the ``equivalent_to`` candidate if the suite names
+        one (built here, freed after), else the candidate's own target (``Verifiable``); None
+        when nothing was generated or there is nothing to check. The target answers the
+        candidate's own requests (a RAG candidate's carry its retrieved chunks)."""
+        if not self.prepared.needs_outputs:  # nothing generated, nothing to compare
+            return None
+        cache = self.options.cache
+        equivalence = self.spec.candidates[name].equivalent_to
+        if equivalence is None:
+            return check_equivalence(candidate, requests, params, generations, cache)
+        spec = self.spec.candidates[equivalence.candidate]
+        folder, device = self.prepared.loaded.path.parent, self.options.device
+        target = make_candidate(equivalence.candidate, spec, folder, device=device)
+        try:
+            declared = declared_target(
+                equivalence, target, self.spec.generation.merged(spec.generation)
+            )
+            return check_equivalence(
+                candidate, requests, params, generations, cache, declared=declared
+            )
+        finally:
+            target.close()
+
+    def requests_for(self, name: str) -> list[GenerationRequest]:
+        """The suite's requests, or a RAG candidate's own: rendered with its retrieved chunks
+        (which the scorer then shows its metrics)."""
+        setup = self.prepared.retrieval.get(name)
+        if setup is None:
+            return self.requests
+        requests = rag_requests(
+            self.prepared.loaded,
+            setup,
+            self.examples,
+            self.requests,
+            self.options.cache,
+            self.options.device,
+        )
+        self.scorer.use_requests(name, requests)
+        return requests
+
     def generate(
-        self, candidate: Candidate, fingerprint_hash: str, params: GenerationSpec
+        self,
+        candidate: Candidate,
+        fingerprint_hash: str,
+        params: GenerationSpec,
+        requests: Sequence[GenerationRequest],
     ) -> dict[str, tuple[Generation, bool]]:
         """Cached generations by id; none when no metric reads an output (perplexity only)."""
         if not self.prepared.needs_outputs:
             return {}
-        return generate_cached(
-            candidate, fingerprint_hash, self.requests, params, self.options.cache
-        )
+        return generate_cached(candidate, fingerprint_hash, requests, params, self.options.cache)
 
     def example_result(
         self, request: GenerationRequest, gen: Generation | None, cached: bool
@@ -251,6 +334,7 @@ class SuiteRunner:
             references=list(example.references),
             messages=[{"role": m.role, "content": m.content} for m in request.messages],
             output=None if gen is None or gen.error else gen.output,
+            retrieved=[{"id": c.id, "score": c.score} for c in request.retrieved],
             **produced,
         )
 
@@ -280,3 +364,7 @@ def _dataset_hash(examples: Sequence[Example]) -> str:
 
 def run_suite(prepared: PreparedSuite, options: RunOptions) -> RunResult:
     return SuiteRunner(prepared, options).run()
+
+
+def _no_reload() -> Candidate:
+    raise EvalkitError("the compare_to candidate is being scored itself; it is not reloaded")

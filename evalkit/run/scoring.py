@@ -30,7 +30,7 @@ from evalkit.metrics import (
     run_figures,
     split_score,
 )
-from evalkit.metrics.base import UsesStore
+from evalkit.metrics.base import BaseComparingMetric, BaseRef, UsesStore
 from evalkit.results import Aggregate, CandidateRun, ExampleResult
 from evalkit.run.prepare import needs_output
 from evalkit.spec import GenerationSpec
@@ -48,6 +48,8 @@ class CandidateScoring:
     fingerprint_hash: str
     params: GenerationSpec
     baseline: CandidateRun | None
+    base: BaseRef | None = None
+    """The compare_to candidate, for metrics that compare models (fidelity)."""
 
     @property
     def decoding(self) -> dict[str, Any]:
@@ -72,10 +74,16 @@ class Scorer:
         self.metrics = metrics
         self.by_id = {e.id: e for e in examples}
         self.request_by_id = {r.id: r for r in requests}
+        self.candidate_requests: dict[str, dict[str, GenerationRequest]] = {}
+        """Requests of candidates that render their own (RAG: with retrieved chunks)."""
         self.cache = cache
         self.seed = seed
         self.progress = progress
         self._attach_stores()
+
+    def use_requests(self, candidate: str, requests: Sequence[GenerationRequest]) -> None:
+        """Score ``candidate`` against these requests instead of the suite's."""
+        self.candidate_requests[candidate] = {r.id: r for r in requests}
 
     def _attach_stores(self) -> None:
         """Metrics that keep intermediate results (embeddings) get this run's cache, in their
@@ -93,10 +101,16 @@ class Scorer:
         self, scoring: CandidateScoring, examples: list[ExampleResult]
     ) -> dict[str, Aggregate]:
         """Fill ``examples[*].scores`` (and ``details``) for every metric; return aggregates."""
+        name = scoring.candidate.name
         scorable = [e for e in examples if e.output is not None]
-        samples = [self.sample(e.id, e.output or "", scoring.baseline) for e in scorable]
+        samples = [
+            self.sample(e.id, e.output or "", scoring.baseline, name, e.n_prompt_tokens)
+            for e in scorable
+        ]
         # Metrics that read no output score every example, even one whose generation failed.
-        outputless = [self.sample(e.id, "", scoring.baseline) for e in examples]
+        outputless = [
+            self.sample(e.id, "", scoring.baseline, name, e.n_prompt_tokens) for e in examples
+        ]
         aggregates: dict[str, Aggregate] = {}
         metrics = tqdm(
             self.metrics.items(),
@@ -178,11 +192,20 @@ class Scorer:
             version=metric.version,
         )
 
-    def sample(self, example_id: str, output: str, baseline: CandidateRun | None = None) -> Sample:
+    def sample(
+        self,
+        example_id: str,
+        output: str,
+        baseline: CandidateRun | None = None,
+        candidate: str | None = None,
+        n_prompt_tokens: int | None = None,
+    ) -> Sample:
         """What a metric sees: an output with the current golden example's references, fields
-        and request (for this run's outputs and for accepted baseline outputs alike)."""
+        and request (for this run's outputs and for accepted baseline outputs alike); the
+        candidate's own request (with its retrieved chunks) where it renders one."""
         golden = self.by_id[example_id]
-        messages = self.request_by_id[example_id].messages
+        request = self.candidate_requests.get(candidate or "", self.request_by_id)[example_id]
+        messages = request.messages
         baseline_output = None
         if baseline is not None:
             baseline_output = next(
@@ -196,6 +219,8 @@ class Scorer:
             fields=golden.fields,
             messages=messages,
             baseline_output=baseline_output,
+            retrieved=request.retrieved,
+            n_prompt_tokens=n_prompt_tokens or None,
         )
 
     def score_metric(
@@ -219,6 +244,8 @@ class Scorer:
             # (greedy vs sampled) share its values.
             if getattr(metric, "uses_decoding", True):
                 identity["decoding"] = scoring.decoding
+            if isinstance(metric, BaseComparingMetric) and scoring.base is not None:
+                identity["base_model"] = scoring.base.fingerprint_hash
         cacheable = not by_candidate or bool(getattr(metric, "cacheable", True))
         # Only pairwise metrics read the baseline's output; others share scores across candidates.
         pairwise = bool(getattr(metric, "uses_baseline", False))
@@ -244,7 +271,9 @@ class Scorer:
         scoring: CandidateScoring | None,
     ) -> Values:
         try:
-            if isinstance(metric, CandidateMetric):
+            if isinstance(metric, BaseComparingMetric) and scoring and scoring.base:
+                raw = metric.score_against(todo, scoring.candidate, scoring.base, scoring.params)
+            elif isinstance(metric, CandidateMetric):
                 assert scoring is not None
                 raw = metric.score_candidate(todo, scoring.candidate, scoring.params)
             else:
@@ -269,6 +298,8 @@ def _score_key(identity: dict[str, Any], sample: Sample, pairwise: bool, uses_ou
         messages=[(m.role, m.content) for m in sample.messages],
         fields=sample.fields,
         baseline_output=sample.baseline_output if pairwise else None,
+        # Only for RAG candidates, so the keys of every other score stay as they were.
+        **({"retrieved": [(c.id, c.text) for c in sample.retrieved]} if sample.retrieved else {}),
     )
 
 
