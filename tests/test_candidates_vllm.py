@@ -340,8 +340,11 @@ def test_servers_stop_when_the_run_dies(
     script = tmp_path / "run.py"
     script.write_text(
         textwrap.dedent(f"""
-        import sys, time
+        import signal, sys, time
         from pathlib import Path
+        # Ctrl-C is a KeyboardInterrupt, which Python raises on SIGINT only if the parent did
+        # not ignore SIGINT (a background job's children inherit the ignoring).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from evalkit.candidates.vllm import VllmCandidate, run_servers
         from evalkit.spec import CandidateSpec
         spec = CandidateSpec(model={str(tiny_model)!r}, engine="vllm",
