@@ -104,6 +104,18 @@ class SpeculativeSpec(_Strict):
         return self
 
 
+class EquivalenceSpec(_Strict):
+    """``equivalent_to``: this candidate's outputs must equal another's, example by example."""
+
+    candidate: str = Field(description="the candidate whose outputs this one must reproduce")
+    max_mismatch: int = Field(0, ge=0, description="differing examples allowed before failing")
+    logprob_tolerance: float | None = Field(
+        None,
+        gt=0,
+        description="a log-prob gap at the first differing token up to this is a near-tie",
+    )
+
+
 def public_url(url: str) -> str:
     """Scheme, host, port and path of a URL: no user info (credentials), query or fragment."""
     parts = urlsplit(url)
@@ -161,6 +173,11 @@ class CandidateSpec(_Strict):
     merge: bool = Field(False, description="merge the adapter into the weights after loading")
     quantization: QuantizationSpec | None = None
     speculative: SpeculativeSpec | None = None
+    equivalent_to: EquivalenceSpec | None = Field(
+        None,
+        description="a candidate of the suite whose outputs this one must equal (its name, or "
+        "{candidate, max_mismatch, logprob_tolerance}); checked by an automatic gate",
+    )
     engine: str | None = Field(
         None,
         description="the backend that runs 'model' (default: picked from the other fields; "
@@ -173,6 +190,11 @@ class CandidateSpec(_Strict):
         "API models even without this block",
     )
     retrieval: RetrievalSpec | None = None
+
+    @field_validator("equivalent_to", mode="before")
+    @classmethod
+    def _equivalence_shorthand(cls, raw: Any) -> Any:
+        return {"candidate": raw} if isinstance(raw, str) else raw
 
     @model_validator(mode="after")
     def _one_source(self) -> CandidateSpec:
@@ -260,6 +282,12 @@ class SuiteSpec(_Strict):
                 f"compare_to '{self.compare_to}' is not a candidate; candidates: "
                 f"{', '.join(self.candidates)}"
             )
+        for name, target in ((n, c.equivalent_to) for n, c in self.candidates.items()):
+            if target is not None and target.candidate not in set(self.candidates) - {name}:
+                raise ValueError(
+                    f"candidate '{name}': equivalent_to '{target.candidate}' must be another "
+                    f"candidate of this suite; candidates: {', '.join(self.candidates)}"
+                )
         columns = [m.column for m in self.metrics]
         if len(set(columns)) != len(columns):
             raise ValueError("a metric column appears twice; give one an 'as:' name")

@@ -24,10 +24,26 @@ from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
-from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE, equivalence_verdict, evaluate_gate
+from evalkit.gates import (
+    EQUIVALENCE_GATE,
+    RUN_GATE,
+    GateJob,
+    equivalence_verdict,
+    evaluate_gates,
+)
 from evalkit.golden import Example
-from evalkit.results import CandidateRun, ExampleResult, GateVerdict, RunResult, Timings, save_run
-from evalkit.run.equivalence import check_equivalence
+from evalkit.metrics import BaseRef
+from evalkit.results import (
+    CandidateRun,
+    EquivalenceCheck,
+    ExampleResult,
+    GateVerdict,
+    RunResult,
+    Timings,
+    save_run,
+)
+from evalkit.run.equivalence import check_equivalence, declared_target
+from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.rag import rag_requests
@@ -93,6 +109,7 @@ class SuiteRunner:
         for name in run_order(self.prepared, self.options.candidates):
             # The compare_to candidate runs first: pairwise metrics read its outputs.
             runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
+        record_flips(runs, self.spec.compare_to, self.prepared.metrics)
         updated = []
         if self.options.update_baseline:
             updated = baselines.write_baselines(
@@ -114,31 +131,36 @@ class SuiteRunner:
 
     def verdicts(self, runs: dict[str, CandidateRun]) -> list[GateVerdict]:
         """Every planned gate of every wanted candidate (not of a compare_to added only to be
-        compared with)."""
+        compared with), in plan order; the gates' detection rules are decided together (one
+        Holm family per run, unless the suite says ``multiple_comparisons: none``)."""
         wanted = self.options.candidates
-        verdicts = []
+        jobs: list[GateJob] = []
+        slots: list[GateVerdict | int] = []  # a finished verdict, or the index of a job
         for run in runs.values():
             if wanted is not None and run.name not in wanted:
                 continue
             for gate_name in gate_plan(self.prepared, run.name):
                 if gate_name == EQUIVALENCE_GATE:
-                    verdicts.append(equivalence_verdict(self.spec.suite, run))
+                    slots.append(equivalence_verdict(self.spec.suite, run))
                 elif gate_name != RUN_GATE:  # checked by the pytest item from the run record
-                    verdicts.append(self.gate_verdict(gate_name, run, runs))
-        return verdicts
+                    slots.append(len(jobs))
+                    jobs.append(self.gate_job(gate_name, run, runs))
+        decided = evaluate_gates(
+            self.spec.suite,
+            jobs,
+            multiple_comparisons=self.spec.multiple_comparisons,
+            seed=self.options.seed,
+        )
+        return [decided[slot] if isinstance(slot, int) else slot for slot in slots]
 
-    def gate_verdict(
-        self, gate_name: str, run: CandidateRun, runs: dict[str, CandidateRun]
-    ) -> GateVerdict:
+    def gate_job(self, gate_name: str, run: CandidateRun, runs: dict[str, CandidateRun]) -> GateJob:
         gate = self.spec.gates[gate_name]
         baseline = None
         if gate.is_regression:
             baseline = baselines.baseline_for(
                 run, gate.metric, runs, self.spec.compare_to, self.accepted
             )
-        return evaluate_gate(
-            self.spec.suite, gate_name, gate, run, baseline, seed=self.options.seed
-        )
+        return GateJob(gate_name, gate, run, baseline)
 
     def _rescore(
         self, candidate: str, column: str, accepted: Sequence[baselines.BaselineExample]
@@ -169,6 +191,26 @@ class SuiteRunner:
             baseline_updated=updated,
         )
 
+    def base_ref(
+        self, name: str, fingerprint_hash: str, baseline: CandidateRun | None
+    ) -> BaseRef | None:
+        """The compare_to candidate for fidelity metrics: the scored candidate itself while the
+        base runs (it runs first), else a fresh object, loaded only if a metric must."""
+        compare_to = self.spec.compare_to
+        if compare_to is None:
+            return None
+        if name == compare_to:
+            return BaseRef(compare_to, fingerprint_hash, _no_reload, is_self=True)
+        if baseline is None:
+            return None
+        spec, folder = self.spec.candidates[compare_to], self.prepared.loaded.path.parent
+        device = self.options.device
+        return BaseRef(
+            compare_to,
+            baseline.fingerprint_hash,
+            lambda: make_candidate(compare_to, spec, folder, device=device),
+        )
+
     def run_candidate(self, name: str, baseline: CandidateRun | None = None) -> CandidateRun:
         cand_spec = self.spec.candidates[name]
         params = self.spec.generation.merged(cand_spec.generation)
@@ -178,18 +220,19 @@ class SuiteRunner:
         t0 = time.perf_counter()
         fingerprint = candidate.fingerprint()
         fingerprint_hash = make_key(**fingerprint)[:16]
+        if cand_spec.equivalent_to is not None:
+            # Its outputs are what the check is about: never the target's cached ones, even
+            # when only batch_size (left out of generation keys) tells the two apart.
+            fingerprint_hash = make_key(**fingerprint, batch_size=params.batch_size)[:16]
         requests = self.requests_for(name)
         t1 = time.perf_counter()
         generations = self.generate(candidate, fingerprint_hash, params, requests)
         examples = [self.example_result(r, *generations.get(r.id, (None, False))) for r in requests]
         t2 = time.perf_counter()
-        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline)
+        base = self.base_ref(name, fingerprint_hash, baseline)
+        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
-            equivalence = None  # nothing generated, nothing to compare
-            if self.prepared.needs_outputs:
-                equivalence = check_equivalence(
-                    candidate, requests, params, generations, self.options.cache
-                )
+            equivalence = self.check_outputs(name, candidate, params, generations, requests)
             aggregates = self.scorer.score(scoring, examples)
         finally:
             describe = candidate.describe()
@@ -216,6 +259,37 @@ class SuiteRunner:
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
             ),
         )
+
+    def check_outputs(
+        self,
+        name: str,
+        candidate: Candidate,
+        params: GenerationSpec,
+        generations: dict[str, tuple[Generation, bool]],
+        requests: Sequence[GenerationRequest],
+    ) -> EquivalenceCheck | None:
+        """The equivalence check: against the ``equivalent_to`` candidate if the suite names
+        one (built here, freed after), else the candidate's own target (``Verifiable``); None
+        when nothing was generated or there is nothing to check. The target answers the
+        candidate's own requests (a RAG candidate's carry its retrieved chunks)."""
+        if not self.prepared.needs_outputs:  # nothing generated, nothing to compare
+            return None
+        cache = self.options.cache
+        equivalence = self.spec.candidates[name].equivalent_to
+        if equivalence is None:
+            return check_equivalence(candidate, requests, params, generations, cache)
+        spec = self.spec.candidates[equivalence.candidate]
+        folder, device = self.prepared.loaded.path.parent, self.options.device
+        target = make_candidate(equivalence.candidate, spec, folder, device=device)
+        try:
+            declared = declared_target(
+                equivalence, target, self.spec.generation.merged(spec.generation)
+            )
+            return check_equivalence(
+                candidate, requests, params, generations, cache, declared=declared
+            )
+        finally:
+            target.close()
 
     def requests_for(self, name: str) -> list[GenerationRequest]:
         """The suite's requests, or a RAG candidate's own: rendered with its retrieved chunks
@@ -298,3 +372,7 @@ def _dataset_hash(examples: Sequence[Example]) -> str:
 
 def run_suite(prepared: PreparedSuite, options: RunOptions) -> RunResult:
     return SuiteRunner(prepared, options).run()
+
+
+def _no_reload() -> Candidate:
+    raise EvalkitError("the compare_to candidate is being scored itself; it is not reloaded")

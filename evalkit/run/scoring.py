@@ -30,7 +30,7 @@ from evalkit.metrics import (
     run_figures,
     split_score,
 )
-from evalkit.metrics.base import UsesStore
+from evalkit.metrics.base import BaseComparingMetric, BaseRef, UsesStore
 from evalkit.results import Aggregate, CandidateRun, ExampleResult
 from evalkit.run.prepare import needs_output
 from evalkit.spec import GenerationSpec
@@ -48,6 +48,8 @@ class CandidateScoring:
     fingerprint_hash: str
     params: GenerationSpec
     baseline: CandidateRun | None
+    base: BaseRef | None = None
+    """The compare_to candidate, for metrics that compare models (fidelity)."""
 
     @property
     def decoding(self) -> dict[str, Any]:
@@ -242,6 +244,8 @@ class Scorer:
             # (greedy vs sampled) share its values.
             if getattr(metric, "uses_decoding", True):
                 identity["decoding"] = scoring.decoding
+            if isinstance(metric, BaseComparingMetric) and scoring.base is not None:
+                identity["base_model"] = scoring.base.fingerprint_hash
         cacheable = not by_candidate or bool(getattr(metric, "cacheable", True))
         # Only pairwise metrics read the baseline's output; others share scores across candidates.
         pairwise = bool(getattr(metric, "uses_baseline", False))
@@ -267,7 +271,9 @@ class Scorer:
         scoring: CandidateScoring | None,
     ) -> Values:
         try:
-            if isinstance(metric, CandidateMetric):
+            if isinstance(metric, BaseComparingMetric) and scoring and scoring.base:
+                raw = metric.score_against(todo, scoring.candidate, scoring.base, scoring.params)
+            elif isinstance(metric, CandidateMetric):
                 assert scoring is not None
                 raw = metric.score_candidate(todo, scoring.candidate, scoring.params)
             else:
