@@ -298,8 +298,10 @@ def _detection(gate: GateSpec, comparison: Comparison) -> Decision:
         decision.failures.append(f"{change_text} (strict gate)")
     elif exceeds and significant:
         comparison.outcome = "significant"
-        which = "Holm-adjusted, " if adjusted is not None else ""
-        decision.failures.append(f"{change_text} (significant at {which}alpha={gate.alpha:g})")
+        holm_p = (
+            f" by its Holm-adjusted p={p_significant(adjusted)}" if adjusted is not None else ""
+        )
+        decision.failures.append(f"{change_text} (significant at alpha={gate.alpha:g}){holm_p}")
     elif exceeds and comparison.untestable is not None:
         comparison.outcome = "not enough evidence to test"
         summary += (
@@ -393,8 +395,10 @@ def _power_line(comparison: Comparison) -> str:
     direction = _direction(comparison)
     if power.detectable is None or power.fails_at is None:
         return f"power: unknown ({power.basis})"
-    return (
+    text = (
         f"power: 80% to tell a {direction} of {precise(power.detectable)} from none with "
-        f"{power.n} examples ({power.basis}); this rule fails 80% of the time at a {direction} "
-        f"of {precise(power.fails_at)}"
+        f"{power.n} examples ({power.basis})"
     )
+    if comparison.allowed:  # beyond a non-zero allowance, the rule needs that much more
+        text += f"; this rule fails 80% of the time at a {direction} of {precise(power.fails_at)}"
+    return text

@@ -18,6 +18,7 @@ example difficulty that dominates the variance, which is what makes small regres
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from enum import StrEnum
 from typing import Literal
 
 import numpy as np
+
+from evalkit.distributions import binomial_tail, normal_cdf, normal_quantile, t_cdf, t_quantile
 
 N_BOOTSTRAP = 10_000
 MIN_PAIRS = 5
@@ -259,23 +262,20 @@ def _untestable(n: int, sd: float, *, binary: bool, observed: float) -> str | No
     return None
 
 
+@functools.lru_cache(maxsize=1024)  # a run asks for the same few (level, n) many times
 def _expanded_level(level: float, n: int) -> float:
     """Hesterberg's expanded percentile: the bootstrap level whose normal quantile matches a
     t quantile with n-1 degrees of freedom, times sqrt(n/(n-1))."""
-    from scipy.special import ndtr, stdtrit
-
-    return float(ndtr(math.sqrt(n / (n - 1)) * stdtrit(n - 1, level)))
+    return normal_cdf(math.sqrt(n / (n - 1)) * t_quantile(level, n - 1))
 
 
 def _expanded_p(p: float, n: int, alternative: Alternative) -> float:
     """The same expansion applied to a bootstrap p-value (the level at which the expanded bound
     would touch the null value)."""
-    from scipy.special import ndtri, stdtr
-
     scale = math.sqrt((n - 1) / n)
     if alternative == "two-sided":
-        return min(1.0, 2.0 * float(stdtr(n - 1, scale * ndtri(p / 2.0))))
-    return float(stdtr(n - 1, scale * ndtri(p)))
+        return min(1.0, 2.0 * t_cdf(scale * normal_quantile(p / 2.0), n - 1))
+    return t_cdf(scale * normal_quantile(p), n - 1)
 
 
 def _resampled_means(block: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
@@ -306,17 +306,6 @@ def _p_value(means: np.ndarray, observed: float, alternative: Alternative, margi
 
 
 # -- 0/1 scores: exact tests on the discordant pairs, Tango's score interval -------------------
-
-
-def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p)."""
-    from scipy.special import bdtrc
-
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    return float(bdtrc(k - 1, n, p))
 
 
 def exact_p_value(
@@ -357,9 +346,7 @@ def _tango_statistic(n_up: int, n_down: int, n: int, delta: float) -> float:
 
 def tango_interval(n_up: int, n_down: int, n: int, confidence: float) -> tuple[float, float]:
     """Tango's score interval for the paired difference p(up) - p(down), two-sided."""
-    from scipy.special import ndtri
-
-    z = float(ndtri(1.0 - (1.0 - confidence) / 2.0))
+    z = normal_quantile(1.0 - (1.0 - confidence) / 2.0)
     observed = (n_up - n_down) / n
 
     def solve(target: float, low: float, high: float) -> float:
