@@ -158,7 +158,7 @@ def _assess_ratio(
         ratio.ci_high,
     )
     comparison.method = f"{Method.BOOTSTRAP.value} of the ratio of means"
-    comparison.ci_method = "paired bootstrap, percentile"
+    comparison.ci_method = "paired bootstrap, expanded percentile"
     if gate.test is GateTest.DETECTION:
         comparison.p_value = ratio.p_below
     else:
@@ -179,6 +179,8 @@ def _power(test: PairedComparison, allowed: float, alpha: float) -> Power:
         n=test.n,
         n_needed=examples_needed(spread, allowed, alpha) if allowed > 0 else None,
         basis=spread.describe(),
+        sd=None if binary else test.sd,
+        discordant_rate=test.discordant_rate if binary else None,
         underpowered=allowed > 0 and detectable > allowed,
     )
 

@@ -62,7 +62,7 @@ def detectable_change(spread: Spread, n: int, alpha: float, power: float = POWER
         return z * spread.sd / math.sqrt(n)
     # d - z * sqrt(var(d) / n) rises with d on [0, 1]: bisect for its root.
     low, high = 0.0, 1.0
-    for _ in range(60):
+    for _ in range(40):  # to 1e-12
         middle = (low + high) / 2.0
         if middle - z * math.sqrt(spread.variance_at(middle) / n) < 0:
             low = middle

@@ -188,6 +188,10 @@ class Power(BaseModel):
         None, description="pairs that would bring 'detectable' down to the allowance"
     )
     basis: str = Field("", description="what it was estimated from")
+    sd: float | None = Field(None, description="sd of the paired deltas (continuous scores)")
+    discordant_rate: float | None = Field(
+        None, description="0/1 scores: share of pairs that changed"
+    )
     underpowered: bool = False
 
 

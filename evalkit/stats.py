@@ -23,11 +23,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
 
 import numpy as np
 
-from evalkit.distributions import binomial_tail, normal_cdf, normal_quantile, t_cdf, t_quantile
+from evalkit.distributions import normal_cdf, normal_quantile, t_cdf, t_quantile
+from evalkit.mcnemar import Alternative, exact_p_value, tango_interval
 
 N_BOOTSTRAP = 10_000
 MIN_PAIRS = 5
@@ -76,11 +76,6 @@ def mean_ci(
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
     return Estimate(float(data.mean()), float(low), float(high), int(data.size))
-
-
-Alternative = Literal["two-sided", "less", "greater"]
-"""``less``: the candidate is worse by more than the margin when scores fall (mean delta <
--margin); ``greater``: mean delta > margin; ``two-sided``: any change at all (mean delta != 0)."""
 
 
 @dataclass(frozen=True)
@@ -308,61 +303,6 @@ def _p_value(means: np.ndarray, observed: float, alternative: Alternative, margi
 # -- 0/1 scores: exact tests on the discordant pairs, Tango's score interval -------------------
 
 
-def exact_p_value(
-    n_up: int, n_down: int, n: int, alternative: Alternative, margin: float = 0.0
-) -> float:
-    """McNemar's exact test, conditional on the d = n_up + n_down discordant pairs.
-
-    With no margin the discordant pairs split 1:1 under "no change": the binomial test with
-    p = 1/2 (two-sided: statsmodels' ``mcnemar(exact=True)``). With a margin m, "the change is
-    at most m" holds at its boundary when a discordant pair goes the harmful way with
-    probability 1/2 + m n / (2 d) (the discordant rate estimated by d / n): measured
-    conservative (2-4% false alarms at alpha 0.05) at the boundary."""
-    d = n_up + n_down
-    if d == 0:
-        return 1.0
-    if alternative == "two-sided":
-        return min(1.0, 2.0 * (1.0 - binomial_tail(min(n_up, n_down) + 1, d, 0.5)))
-    harmful = n_down if alternative == "less" else n_up
-    null = 0.5 + margin * n / (2.0 * d)
-    if null >= 1.0:  # even every discordant pair going one way stays within the margin
-        return 1.0
-    return binomial_tail(harmful, d, max(null, 0.0))
-
-
-def _tango_statistic(n_up: int, n_down: int, n: int, delta: float) -> float:
-    """Tango's (1998) score statistic for H0: p(up) - p(down) = delta, with the restricted
-    maximum-likelihood estimate of p(down) under H0 in the variance."""
-    a = 2.0 * n
-    b = -n_up - n_down + (2.0 * n - n_up + n_down) * delta
-    c = -n_down * delta * (1.0 - delta)
-    p_down = (math.sqrt(max(b * b - 4.0 * a * c, 0.0)) - b) / (2.0 * a)
-    numerator = n_up - n_down - n * delta
-    variance = n * (2.0 * p_down + delta * (1.0 - delta))
-    if variance <= 0.0:
-        return 0.0 if numerator == 0 else math.copysign(math.inf, numerator)
-    return numerator / math.sqrt(variance)
-
-
-def tango_interval(n_up: int, n_down: int, n: int, confidence: float) -> tuple[float, float]:
-    """Tango's score interval for the paired difference p(up) - p(down), two-sided."""
-    z = normal_quantile(1.0 - (1.0 - confidence) / 2.0)
-    observed = (n_up - n_down) / n
-
-    def solve(target: float, low: float, high: float) -> float:
-        # The statistic falls as delta rises: bisect for statistic(delta) == target.
-        for _ in range(80):
-            middle = (low + high) / 2.0
-            if _tango_statistic(n_up, n_down, n, middle) > target:
-                low = middle
-            else:
-                high = middle
-        return (low + high) / 2.0
-
-    edge = 1.0 - 1e-12
-    return solve(z, -edge, observed), solve(-z, observed, edge)
-
-
 def exact_comparison(
     n_up: int,
     n_down: int,
@@ -424,8 +364,8 @@ def paired_ratio(
     confidence: float = 0.95,
     bound_alpha: float = 0.05,
 ) -> RatioEstimate:
-    """The ratio of means with a percentile CI from the same resamples of the pairs that
-    ``paired_comparisons`` draws for these examples (same seed, same order)."""
+    """The ratio of means with an (expanded) percentile CI from the same resamples of the pairs
+    that ``paired_comparisons`` draws for these examples (same seed, same order)."""
     block = np.column_stack([np.asarray(candidate, float), np.asarray(baseline, float)])
     if block.shape[0] == 0 or np.isnan(block).any():
         raise ValueError("no complete pairs to compare")
@@ -434,18 +374,23 @@ def paired_ratio(
     means = _resampled_means(block, n_boot, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(means[:, 1] > 0, means[:, 0] / means[:, 1], -np.inf)
-    tail = (1.0 - confidence) / 2.0 * 100.0
+    n = block.shape[0]
+    tail, level = (1.0 - confidence) / 2.0, bound_alpha
+    if n >= 2:  # the same small-sample expansion as the deltas' percentiles
+        tail, level = _expanded_level(tail, n), _expanded_level(level, n)
     low, high, lower, upper = np.percentile(
-        ratios, [tail, 100 - tail, bound_alpha * 100, 100 - bound_alpha * 100]
+        ratios, [tail * 100, 100 - tail * 100, level * 100, 100 - level * 100]
     )
-    p_below = (1.0 + float((ratios >= threshold).sum())) / (n_boot + 1.0)
+    p_below = min(1.0, (1.0 + float((ratios >= threshold).sum())) / (n_boot + 1.0))
+    if n >= 2:
+        p_below = _expanded_p(p_below, n, "less")
     return RatioEstimate(
         ratio=float(block[:, 0].mean() / block[:, 1].mean()),
         ci_low=float(low),
         ci_high=float(high),
         lower_bound=float(lower),
         upper_bound=float(upper),
-        p_below=min(1.0, p_below),
+        p_below=p_below,
         threshold=threshold,
     )
 

@@ -15,8 +15,8 @@ PACKAGE = Path(evalkit.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     # 0: no evalkit dependencies worth naming
     ("evalkit._files", "evalkit.errors", "evalkit.hookspecs", "evalkit.stats", "evalkit.power",
-     "evalkit.distributions", "evalkit.cache", "evalkit.format", "evalkit.metrics.options",
-     "evalkit.metrics.rubrics"),
+     "evalkit.distributions", "evalkit.mcnemar", "evalkit.cache", "evalkit.format",
+     "evalkit.metrics.options", "evalkit.metrics.rubrics"),
     # 1: what a suite says, what a run records
     ("evalkit._yaml", "evalkit._reading", "evalkit.gate_spec", "evalkit.spec",
      "evalkit.retrieval.spec", "evalkit.results"),
