@@ -120,6 +120,9 @@ class GateSpec(_Strict):
     )
     strict: bool = False
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    candidates: list[str] | None = Field(
+        None, description="only these candidates get this gate (default: every candidate)"
+    )
 
     @model_validator(mode="after")
     def _has_rule(self) -> GateSpec:

@@ -288,6 +288,13 @@ class SuiteSpec(_Strict):
                     f"candidate '{name}': equivalent_to '{target.candidate}' must be another "
                     f"candidate of this suite; candidates: {', '.join(self.candidates)}"
                 )
+        for name, gate in self.gates.items():
+            unknown = sorted(set(gate.candidates or ()) - set(self.candidates))
+            if unknown:
+                raise ValueError(
+                    f"gate '{name}': candidates {', '.join(unknown)} are not candidates of this "
+                    f"suite; candidates: {', '.join(self.candidates)}"
+                )
         columns = [m.column for m in self.metrics]
         if len(set(columns)) != len(columns):
             raise ValueError("a metric column appears twice; give one an 'as:' name")
