@@ -27,7 +27,6 @@ from evalkit.power import Spread, detectable_change, examples_needed
 from evalkit.results import Comparison, Power
 from evalkit.spec import GateSpec, GateTest, Threshold
 from evalkit.stats import (
-    MIN_PAIRS,
     N_BOOTSTRAP,
     Method,
     PairedComparison,
@@ -169,8 +168,9 @@ def _power(test: PairedComparison, allowed: float, alpha: float) -> Power:
     if test.untestable is not None:
         return Power(n=test.n, basis=test.untestable, underpowered=True)
     binary = test.method is Method.EXACT
-    if test.unchanged and not binary:
-        return Power(n=test.n, basis="no pair changed: no spread to judge power by")
+    if test.sd == 0.0 and not binary:
+        what = "no pair changed" if test.mean_delta == 0.0 else "every pair changed alike"
+        return Power(n=test.n, basis=f"{what}: no spread to judge power by")
     spread = Spread(test.sd, test.discordant_rate if binary else None)
     detectable = detectable_change(spread, test.n, alpha)
     return Power(
@@ -357,7 +357,7 @@ def _noninferiority(gate: GateSpec, comparison: Comparison) -> Decision:
         f"{_head(comparison)}, {level} {side} bound {precise(bound)}, "
         f"{_threshold_text(gate, comparison)}{_tail(comparison)}"
     )
-    too_few = comparison.untestable is not None and comparison.n_paired < MIN_PAIRS
+    too_few = comparison.untestable is not None
     if too_few:
         comparison.outcome = "not enough evidence to test"
         decision.failures.append(
@@ -372,8 +372,8 @@ def _noninferiority(gate: GateSpec, comparison: Comparison) -> Decision:
         decision.failures.append(
             f"non-inferiority not shown: the {level} {what}, {precise(bound)}, is {beyond} {limit}"
         )
-    if comparison.untestable is not None and not too_few:
-        summary += f" ({comparison.untestable}: the bound is that common change)"
+    if comparison.method == Method.SIGN.value:
+        summary += " (every pair changed by the same amount: the bound is that change)"
     decision.lines.append(summary)
     return decision
 

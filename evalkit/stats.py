@@ -12,8 +12,11 @@ example difficulty that dominates the variance, which is what makes small regres
   them (McNemar's, conditional on the number of discordant pairs); the CI is Tango's score
   interval for a paired difference of proportions, which stays honest with few or no
   discordant pairs, where a bootstrap of 0/1 deltas collapses to a zero-width interval.
-- Fewer than ``MIN_PAIRS`` pairs, or continuous deltas without spread, cannot be tested:
-  ``untestable`` says why, and callers never call such a change significant.
+- Continuous deltas without spread (every pair changed by the same amount) defeat the
+  bootstrap: all its draws equal the mean, and it once called two equal drops significant at
+  p = 1/10001. They get the exact sign test (p = 0.5**n), which needs no spread.
+- Fewer than ``MIN_PAIRS`` pairs cannot be tested: ``untestable`` says so, and callers never
+  call such a change significant (no test on 4 pairs can reach p < 0.05 anyway: 0.5**4).
 """
 
 from __future__ import annotations
@@ -40,10 +43,17 @@ class Method(StrEnum):
 
     BOOTSTRAP = "paired bootstrap"
     EXACT = "exact McNemar"
+    SIGN = "exact sign test"
+    """Continuous deltas with no spread: every pair changed by the same amount, which the
+    bootstrap cannot test (its draws all equal the mean); the sign test needs no spread."""
 
     @property
     def ci_name(self) -> str:
-        return "Tango score" if self is Method.EXACT else "paired bootstrap, expanded percentile"
+        return {
+            Method.EXACT: "Tango score",
+            Method.BOOTSTRAP: "paired bootstrap, expanded percentile",
+            Method.SIGN: "none (every pair changed by the same amount)",
+        }[self]
 
 
 def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
@@ -222,38 +232,53 @@ def _bootstrap_comparison(
     n = len(deltas)
     observed = float(deltas.mean())
     sd = float(deltas.std(ddof=1)) if n > 1 else 0.0
-    # All-equal deltas: there is no spread to expand, and nothing to test (see ``untestable``).
-    expand = n >= 2 and sd > 0.0
-    tail = (1.0 - confidence) / 2.0
-    if expand:
+    # Rounding aside (x + 20 - x is not always 20), all pairs changed by the same amount.
+    flat = sd <= 1e-12 * max(1.0, abs(observed))
+    tail, bound_level = (1.0 - confidence) / 2.0, bound_alpha
+    if n >= 2 and not flat:
         tail, bound_level = _expanded_level(tail, n), _expanded_level(bound_alpha, n)
-    else:
-        bound_level = bound_alpha
     low, high, lower, upper = np.percentile(
         means, [tail * 100, 100 - tail * 100, bound_level * 100, 100 - bound_level * 100]
     )
-    p = _p_value(means, observed, alternative, margin)
+    if flat:
+        p = _sign_test(observed, n, alternative, margin, floor=1.0 / (len(means) + 1.0))
+    else:
+        p = _p_value(means, observed, alternative, margin)
+        p = _expanded_p(p, n, alternative) if n >= 2 else p
     return PairedComparison(
         n=n,
         mean_delta=observed,
         ci_low=float(low),
         ci_high=float(high),
-        p_value=_expanded_p(p, n, alternative) if expand else p,
+        p_value=p,
         alternative=alternative,
         margin=margin,
+        method=Method.SIGN if flat and observed != 0.0 else Method.BOOTSTRAP,
         lower_bound=float(lower),
         upper_bound=float(upper),
         bound_alpha=bound_alpha,
-        sd=sd,
-        untestable=_untestable(n, sd, binary=False, observed=observed),
+        sd=0.0 if flat else sd,
+        untestable=_untestable(n),
     )
 
 
-def _untestable(n: int, sd: float, *, binary: bool, observed: float) -> str | None:
+def _sign_test(
+    change: float, n: int, alternative: Alternative, margin: float, *, floor: float
+) -> float:
+    """Every one of n pairs changed by ``change``: the exact sign test, p = 0.5**n when that
+    change lies beyond the margin (below 5 pairs it can never reach 0.05). Floored at the
+    bootstrap's own resolution, so a p-value means the same whichever route it took."""
+    if alternative == "two-sided":
+        beyond, sides = change != 0.0, 2.0
+    else:
+        beyond = change < -margin if alternative == "less" else change > margin
+        sides = 1.0
+    return max(floor, min(1.0, sides * 0.5**n)) if beyond else 1.0
+
+
+def _untestable(n: int) -> str | None:
     if n < MIN_PAIRS:
         return f"{n} paired example{'s' * (n != 1)}, at least {MIN_PAIRS} are needed"
-    if not binary and sd == 0.0:
-        return f"every pair changed by exactly {observed:.4g} (zero variance)"
     return None
 
 
@@ -333,7 +358,7 @@ def exact_comparison(
         sd=sd,
         n_up=n_up,
         n_down=n_down,
-        untestable=_untestable(n, sd, binary=True, observed=mean),
+        untestable=_untestable(n),
     )
 
 
