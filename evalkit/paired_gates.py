@@ -120,7 +120,7 @@ def assess(
         mean_delta=test.mean_delta,
         ci_low=test.ci_low,
         ci_high=test.ci_high,
-        p_value=test.p_value if detection else None,
+        p_value=test.p_value if detection and test.untestable is None else None,
         allowed=allowed,
         rule=rule,
         test=gate.test.value,
@@ -157,9 +157,10 @@ def _assess_ratio(
         ratio.ci_high,
     )
     comparison.method = f"{Method.BOOTSTRAP.value} of the ratio of means"
+    comparison.n_up = comparison.n_down = None  # not a test on the discordant pairs
     comparison.ci_method = "paired bootstrap, expanded percentile"
     if gate.test is GateTest.DETECTION:
-        comparison.p_value = ratio.p_below
+        comparison.p_value = ratio.p_below if comparison.untestable is None else None
     else:
         comparison.bound = ratio.lower_bound
 
@@ -196,7 +197,7 @@ def adjust(
     its gate's alpha, and the chance that any of them fails on identical candidates stays at
     most alpha."""
     family = [c for gate, c in assessed if not gate.strict and _in_family(c)]
-    if method == "none" or not family:
+    if method == "none" or len(family) < 2:  # one test: its adjusted p is its p
         return
     for comparison, adjusted in zip(family, holm([c.p_value or 1.0 for c in family]), strict=True):
         comparison.p_adjusted = adjusted
@@ -230,7 +231,7 @@ def decide(gate: GateSpec, comparison: Comparison) -> Decision:
     else:
         decision = _detection(gate, comparison)
     decision.lines.append("  " + _method_line(gate, comparison))
-    if comparison.power is not None:
+    if comparison.power is not None and comparison.untestable is None:
         decision.lines.append("  " + _power_line(comparison))
     comparison.passed = not decision.failures
     return decision
@@ -286,15 +287,15 @@ def _detection(gate: GateSpec, comparison: Comparison) -> Decision:
         change_text = (
             f"{_direction(comparison)} of {precise(change)} exceeds {precise(comparison.allowed)}"
         )
-    p = comparison.p_value
-    assert p is not None
-    adjusted = comparison.p_adjusted
-    p_used = adjusted if adjusted is not None else p
-    summary = f"{_head(comparison)}, p={p_significant(p)} one-sided"
+    p, adjusted = comparison.p_value, comparison.p_adjusted
+    summary = _head(comparison) + (
+        ", no test" if p is None else f", p={p_significant(p)} one-sided"
+    )
     if adjusted is not None:
         summary += f" (Holm-adjusted {p_significant(adjusted)} over {comparison.n_tests} tests)"
     summary += f", {_threshold_text(gate, comparison)}{_tail(comparison)}"
-    significant = comparison.untestable is None and p_used < gate.alpha
+    p_used = adjusted if adjusted is not None else p
+    significant = p_used is not None and p_used < gate.alpha
     if exceeds and gate.strict:
         comparison.outcome = "strict"
         decision.failures.append(f"{change_text} (strict gate)")
