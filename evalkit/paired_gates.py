@@ -130,6 +130,7 @@ def assess(
         n_up=test.n_up if test.method is Method.EXACT else None,
         n_down=test.n_down if test.method is Method.EXACT else None,
         untestable=test.untestable,
+        unchanged=test.unchanged,
         power=_power(test, allowed, gate.alpha) if detection else None,
     )
     if rule == "min_ratio":
@@ -205,10 +206,14 @@ def adjust(
 
 
 def _in_family(comparison: Comparison) -> bool:
+    """Detection rules with a p-value, except those no test could reject whatever the data's
+    signs: no pair changed at all (Tarone's refinement for discrete tests). A base compared
+    with its own accepted baseline is usually that, and would only dilute the others."""
     return (
         comparison.test == GateTest.DETECTION.value
         and comparison.p_value is not None
         and comparison.untestable is None
+        and not comparison.unchanged
     )
 
 
@@ -235,6 +240,10 @@ def decide(gate: GateSpec, comparison: Comparison) -> Decision:
         decision.lines.append("  " + _power_line(comparison))
     comparison.passed = not decision.failures
     return decision
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
 def _direction(comparison: Comparison) -> str:
@@ -329,7 +338,7 @@ def _underpowered(gate: GateSpec, comparison: Comparison, decision: Decision) ->
         text = f"underpowered: not enough evidence to test ({power.basis})"
     else:
         text = (
-            f"underpowered: cannot see a {_direction(comparison)} of "
+            f"underpowered: cannot see {_a(_direction(comparison))} of "
             f"{precise(comparison.allowed)} with {power.n} examples; about "
             f"{power.n_needed} examples would"
         )
@@ -399,9 +408,9 @@ def _power_line(comparison: Comparison) -> str:
     if power.detectable is None or power.fails_at is None:
         return f"power: unknown ({power.basis})"
     text = (
-        f"power: 80% to tell a {direction} of {precise(power.detectable)} from none with "
+        f"power: 80% to tell {_a(direction)} of {precise(power.detectable)} from none with "
         f"{power.n} examples ({power.basis})"
     )
     if comparison.allowed:  # beyond a non-zero allowance, the rule needs that much more
-        text += f"; this rule fails 80% of the time at a {direction} of {precise(power.fails_at)}"
+        text += f"; this rule fails 80% of the time at {_a(direction)} of {precise(power.fails_at)}"
     return text

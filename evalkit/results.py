@@ -227,6 +227,9 @@ class Comparison(BaseModel):
     untestable: str | None = Field(
         None, description="why no test was possible ('not enough evidence to test')"
     )
+    unchanged: bool = Field(
+        False, description="no pair changed: no test could reject, so not in the Holm family"
+    )
     power: Power | None = None
     outcome: str = Field(
         "", description="what the rule concluded, in words (e.g. 'within noise', 'non-inferior')"

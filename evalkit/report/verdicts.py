@@ -28,7 +28,12 @@ def numbers_text(comparison: Comparison) -> str:
     if comparison.ratio is not None:
         parts.append(f"ratio {short(comparison.ratio)}")
     if comparison.bound is not None:
-        parts.append(f"one-sided bound {short_signed(comparison.bound)}")
+        bound = (
+            short(comparison.bound)
+            if comparison.ratio is not None
+            else short_signed(comparison.bound)
+        )
+        parts.append(f"one-sided bound {bound}")
     if comparison.p_value is not None:
         text = f"p={p_value(comparison.p_value)} (one-sided)"
         if comparison.p_adjusted is not None:
