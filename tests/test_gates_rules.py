@@ -166,45 +166,54 @@ def test_a_constant_shift_gets_the_sign_test() -> None:
     assert verdict.status == "failed"
 
 
+def _dropped(base: list[float], drops: int, gains: int = 0) -> list[float]:
+    """``base`` with its first ``drops`` ones set to 0 and first ``gains`` zeros set to 1."""
+    cand = list(base)
+    for i in [i for i, b in enumerate(base) if b == 1.0][:drops]:
+        cand[i] = 0.0
+    for i in [i for i, b in enumerate(base) if b == 0.0][:gains]:
+        cand[i] = 1.0
+    return cand
+
+
+def _job(cand: list[float], base: list[float], name: str) -> GateJob:
+    gate = GateSpec(metric="m", max_drop=0.0)
+    return GateJob("m", gate, _run(cand, name=name), _baseline(base))
+
+
 def test_holm_adjusts_a_runs_detection_gates_together() -> None:
     rng = np.random.default_rng(11)
     base = list((rng.random(175) < 0.6).astype(float))
-    jobs = []
-    for name, drops in (("a", 9), ("b", 12), ("c", 0), ("d", 3)):
-        cand = list(base)
-        ones = [i for i, b in enumerate(base) if b == 1.0][:drops]
-        for i in ones:
-            cand[i] = 0.0
-        jobs.append(
-            GateJob("m", GateSpec(metric="m", max_drop=0.0), _run(cand, name=name), _baseline(base))
-        )
+    jobs = [
+        _job(_dropped(base, d), base, name) for name, d in (("a", 9), ("b", 12), ("c", 0), ("d", 3))
+    ]
     raw = evaluate_gates("s", jobs, multiple_comparisons="none")
     adjusted = evaluate_gates("s", jobs)
-    p = [v.comparison.p_value for v in raw if v.comparison]
-    expected = multipletests(p, method="holm")[1]
-    got = [v.comparison.p_adjusted for v in adjusted if v.comparison]
-    assert got == pytest.approx(list(expected), rel=1e-12)
     assert all(v.comparison and v.comparison.p_adjusted is None for v in raw)
-    # a (9 drops, p = 0.002) fails either way; d (3 drops, p = 0.125) never; c is unchanged.
+    # c: no pair changed, so no test could reject: it is left out of the family (Tarone).
+    family = (0, 1, 3)
+    p = [raw[i].comparison.p_value for i in family if raw[i].comparison]
+    expected = multipletests(p, method="holm")[1]
+    got = [adjusted[i].comparison.p_adjusted for i in family if adjusted[i].comparison]
+    assert got == pytest.approx(list(expected), rel=1e-12)
+    assert adjusted[2].comparison is not None and adjusted[2].comparison.p_adjusted is None
+    # a (9 drops) and b (12) fail either way; d (3 drops, p = 0.125) never; c is unchanged.
     assert [v.status for v in raw] == ["failed", "failed", "passed", "passed"]
-    assert "Holm-adjusted" in adjusted[0].message and "over 4 tests" in adjusted[0].message
+    assert [v.status for v in adjusted] == ["failed", "failed", "passed", "passed"]
+    assert "Holm-adjusted" in adjusted[0].message and "over 3 tests" in adjusted[0].message
 
 
 def test_holm_can_turn_a_raw_failure_into_a_pass() -> None:
-    base = [1.0] * 100
-    cand = [0.0] * 5 + [1.0] * 95  # 5 drops: p = 1/32 alone
-    others = [
-        GateJob(
-            "m", GateSpec(metric="m", max_drop=0.0), _run(base, name=f"same{i}"), _baseline(base)
-        )
-        for i in range(3)
-    ]
-    jobs = [GateJob("m", GateSpec(metric="m", max_drop=0.0), _run(cand), _baseline(base)), *others]
-    alone = evaluate_gates("s", jobs[:1])
-    together = evaluate_gates("s", jobs)
+    base = [1.0] * 50 + [0.0] * 50
+    five = _dropped(base, 5)  # 5 drops, none gained: p = 1/32 alone
+    others = [_job(_dropped(base, 2, gains=2), base, f"churn{i}") for i in range(3)]
+    alone = evaluate_gates("s", [_job(five, base, "five")])
+    together = evaluate_gates("s", [_job(five, base, "five"), *others])
     assert alone[0].status == "failed"
-    # The unchanged candidates have p = 1: the family is 4 tests, so 4/32 > 0.05.
+    # Three candidates that changed without a net drop join the family: 4 x 1/32 > 0.05.
     assert together[0].status == "passed" and "Holm-adjusted p >= 0.05" in together[0].message
+    comparison = together[0].comparison
+    assert comparison is not None and comparison.p_adjusted == pytest.approx(4 / 32)
 
 
 def test_worst_examples_rank_unscored_examples_last() -> None:
