@@ -24,6 +24,11 @@ class ExampleResult(BaseModel):
     messages: list[dict[str, str]]
     prompt: str = Field("", description="what the model saw, after the chat template")
     output: str | None
+    answer: str | None = Field(
+        None,
+        description="the part of the output the metrics scored, when the candidate has an "
+        "answer extractor (answer: {regex}); '' when the regex found nothing",
+    )
     error: str | None = None
     scores: dict[str, float | None] = Field(default_factory=dict)
     details: dict[str, dict[str, Any]] = Field(
@@ -40,6 +45,11 @@ class ExampleResult(BaseModel):
         default_factory=list,
         description="RAG candidates: the retrieved chunks, best first, as {id, score}",
     )
+
+    @property
+    def scored_output(self) -> str | None:
+        """What the metrics score: the extracted answer where there is one, else the output."""
+        return self.output if self.answer is None or self.output is None else self.answer
 
 
 class Aggregate(BaseModel):

@@ -29,6 +29,7 @@ from pydantic import (
 from evalkit._yaml import LineMap, load_yaml
 from evalkit.errors import SpecError
 from evalkit.retrieval.spec import RetrievalSpec
+from evalkit.spec_variants import VariantFields
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -141,9 +142,11 @@ class ApiSpec(_Strict):
         return base
 
 
-class CandidateSpec(_Strict):
+class CandidateSpec(_Strict, VariantFields):
     """One model under test. ``model`` is an alias (``evalkit models``), a local folder or a hub id;
-    ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``)."""
+    ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``); ``call``
+    is the user's own pipeline. Its own prompt, shots, answer extractor and ``call`` fields are
+    in ``VariantFields`` (evalkit.spec_variants)."""
 
     model: str | None = None
     replay: str | None = None
@@ -176,8 +179,13 @@ class CandidateSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> CandidateSpec:
-        if (self.model is None) == (self.replay is None):
-            raise ValueError("give exactly one of 'model' or 'replay'")
+        sources = [f for f in ("model", "replay", "call") if getattr(self, f) is not None]
+        if len(sources) != 1:
+            raise ValueError("give exactly one of 'model', 'replay' or 'call'")
+        if self.model is None and (shaping := self.prompt_fields_set()):
+            raise ValueError(
+                f"{', '.join(shaping)} shape a model's prompt; a {sources[0]} candidate has none"
+            )
         if self.merge and self.adapter is None:
             raise ValueError("merge: true needs an 'adapter'")
         if self.merge and self.quantization is not None:
@@ -188,10 +196,12 @@ class CandidateSpec(_Strict):
                 "weights and the rounding changes answers; remove 'merge' to run the adapter "
                 "unmerged on the quantized base (QLoRA-style)"
             )
-        if self.retrieval is not None and self.replay is not None:
-            raise ValueError("'retrieval' feeds a model's prompt; a replay candidate has none")
-        if self.api is not None and self.replay is not None:
-            raise ValueError("'api' calls a 'model'; a replay candidate has none")
+        if self.retrieval is not None and self.model is None:
+            raise ValueError(
+                f"'retrieval' feeds a model's prompt; a {sources[0]} candidate has none"
+            )
+        if self.api is not None and self.model is None:
+            raise ValueError(f"'api' calls a 'model'; a {sources[0]} candidate has none")
         # Which options a kind accepts is the candidate registry's to say
         # (evalkit.candidates.registry, checked when a suite is prepared).
         return self

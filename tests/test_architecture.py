@@ -18,10 +18,10 @@ LAYERS: list[tuple[str, ...]] = [
      "evalkit.format", "evalkit.metrics.options", "evalkit.metrics.rubrics"),
     # 1: what a suite says, what a run records
     ("evalkit._yaml", "evalkit._reading", "evalkit.spec", "evalkit.retrieval.spec",
-     "evalkit.results"),
-    # 2: golden data, prompts, retrieval, candidates
-    ("evalkit.golden", "evalkit.prompts", "evalkit.retrieval", "evalkit.candidates",
-     "evalkit.embeddings"),
+     "evalkit.spec_variants", "evalkit.results"),
+    # 2: golden data, prompts (a candidate's own templates and shots), retrieval, candidates
+    ("evalkit.golden", "evalkit.shots", "evalkit.variants", "evalkit.prompts",
+     "evalkit.retrieval", "evalkit.candidates", "evalkit.embeddings"),
     # 3: metrics ask candidates for capabilities
     ("evalkit.metrics",),
     # 4-5: verdicts, and what they compare with

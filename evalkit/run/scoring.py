@@ -102,7 +102,7 @@ class Scorer:
         name = scoring.candidate.name
         scorable = [e for e in examples if e.output is not None]
         samples = [
-            self.sample(e.id, e.output or "", scoring.baseline, name, e.n_prompt_tokens)
+            self.sample(e.id, e.scored_output or "", scoring.baseline, name, e.n_prompt_tokens)
             for e in scorable
         ]
         # Metrics that read no output score every example, even one whose generation failed.
@@ -207,7 +207,7 @@ class Scorer:
         baseline_output = None
         if baseline is not None:
             baseline_output = next(
-                (e.output for e in baseline.examples if e.id == example_id), None
+                (e.scored_output for e in baseline.examples if e.id == example_id), None
             )
         return Sample(
             id=example_id,
