@@ -13,7 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.rag import rag_requests
 from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.spec import GenerationSpec
+from evalkit.spec_variants import AnswerSpec
 
 KEY_LIBRARIES = (
     "torch", "transformers", "tokenizers", "sacrebleu", "rouge-score", "rapidfuzz",
@@ -144,7 +145,11 @@ class SuiteRunner:
         self, candidate: str, column: str, accepted: Sequence[baselines.BaselineExample]
     ) -> dict[str, float | None]:
         metric = self.prepared.metrics[column]
-        samples = [self.scorer.sample(e.id, e.output or "", None, candidate) for e in accepted]
+        answer = self.spec.candidates[candidate].answer
+        samples = [
+            self.scorer.sample(e.id, _scored(answer, e.output or ""), None, candidate)
+            for e in accepted
+        ]
         return {i: v for i, (v, _) in self.scorer.score_metric(column, metric, samples).items()}
 
     def record(
@@ -176,12 +181,16 @@ class SuiteRunner:
             name, cand_spec, self.prepared.loaded.path.parent, device=self.options.device
         )
         t0 = time.perf_counter()
-        fingerprint = candidate.fingerprint()
+        fingerprint = {**candidate.fingerprint(), **self.prompt_identity(name)}
         fingerprint_hash = make_key(**fingerprint)[:16]
         requests = self.requests_for(name)
         t1 = time.perf_counter()
         generations = self.generate(candidate, fingerprint_hash, params, requests)
-        examples = [self.example_result(r, *generations.get(r.id, (None, False))) for r in requests]
+        requests = self.with_own_context(name, requests, generations)
+        examples = [
+            self.example_result(r, *generations.get(r.id, (None, False)), cand_spec.answer)
+            for r in requests
+        ]
         t2 = time.perf_counter()
         scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
@@ -217,22 +226,52 @@ class SuiteRunner:
             ),
         )
 
+    def prompt_identity(self, name: str) -> dict[str, object]:
+        """The content hashes of a candidate's own prompt files and train file, for its
+        fingerprint (nothing for candidates that use the suite's prompt)."""
+        variant = self.prepared.variants.get(name)
+        return {"prompt": dict(variant.identity)} if variant and variant.identity else {}
+
     def requests_for(self, name: str) -> list[GenerationRequest]:
-        """The suite's requests, or a RAG candidate's own: rendered with its retrieved chunks
-        (which the scorer then shows its metrics)."""
+        """The suite's requests, or a candidate's own: rendered with its own prompt and shots,
+        and with its retrieved chunks (which the scorer then shows its metrics)."""
         setup = self.prepared.retrieval.get(name)
-        if setup is None:
+        own = self.prepared.candidate_requests.get(name)
+        if setup is not None:
+            requests = rag_requests(
+                self.prepared.loaded,
+                setup,
+                self.examples,
+                self.requests,
+                self.options.cache,
+                self.options.device,
+                self.prepared.variants.get(name),
+            )
+        elif own is not None:
+            requests = [r for r in own if r.id in self.by_id]
+        else:
             return self.requests
-        requests = rag_requests(
-            self.prepared.loaded,
-            setup,
-            self.examples,
-            self.requests,
-            self.options.cache,
-            self.options.device,
-        )
         self.scorer.use_requests(name, requests)
         return requests
+
+    def with_own_context(
+        self,
+        name: str,
+        requests: list[GenerationRequest],
+        generations: dict[str, tuple[Generation, bool]],
+    ) -> list[GenerationRequest]:
+        """A candidate that retrieved its own context (a user's RAG pipeline, ``call:``) gets
+        it into its requests, so context metrics and run.json see it as a RAG candidate's."""
+        if not any(gen.context for gen, _ in generations.values()):
+            return requests
+        updated = [
+            replace(r, retrieved=generations[r.id][0].context)
+            if r.id in generations and generations[r.id][0].context
+            else r
+            for r in requests
+        ]
+        self.scorer.use_requests(name, updated)
+        return updated
 
     def generate(
         self,
@@ -247,10 +286,15 @@ class SuiteRunner:
         return generate_cached(candidate, fingerprint_hash, requests, params, self.options.cache)
 
     def example_result(
-        self, request: GenerationRequest, gen: Generation | None, cached: bool
+        self,
+        request: GenerationRequest,
+        gen: Generation | None,
+        cached: bool,
+        answer: AnswerSpec | None = None,
     ) -> ExampleResult:
         """One example's record; with no generation (a suite that generates nothing) it has no
-        output and no error either."""
+        output and no error either. ``answer`` extracts what the metrics score; the record
+        keeps the whole output too."""
         example = self.by_id[request.id]
         produced = {}
         if gen is not None:
@@ -263,6 +307,8 @@ class SuiteRunner:
                 "cost": gen.cost,
                 "cached": cached,
             }
+            if answer is not None and gen.error is None:
+                produced["answer"] = answer.extract(gen.output)
         return ExampleResult(
             id=request.id,
             references=list(example.references),
@@ -271,6 +317,10 @@ class SuiteRunner:
             retrieved=[{"id": c.id, "score": c.score} for c in request.retrieved],
             **produced,
         )
+
+
+def _scored(answer: AnswerSpec | None, output: str) -> str:
+    return output if answer is None else answer.extract(output)
 
 
 def library_versions() -> dict[str, str]:
