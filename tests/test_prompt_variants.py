@@ -8,6 +8,7 @@ against re called directly)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 from pathlib import Path
@@ -302,3 +303,22 @@ def test_collection_errors_name_the_file_and_field(
     if setup is not None and setup[0] == "bad.j2":
         assert error.line == 2
     assert not (tmp_path / "pwned").exists()
+
+
+def test_the_handbook_train_file_is_disjoint_and_its_answers_are_in_the_handbook() -> None:
+    """The demo's 3-shot candidate: its train file shares no id or question with the test set
+    (read here as plain JSON, apart from evalkit's own check), and every answer is a number
+    stated on the handbook page the example names."""
+    root = Path(__file__).resolve().parent.parent
+    read = [json.loads(line) for line in (root / "golden" / "handbook_train.jsonl").open()]
+    test = [json.loads(line) for line in (root / "golden" / "handbook.jsonl").open()]
+    assert len(read) >= 12
+    assert not {r["id"] for r in read} & {t["id"] for t in test}
+    folded = {" ".join(t["question"].casefold().split()) for t in test}
+    assert not {" ".join(r["question"].casefold().split()) for r in read} & folded
+    for row in read:
+        (page,) = row["context_ids"]
+        text = (root / "golden" / "handbook" / page).read_text(encoding="utf-8")
+        assert re.search(rf"(?<![\d.]){re.escape(row['reference'])}(?![\d.])", text), row["id"]
+    prepared = prepare_suite(root / "suites" / "handbook.yaml", limit=2)  # evalkit's check
+    assert len(prepared.variants["shots3"].train) == len(read)
