@@ -7,7 +7,9 @@ A missing baseline is a failure that says how to accept one, never a silent pass
 Run-level figures (tokens/s, peak memory) are one number per run: there is nothing to resample,
 so their regression gates compare the two numbers directly (as ``strict`` would) and say so.
 ``lossless`` is evalkit's own equivalence check: a candidate whose outputs must equal another
-candidate's (``candidates.base.Verifiable``) fails on any mismatch beyond the allowed number.
+candidate's (``candidates.base.Verifiable``, or ``equivalent_to`` in the suite) fails on more
+mismatches than ``max_mismatch`` allows; with a log-prob tolerance, a difference at a near-tie
+of the target model is reported but not counted.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from evalkit.format import p_significant, precise, precise_signed
-from evalkit.results import Aggregate, CandidateRun, Comparison, GateVerdict, WorstExample
+from evalkit.results import (
+    Aggregate,
+    CandidateRun,
+    Comparison,
+    EquivalenceCheck,
+    EquivalenceMismatch,
+    GateVerdict,
+    WorstExample,
+)
 from evalkit.spec import GateSpec
 from evalkit.stats import paired_comparison
 
@@ -26,6 +36,8 @@ RUN_GATE = "run"
 EQUIVALENCE_GATE = "lossless"
 """The item name of the equivalence check (the name predates the general check)."""
 N_MISMATCHES_SHOWN = 10
+N_IDS_LISTED = 20
+"""Differing ids the failure headline names (run.json keeps them all)."""
 
 
 @dataclass(frozen=True)
@@ -211,21 +223,43 @@ def equivalence_verdict(suite: str, run: CandidateRun) -> GateVerdict:
         return verdict
     same = check.checked - len(check.mismatches)
     verdict.mean = same / check.checked
-    lines = [f"{same} of {check.checked} outputs equal those of {check.target}"]
+    verdict.rules = {"equivalent_to": check.target, "max_mismatch": check.max_mismatch}
+    if check.logprob_tolerance is not None:
+        verdict.rules["logprob_tolerance"] = check.logprob_tolerance
+    lines = [
+        f"{same} of {check.checked} outputs ({verdict.mean:.1%}) equal those of {check.target}"
+    ]
     if check.unchecked:
         lines[0] += f" ({check.unchecked} examples failed to generate, not compared)"
     if check.target_cached:
         lines[0] += f"; {check.target_cached} of its outputs from the cache"
+    if ties := len(check.mismatches) - len(check.failing):
+        lines.append(
+            f"{ties} differ only at a near-tie (log-prob gap <= {check.logprob_tolerance:g})"
+        )
+    if check.note:
+        lines.append(check.note)
     if check.mismatches:
-        headline = check.headline.format(n=len(check.mismatches), target=check.target)
-        if len(check.mismatches) > check.max_mismatch:
-            verdict.status = "failed"
-            lines.insert(0, f"FAILED: {headline}")
-        else:
-            lines.insert(0, f"{headline}; {check.max_mismatch} allowed")
+        if headline := _headline(check):
+            verdict.status = "failed" if headline.startswith("FAILED") else verdict.status
+            lines.insert(0, headline)
         lines += _mismatches(run, verdict)
     verdict.message = "\n".join(lines)
     return verdict
+
+
+def _headline(check: EquivalenceCheck) -> str | None:
+    """The first line when outputs differ: FAILED and the ids beyond ``max_mismatch``, or how
+    many differ of how many allowed; None when all that differ are near-ties."""
+    failing = check.failing
+    if not failing:
+        return None
+    headline = check.headline.format(n=len(failing), target=check.target)
+    if len(failing) <= check.max_mismatch:
+        return f"{headline}; {check.max_mismatch} allowed"
+    ids = ", ".join(m.id for m in failing[:N_IDS_LISTED])
+    more = f" and {len(failing) - N_IDS_LISTED} more" if len(failing) > N_IDS_LISTED else ""
+    return f"FAILED: {headline} (max_mismatch {check.max_mismatch}): {ids}{more}"
 
 
 SHOWN_CHARS = 300
@@ -245,9 +279,10 @@ def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
     references = {e.id: e.references for e in run.examples}
     lines = []
     for item in check.mismatches[:N_MISMATCHES_SHOWN]:
+        tie = " [near-tie]" if item.near_tie else ""
         lines.append(
-            f"  - {item.id}: {check.output_name} {_shown(item.output)} | "
-            f"{check.target_name} {_shown(item.target_output)}"
+            f"  - {item.id}{tie}: {check.output_name} {_shown(item.output)} | "
+            f"{check.target_name} {_shown(item.target_output)}{_where(item)}"
         )
         verdict.worst.append(
             WorstExample(
@@ -263,6 +298,17 @@ def _mismatches(run: CandidateRun, verdict: GateVerdict) -> list[str]:
         hidden = len(check.mismatches) - N_MISMATCHES_SHOWN
         lines.append(f"  ... and {hidden} more (run.json)")
     return lines
+
+
+def _where(item: EquivalenceMismatch) -> str:
+    """Where the two outputs part: word (always), token and the target's log-prob gap (with a
+    log-prob tolerance)."""
+    if item.first_word is None:
+        return ""
+    where = f" (first differs at word {item.first_word}"
+    if item.first_token is not None and item.logprob_gap is not None:
+        where += f", token {item.first_token}, log-prob gap {precise(item.logprob_gap)}"
+    return where + ")"
 
 
 def _regression(

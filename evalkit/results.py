@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from evalkit._files import keep_elsewhere, retire_stale, write_atomic
 from evalkit.errors import disk_error
@@ -89,13 +89,27 @@ class EquivalenceMismatch(BaseModel):
     id: str
     output: str | None
     target_output: str | None
+    first_char: int | None = Field(None, description="first differing character")
+    first_word: int | None = Field(None, description="first differing word (whitespace split)")
+    first_token: int | None = Field(
+        None, description="first differing token (target's tokenizer; with logprob_tolerance)"
+    )
+    logprob_gap: float | None = Field(
+        None, description="target's log p(its token) - log p(this one's) at first_token"
+    )
+    near_tie: bool = Field(False, description="gap within logprob_tolerance: not a mismatch")
 
 
 class EquivalenceCheck(BaseModel):
     """A candidate's outputs against another candidate's (its equivalence target), example by
-    example. The wording fields come from the candidate, which knows what the target is."""
+    example: a speculative candidate's against its plain model's (``max_mismatch`` 0), or any
+    candidate's against the one its ``equivalent_to`` names. The wording fields come from
+    whoever set the target, which knows what it is."""
 
     target: str = Field("", description="what the outputs must equal, e.g. 'the plain model'")
+    logprob_tolerance: float | None = Field(
+        None, description="near-ties within this log-prob gap are reported, not counted"
+    )
     checked: int = 0
     mismatches: list[EquivalenceMismatch] = Field(default_factory=list)
     max_mismatch: int = Field(0, description="mismatches allowed before the gate fails")
@@ -109,6 +123,31 @@ class EquivalenceCheck(BaseModel):
     )
     output_name: str = "output"
     target_name: str = "target"
+    note: str | None = Field(None, description="e.g. why near-ties could not be measured")
+
+    @property
+    def failing(self) -> list[EquivalenceMismatch]:
+        """Mismatches that count: near-ties within the tolerance do not."""
+        return [m for m in self.mismatches if not m.near_tie]
+
+
+class Flips(BaseModel):
+    """A 0/1 column's per-example changes against the ``compare_to`` candidate."""
+
+    against: str
+    n_paired: int = Field(0, description="examples both candidates scored")
+    pass_to_fail: list[str] = Field(default_factory=list, description="ids: 1 there, 0 here")
+    fail_to_pass: list[str] = Field(default_factory=list, description="ids: 0 there, 1 here")
+
+    @computed_field  # type: ignore[prop-decorator]  # written to run.json beside the ids
+    @property
+    def n_pass_to_fail(self) -> int:
+        return len(self.pass_to_fail)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def n_fail_to_pass(self) -> int:
+        return len(self.fail_to_pass)
 
 
 class CandidateRun(BaseModel):
@@ -132,7 +171,13 @@ class CandidateRun(BaseModel):
         None, description="USD of this candidate's outputs (cached ones included); None: unknown"
     )
     equivalence: EquivalenceCheck | None = Field(
-        None, description="candidates whose outputs must equal another's (Verifiable): did they?"
+        None,
+        description="candidates whose outputs must equal another's (Verifiable, or "
+        "equivalent_to): did they?",
+    )
+    flips: dict[str, Flips] = Field(
+        default_factory=dict,
+        description="per 0/1 metric column: examples that changed against compare_to",
     )
     timings: Timings = Field(default_factory=Timings)
 

@@ -29,7 +29,7 @@ from pydantic import (
 from evalkit._yaml import LineMap, load_yaml
 from evalkit.errors import SpecError
 from evalkit.retrieval.spec import RetrievalSpec
-from evalkit.spec_variants import VariantFields
+from evalkit.spec_variants import VariantFields, check_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -105,6 +105,18 @@ class SpeculativeSpec(_Strict):
         return self
 
 
+class EquivalenceSpec(_Strict):
+    """``equivalent_to``: this candidate's outputs must equal another's, example by example."""
+
+    candidate: str = Field(description="the candidate whose outputs this one must reproduce")
+    max_mismatch: int = Field(0, ge=0, description="differing examples allowed before failing")
+    logprob_tolerance: float | None = Field(
+        None,
+        gt=0,
+        description="a log-prob gap at the first differing token up to this is a near-tie",
+    )
+
+
 def public_url(url: str) -> str:
     """Scheme, host, port and path of a URL: no user info (credentials), query or fragment."""
     parts = urlsplit(url)
@@ -145,8 +157,7 @@ class ApiSpec(_Strict):
 class CandidateSpec(_Strict, VariantFields):
     """One model under test. ``model`` is an alias (``evalkit models``), a local folder or a hub id;
     ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``); ``call``
-    is the user's own pipeline. Its own prompt, shots, answer extractor and ``call`` fields are
-    in ``VariantFields`` (evalkit.spec_variants)."""
+    is the user's own pipeline (its fields, and a candidate's own prompt: ``VariantFields``)."""
 
     model: str | None = None
     replay: str | None = None
@@ -164,6 +175,11 @@ class CandidateSpec(_Strict, VariantFields):
     merge: bool = Field(False, description="merge the adapter into the weights after loading")
     quantization: QuantizationSpec | None = None
     speculative: SpeculativeSpec | None = None
+    equivalent_to: EquivalenceSpec | None = Field(
+        None,
+        description="a candidate of the suite whose outputs this one must equal (its name, or "
+        "{candidate, max_mismatch, logprob_tolerance}); checked by an automatic gate",
+    )
     engine: str | None = Field(
         None,
         description="the backend that runs 'model' (default: picked from the other fields; "
@@ -177,15 +193,14 @@ class CandidateSpec(_Strict, VariantFields):
     )
     retrieval: RetrievalSpec | None = None
 
+    @field_validator("equivalent_to", mode="before")
+    @classmethod
+    def _equivalence_shorthand(cls, raw: Any) -> Any:
+        return {"candidate": raw} if isinstance(raw, str) else raw
+
     @model_validator(mode="after")
     def _one_source(self) -> CandidateSpec:
-        sources = [f for f in ("model", "replay", "call") if getattr(self, f) is not None]
-        if len(sources) != 1:
-            raise ValueError("give exactly one of 'model', 'replay' or 'call'")
-        if self.model is None and (shaping := self.prompt_fields_set()):
-            raise ValueError(
-                f"{', '.join(shaping)} shape a model's prompt; a {sources[0]} candidate has none"
-            )
+        check_source(self)
         if self.merge and self.adapter is None:
             raise ValueError("merge: true needs an 'adapter'")
         if self.merge and self.quantization is not None:
@@ -196,12 +211,6 @@ class CandidateSpec(_Strict, VariantFields):
                 "weights and the rounding changes answers; remove 'merge' to run the adapter "
                 "unmerged on the quantized base (QLoRA-style)"
             )
-        if self.retrieval is not None and self.model is None:
-            raise ValueError(
-                f"'retrieval' feeds a model's prompt; a {sources[0]} candidate has none"
-            )
-        if self.api is not None and self.model is None:
-            raise ValueError(f"'api' calls a 'model'; a {sources[0]} candidate has none")
         # Which options a kind accepts is the candidate registry's to say
         # (evalkit.candidates.registry, checked when a suite is prepared).
         return self
@@ -346,6 +355,12 @@ class SuiteSpec(_Strict):
                 f"compare_to '{self.compare_to}' is not a candidate; candidates: "
                 f"{', '.join(self.candidates)}"
             )
+        for name, target in ((n, c.equivalent_to) for n, c in self.candidates.items()):
+            if target is not None and target.candidate not in set(self.candidates) - {name}:
+                raise ValueError(
+                    f"candidate '{name}': equivalent_to '{target.candidate}' must be another "
+                    f"candidate of this suite; candidates: {', '.join(self.candidates)}"
+                )
         columns = [m.column for m in self.metrics]
         if len(set(columns)) != len(columns):
             raise ValueError("a metric column appears twice; give one an 'as:' name")

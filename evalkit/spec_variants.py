@@ -168,3 +168,18 @@ class VariantFields(_Strict):
     def prompt_fields_set(self) -> list[str]:
         """The prompt-shaping fields this spec sets."""
         return [f for f in PROMPT_FIELDS if f in self.model_fields_set]
+
+
+def check_source(spec: Any) -> None:
+    """A candidate spec names exactly one of ``model``, ``replay`` or ``call``, and only a model
+    candidate has a prompt, retrieval or an API to call (raises ValueError)."""
+    sources = [f for f in ("model", "replay", "call") if getattr(spec, f) is not None]
+    if len(sources) != 1:
+        raise ValueError("give exactly one of 'model', 'replay' or 'call'")
+    if sources != ["model"]:
+        model_only = [f for f in ("retrieval", "api") if getattr(spec, f) is not None]
+        if wrong := [*spec.prompt_fields_set(), *model_only]:
+            raise ValueError(
+                f"{', '.join(wrong)}: only a model candidate has a prompt, retrieval or an API; "
+                f"this is a {sources[0]} candidate"
+            )

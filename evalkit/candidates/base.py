@@ -198,6 +198,12 @@ class EquivalenceTarget:
     output_name: str = "output"
     target_name: str = "target"
     """How the two outputs of a mismatch are labelled in the gate's message."""
+    params: GenerationSpec | None = None
+    """The settings the target generates under (another candidate of the suite: its own);
+    None: the owner's."""
+    logprob_tolerance: float | None = None
+    """A mismatch whose first differing token is a near-tie of the target model (log-prob gap
+    within this) is reported but not counted; needs a ``LocalModel`` target."""
 
 
 @runtime_checkable
@@ -218,3 +224,17 @@ class RunObserver(Protocol):
     def after_generation(
         self, requests: Sequence[GenerationRequest], params: GenerationSpec
     ) -> None: ...
+
+
+@runtime_checkable
+class ContinuationLogprobs(Protocol):
+    """A candidate that scores a given continuation of a request without generating it: for
+    each of its tokens, the top-k next-token log-probs at that position (an OpenAI-compatible
+    server's prompt log-probs). Fidelity metrics use it when the weights are elsewhere."""
+
+    def continuation_top_logprobs(
+        self, requests: Sequence[GenerationRequest], continuations: Sequence[str], top_k: int
+    ) -> list[list[dict[str, float]] | str]:
+        """Per request, one ``{token text: log-prob}`` of the ``top_k`` most likely tokens for
+        each continuation token, or a string saying why there is none."""
+        ...

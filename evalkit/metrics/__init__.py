@@ -2,6 +2,8 @@
 
 from evalkit.metrics.base import (
     AnyMetric,
+    BaseComparingMetric,
+    BaseRef,
     CandidateMetric,
     CorpusMetric,
     Metric,
@@ -26,6 +28,8 @@ from evalkit.metrics.base import (
 
 __all__ = [
     "AnyMetric",
+    "BaseComparingMetric",
+    "BaseRef",
     "CandidateMetric",
     "CorpusMetric",
     "Metric",

@@ -35,6 +35,7 @@ Optional attributes the engine honours (read with ``getattr``, so plain metrics 
   settings, so candidates with the same model share cached values (perplexity).
 - ``store_namespace`` + ``use_store(store)``: the metric keeps its own intermediate results
   (sentence embeddings) in the run's cache, in that namespace (see ``UsesStore``).
+- ``binary = True``: values are 0/1; the run records flips against ``compare_to``.
 
 Registration has one route: ``register(name, factory)`` (``group=True`` for a group), which the
 ``@evalkit.metric`` decorator also calls. Built-ins use it exactly as plugins do: each built-in
@@ -197,6 +198,27 @@ class CandidateMetric(Protocol):
 
 
 @dataclass(frozen=True)
+class BaseRef:
+    """The ``compare_to`` candidate for metrics that compare models (KL): ``open()`` makes an
+    unloaded one (the metric closes it); ``is_self``: the base itself is being scored."""
+
+    name: str
+    fingerprint_hash: str
+    open: Callable[[], Candidate]
+    is_self: bool = False
+
+
+@runtime_checkable
+class BaseComparingMetric(Protocol):
+    """A candidate metric that compares with the ``compare_to`` model (``uses_base_model``): the
+    runner calls ``score_against`` and keys cached values by both models' fingerprints."""
+
+    def score_against(
+        self, samples: Sequence[Sample], candidate: Candidate, base: BaseRef, params: GenerationSpec
+    ) -> Sequence[ScoreValue]: ...
+
+
+@dataclass(frozen=True)
 class RunValue:
     """A run-level figure. ``value`` None means not measured and ``detail["error"]`` says why;
     ``extra`` holds secondary figures, ``detail`` how it was measured."""
@@ -251,7 +273,7 @@ class UsesStore(Protocol):
     def use_store(self, store: Store) -> None: ...
 
 
-BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "latency", "judge", "rag")
+BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "fidelity", "latency", "judge", "rag")
 ENTRY_POINT_GROUP = "evalkit.metrics"
 
 _REGISTRY: dict[str, MetricFactory] = {}

@@ -133,6 +133,7 @@ class ExactMatch(_Normalized):
     """1.0 if the normalized output equals any normalized reference, else 0.0."""
 
     name: ClassVar[str] = "exact_match"
+    binary: ClassVar[bool] = True  # 0/1 per example: runs record flips against compare_to
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = True
 
@@ -161,6 +162,7 @@ class Contains(_Normalized):
     word_boundary: bool = False
 
     name: ClassVar[str] = "contains"
+    binary: ClassVar[bool] = True  # 0/1 per example: runs record flips against compare_to
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = True
 
@@ -216,6 +218,7 @@ class RegexMatch:
     flags: Any = ()
 
     name: ClassVar[str] = "regex"
+    binary: ClassVar[bool] = True  # 0/1 per example: runs record flips against compare_to
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = True
 

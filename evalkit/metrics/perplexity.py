@@ -46,12 +46,19 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from evalkit.candidates.base import GenerationRequest, LocalModel
+from evalkit.candidates.base import LocalModel
 from evalkit.metrics.base import RunFigures, Sample, Score, Scored, ScoreValue, register
 from evalkit.metrics.options import check_type, checked_factory
+from evalkit.metrics.teacher_forcing import (  # answer_tokens: this module's public name too
+    Continuation,
+    answer_tokens,  # noqa: F401
+    forward_continuations,
+    pad_id,
+    prefix_token,
+    teacher_forced_row,
+)
 from evalkit.spec import GenerationSpec
 
 if TYPE_CHECKING:
@@ -59,18 +66,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_LENGTH = 2048
 """When neither the model config nor the tokenizer says how long a sequence may be."""
-MAX_BATCH_TOKENS = 16_384
-"""Rows x width per forward pass; long windows go fewer to a batch (logits are rows x width x
-vocabulary floats: 16k positions of a 49k vocabulary are 3 GB)."""
 _LOG_SOFTMAX_CHUNK = 1024
-
-
-@dataclass(frozen=True)
-class Continuation:
-    """Tokens to score (``continuation``) after tokens given as context."""
-
-    context: list[int]
-    continuation: list[int]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,42 +106,17 @@ def rolling_windows(
 def continuation_loglikelihoods(
     model: Any, rows: Sequence[Continuation], *, batch_size: int, pad_id: int
 ) -> list[float]:
-    """Sum of log p(continuation tokens | what precedes them) for each row, in row order.
-
-    Rows are sorted longest first and right-padded: a real token then sits at the same position
-    as when run alone, and the causal mask keeps padding out of its attention.
-    """
+    """Sum of log p(continuation tokens | what precedes them) for each row, in row order."""
     import torch
 
-    device = next(model.parameters()).device
-    order = sorted(range(len(rows)), key=lambda i: -_input_length(rows[i]))
     results = [0.0] * len(rows)
-    start = 0
-    while start < len(order):
-        width = _input_length(rows[order[start]])
-        count = max(1, min(batch_size, MAX_BATCH_TOKENS // max(width, 1)))
-        batch = order[start : start + count]
-        inputs = [(rows[i].context + rows[i].continuation)[:-1] for i in batch]
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(inputs):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
-        with torch.inference_mode():
-            logits = model(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
-            ).logits
-        for row, i in enumerate(batch):
-            n_scored = len(rows[i].continuation)
-            end = len(inputs[row])
-            targets = torch.tensor(rows[i].continuation, dtype=torch.long, device=logits.device)
-            results[i] = _sum_logprobs(logits[row, end - n_scored : end], targets)
-        start += count
+
+    def collect(i: int, logits: torch.Tensor) -> None:
+        targets = torch.tensor(rows[i].continuation, dtype=torch.long, device=logits.device)
+        results[i] = _sum_logprobs(logits, targets)
+
+    forward_continuations(model, rows, collect, batch_size=batch_size, pad_id=pad_id)
     return results
-
-
-def _input_length(row: Continuation) -> int:
-    return len(row.context) + len(row.continuation) - 1
 
 
 def _sum_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -174,23 +145,6 @@ def model_max_length(model: Any, tokenizer: Any) -> int:
     return DEFAULT_MAX_LENGTH
 
 
-def prefix_token(tokenizer: Any) -> int:
-    """What the first token is conditioned on: BOS, else EOS (lm-evaluation-harness's rule)."""
-    for value in (tokenizer.bos_token_id, tokenizer.eos_token_id):
-        if value is not None:
-            return int(value)
-    raise ValueError(
-        "the tokenizer has neither a BOS nor an EOS token to condition the first token on"
-    )
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if value is not None:
-            return int(value)
-    return 0
-
-
 def _per_token(nll: float, log: bool) -> float:
     """Perplexity, or with ``log`` the mean negative log-likelihood per token (its log, nats)."""
     return nll if log else _exp(nll)
@@ -215,17 +169,6 @@ def _not_local(metric: str, candidate: Any, n: int) -> list[ScoreValue]:
 
 # ---------------------------------------------------------------------------------------------
 # reference_perplexity
-
-
-def answer_tokens(tokenizer: Any, prompt_text: str, answer: str) -> tuple[list[int], str]:
-    """The answer's token ids after ``prompt_text``, and how they were found (see the module
-    docstring): ``joint`` when the prompt's tokens are a prefix of prompt + answer tokenized
-    together, else ``separate``."""
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    whole = tokenizer(prompt_text + answer, add_special_tokens=False)["input_ids"]
-    if whole[: len(prompt_ids)] == prompt_ids and len(whole) > len(prompt_ids):
-        return list(whole[len(prompt_ids) :]), "joint"
-    return list(tokenizer(answer, add_special_tokens=False)["input_ids"]), "separate"
 
 
 class ReferencePerplexity:
@@ -267,7 +210,7 @@ class ReferencePerplexity:
             notes.append(note)
         todo = [i for i, note in enumerate(notes) if "error" not in note]
         sums = continuation_loglikelihoods(
-            model, [rows[i] for i in todo], batch_size=params.batch_size, pad_id=_pad_id(tokenizer)
+            model, [rows[i] for i in todo], batch_size=params.batch_size, pad_id=pad_id(tokenizer)
         )
         values: list[ScoreValue] = [Score(None, note) for note in notes]
         for i, total in zip(todo, sums, strict=True):
@@ -283,21 +226,9 @@ class ReferencePerplexity:
             raise ValueError(
                 f"metric '{self.name}' needs a reference; example '{sample.id}' has none"
             )
-        text, ids = candidate.render(GenerationRequest(sample.id, sample.messages))
-        separator = self.separator
-        if separator is None:
-            separator = "" if not text or text[-1].isspace() else " "
-        answer, boundary = answer_tokens(tokenizer, text, separator + sample.reference)
-        context = list(ids) or [prefix_token(tokenizer)]
-        note: dict[str, Any] = {"boundary": boundary}
-        if not answer:
-            note["error"] = "the reference has no tokens"
-        elif len(answer) >= limit:
-            note["error"] = f"the reference has {len(answer)} tokens; the model takes {limit}"
-        elif len(context) + len(answer) - 1 > limit:  # keep the answer, drop the oldest context
-            note["context_truncated"] = len(context) + len(answer) - 1 - limit
-            context = context[note["context_truncated"] :]
-        return Continuation(context, answer), note
+        return teacher_forced_row(
+            candidate, tokenizer, sample, sample.reference, limit, separator=self.separator
+        )
 
     def summarize(self, scored: Sequence[Scored]) -> RunFigures:
         """Token-weighted over the whole suite: exp(-sum ll / sum tokens). From the details,
@@ -376,7 +307,7 @@ class Perplexity:
         windows = [rolling_windows(t, prefix, max_length, self.stride) for t in tokens]
         flat = [w for per_text in windows for w in per_text]
         sums = continuation_loglikelihoods(
-            model, flat, batch_size=params.batch_size, pad_id=_pad_id(tokenizer)
+            model, flat, batch_size=params.batch_size, pad_id=pad_id(tokenizer)
         )
         values: list[ScoreValue] = []
         position = 0

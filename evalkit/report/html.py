@@ -29,6 +29,8 @@ from markupsafe import Markup
 from evalkit import format as fmt
 from evalkit._files import write_atomic
 from evalkit.report import charts
+from evalkit.report.flips import MAX_ROWS as FLIP_ROWS
+from evalkit.report.flips import flip_counts, flip_rows
 from evalkit.report.payload import examples_payload, shared_system_message
 from evalkit.report.view import ALPHA, SuiteView, overall_status
 from evalkit.stats import N_BOOTSTRAP
@@ -202,6 +204,9 @@ def suite_context(view: SuiteView) -> dict[str, Any]:
         "system_message": shared_system_message(view.run),
         "candidate_lines": candidate_lines(view),
         "payload": json_for_script(examples_payload(view)),
+        "flip_counts": flip_counts(view.run),
+        "flip_rows": flip_rows(view.run),
+        "flip_limit": FLIP_ROWS,
     }
 
 

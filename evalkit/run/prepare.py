@@ -183,7 +183,8 @@ def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
     if EQUIVALENCE_GATE in loaded.spec.gates:
         raise SpecError(
             f"'{EQUIVALENCE_GATE}' is the name of evalkit's own check that a candidate's outputs "
-            "equal its reference candidate's; gate a metric column instead",
+            "equal another candidate's (set equivalent_to on the candidate); gate a metric "
+            "column instead",
             path=loaded.path,
             line=loaded.line_of("gates", EQUIVALENCE_GATE),
             field=f"gates.{EQUIVALENCE_GATE}",
@@ -200,10 +201,18 @@ def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
 
 
 def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
-    """A metric that reads the baseline's output needs a ``compare_to`` candidate."""
+    """A metric that reads the baseline's output (or model) needs a ``compare_to`` candidate."""
     if loaded.spec.compare_to is not None:
         return
     for index, (column, metric) in enumerate(metrics.items()):
+        if getattr(metric, "uses_base_model", False):
+            raise SpecError(
+                f"metric '{column}' compares each candidate's model with the compare_to "
+                "candidate's, but the suite has no 'compare_to'; add compare_to: <candidate>",
+                path=loaded.path,
+                line=loaded.line_of("metrics", index),
+                field=f"metrics[{index}]",
+            )
         if getattr(metric, "uses_baseline", False):
             raise SpecError(
                 f"metric '{column}' compares each output with the compare_to candidate's "
@@ -216,9 +225,9 @@ def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
 
 def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
     """The gates (pytest items) of one candidate, in order: the suite's gates that apply to it,
-    then evalkit's own checks (``lossless`` for candidates whose kind says their outputs must
-    equal another candidate's, see ``candidates.registry``); ``run`` alone when that leaves
-    nothing.
+    then evalkit's own checks (``lossless`` for candidates with ``equivalent_to`` and for those
+    whose kind says their outputs must equal another candidate's, see
+    ``candidates.registry``); ``run`` alone when that leaves nothing.
 
     A gate on a pairwise metric (one that reads the compare_to candidate's output) does not
     apply to the compare_to candidate itself: it has nothing to be compared with."""
@@ -232,12 +241,17 @@ def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
 
 def _pairwise_on_itself(prepared: PreparedSuite, candidate: str, gate_name: str) -> bool:
     gate = prepared.loaded.spec.gates[gate_name]
-    pairwise = bool(getattr(prepared.metrics.get(gate.metric), "uses_baseline", False))
+    metric = prepared.metrics.get(gate.metric)
+    # Fidelity metrics compare with the compare_to candidate's model: 0 against itself.
+    pairwise = any(getattr(metric, a, False) for a in ("uses_baseline", "uses_base_model"))
     return pairwise and candidate == prepared.loaded.spec.compare_to
 
 
 def _implicit_gates(loaded: LoadedSuite, candidate: str) -> list[str]:
-    return [EQUIVALENCE_GATE] if checks_equivalence(loaded, candidate) else []
+    """``lossless`` when the candidate names an ``equivalent_to`` target, or its kind says its
+    outputs must equal another's (speculative decoding, greedy)."""
+    declared = loaded.spec.candidates[candidate].equivalent_to is not None
+    return [EQUIVALENCE_GATE] if declared or checks_equivalence(loaded, candidate) else []
 
 
 def run_order(prepared: PreparedSuite, wanted: Sequence[str] | None) -> list[str]:

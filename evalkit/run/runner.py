@@ -26,8 +26,18 @@ from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
 from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE, equivalence_verdict, evaluate_gate
 from evalkit.golden import Example
-from evalkit.results import CandidateRun, ExampleResult, GateVerdict, RunResult, Timings, save_run
-from evalkit.run.equivalence import check_equivalence
+from evalkit.metrics import BaseRef
+from evalkit.results import (
+    CandidateRun,
+    EquivalenceCheck,
+    ExampleResult,
+    GateVerdict,
+    RunResult,
+    Timings,
+    save_run,
+)
+from evalkit.run.equivalence import check_equivalence, declared_target
+from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.rag import rag_requests
@@ -94,6 +104,7 @@ class SuiteRunner:
         for name in run_order(self.prepared, self.options.candidates):
             # The compare_to candidate runs first: pairwise metrics read its outputs.
             runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
+        record_flips(runs, self.spec.compare_to, self.prepared.metrics)
         updated = []
         if self.options.update_baseline:
             updated = baselines.write_baselines(
@@ -174,6 +185,26 @@ class SuiteRunner:
             baseline_updated=updated,
         )
 
+    def base_ref(
+        self, name: str, fingerprint_hash: str, baseline: CandidateRun | None
+    ) -> BaseRef | None:
+        """The compare_to candidate for fidelity metrics: the scored candidate itself while the
+        base runs (it runs first), else a fresh object, loaded only if a metric must."""
+        compare_to = self.spec.compare_to
+        if compare_to is None:
+            return None
+        if name == compare_to:
+            return BaseRef(compare_to, fingerprint_hash, _no_reload, is_self=True)
+        if baseline is None:
+            return None
+        spec, folder = self.spec.candidates[compare_to], self.prepared.loaded.path.parent
+        device = self.options.device
+        return BaseRef(
+            compare_to,
+            baseline.fingerprint_hash,
+            lambda: make_candidate(compare_to, spec, folder, device=device),
+        )
+
     def run_candidate(self, name: str, baseline: CandidateRun | None = None) -> CandidateRun:
         cand_spec = self.spec.candidates[name]
         params = self.spec.generation.merged(cand_spec.generation)
@@ -183,6 +214,10 @@ class SuiteRunner:
         t0 = time.perf_counter()
         fingerprint = {**candidate.fingerprint(), **self.prompt_identity(name)}
         fingerprint_hash = make_key(**fingerprint)[:16]
+        if cand_spec.equivalent_to is not None:
+            # Its outputs are what the check is about: never the target's cached ones, even
+            # when only batch_size (left out of generation keys) tells the two apart.
+            fingerprint_hash = make_key(**fingerprint, batch_size=params.batch_size)[:16]
         requests = self.requests_for(name)
         t1 = time.perf_counter()
         generations = self.generate(candidate, fingerprint_hash, params, requests)
@@ -192,13 +227,10 @@ class SuiteRunner:
             for r in requests
         ]
         t2 = time.perf_counter()
-        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline)
+        base = self.base_ref(name, fingerprint_hash, baseline)
+        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
-            equivalence = None  # nothing generated, nothing to compare
-            if self.prepared.needs_outputs:
-                equivalence = check_equivalence(
-                    candidate, requests, params, generations, self.options.cache
-                )
+            equivalence = self.check_outputs(name, candidate, params, generations, requests)
             aggregates = self.scorer.score(scoring, examples)
         finally:
             describe = candidate.describe()
@@ -231,6 +263,37 @@ class SuiteRunner:
         fingerprint (nothing for candidates that use the suite's prompt)."""
         variant = self.prepared.variants.get(name)
         return {"prompt": dict(variant.identity)} if variant and variant.identity else {}
+
+    def check_outputs(
+        self,
+        name: str,
+        candidate: Candidate,
+        params: GenerationSpec,
+        generations: dict[str, tuple[Generation, bool]],
+        requests: Sequence[GenerationRequest],
+    ) -> EquivalenceCheck | None:
+        """The equivalence check: against the ``equivalent_to`` candidate if the suite names
+        one (built here, freed after), else the candidate's own target (``Verifiable``); None
+        when nothing was generated or there is nothing to check. The target answers the
+        candidate's own requests (a RAG candidate's carry its retrieved chunks)."""
+        if not self.prepared.needs_outputs:  # nothing generated, nothing to compare
+            return None
+        cache = self.options.cache
+        equivalence = self.spec.candidates[name].equivalent_to
+        if equivalence is None:
+            return check_equivalence(candidate, requests, params, generations, cache)
+        spec = self.spec.candidates[equivalence.candidate]
+        folder, device = self.prepared.loaded.path.parent, self.options.device
+        target = make_candidate(equivalence.candidate, spec, folder, device=device)
+        try:
+            declared = declared_target(
+                equivalence, target, self.spec.generation.merged(spec.generation)
+            )
+            return check_equivalence(
+                candidate, requests, params, generations, cache, declared=declared
+            )
+        finally:
+            target.close()
 
     def requests_for(self, name: str) -> list[GenerationRequest]:
         """The suite's requests, or a candidate's own: rendered with its own prompt and shots,
@@ -348,3 +411,7 @@ def _dataset_hash(examples: Sequence[Example]) -> str:
 
 def run_suite(prepared: PreparedSuite, options: RunOptions) -> RunResult:
     return SuiteRunner(prepared, options).run()
+
+
+def _no_reload() -> Candidate:
+    raise EvalkitError("the compare_to candidate is being scored itself; it is not reloaded")

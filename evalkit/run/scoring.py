@@ -30,7 +30,7 @@ from evalkit.metrics import (
     run_figures,
     split_score,
 )
-from evalkit.metrics.base import UsesStore
+from evalkit.metrics.base import BaseComparingMetric, BaseRef, UsesStore
 from evalkit.results import Aggregate, CandidateRun, ExampleResult
 from evalkit.run.prepare import needs_output
 from evalkit.spec import GenerationSpec
@@ -48,6 +48,8 @@ class CandidateScoring:
     fingerprint_hash: str
     params: GenerationSpec
     baseline: CandidateRun | None
+    base: BaseRef | None = None
+    """The compare_to candidate, for metrics that compare models (fidelity)."""
 
     @property
     def decoding(self) -> dict[str, Any]:
@@ -73,6 +75,9 @@ class Scorer:
         self.by_id = {e.id: e for e in examples}
         self.request_by_id = {r.id: r for r in requests}
         self.candidate_requests: dict[str, dict[str, GenerationRequest]] = {}
+        # One id -> output map per baseline run (kept with the run it was built from): a scan
+        # per sample made scoring quadratic in the suite size.
+        self._baseline_outputs: dict[int, tuple[CandidateRun, dict[str, str | None]]] = {}
         """Requests of candidates that render their own (RAG: with retrieved chunks)."""
         self.cache = cache
         self.seed = seed
@@ -190,6 +195,14 @@ class Scorer:
             version=metric.version,
         )
 
+    def _outputs_of(self, baseline: CandidateRun) -> dict[str, str | None]:
+        kept = self._baseline_outputs.get(id(baseline))
+        if kept is None or kept[0] is not baseline:
+            # What the baseline's metrics scored: its extracted answers (answer: {regex}).
+            kept = (baseline, {e.id: e.scored_output for e in baseline.examples})
+            self._baseline_outputs[id(baseline)] = kept
+        return kept[1]
+
     def sample(
         self,
         example_id: str,
@@ -206,9 +219,7 @@ class Scorer:
         messages = request.messages
         baseline_output = None
         if baseline is not None:
-            baseline_output = next(
-                (e.scored_output for e in baseline.examples if e.id == example_id), None
-            )
+            baseline_output = self._outputs_of(baseline).get(example_id)
         return Sample(
             id=example_id,
             output=output,
@@ -242,6 +253,8 @@ class Scorer:
             # (greedy vs sampled) share its values.
             if getattr(metric, "uses_decoding", True):
                 identity["decoding"] = scoring.decoding
+            if isinstance(metric, BaseComparingMetric) and scoring.base is not None:
+                identity["base_model"] = scoring.base.fingerprint_hash
         cacheable = not by_candidate or bool(getattr(metric, "cacheable", True))
         # Only pairwise metrics read the baseline's output; others share scores across candidates.
         pairwise = bool(getattr(metric, "uses_baseline", False))
@@ -267,7 +280,9 @@ class Scorer:
         scoring: CandidateScoring | None,
     ) -> Values:
         try:
-            if isinstance(metric, CandidateMetric):
+            if isinstance(metric, BaseComparingMetric) and scoring and scoring.base:
+                raw = metric.score_against(todo, scoring.candidate, scoring.base, scoring.params)
+            elif isinstance(metric, CandidateMetric):
                 assert scoring is not None
                 raw = metric.score_candidate(todo, scoring.candidate, scoring.params)
             else:

@@ -300,8 +300,20 @@
     return td;
   };
 
+  // The flips table: both outputs are rendered as text by the template; mark their word diff.
+  function diffFlips() {
+    Array.prototype.forEach.call(document.querySelectorAll("table.flips tbody tr"), function (tr) {
+      var before = tr.querySelector(".flip-before"), after = tr.querySelector(".flip-after");
+      var parts = wordDiff(before.textContent, after.textContent);
+      before.textContent = ""; after.textContent = "";
+      renderParts(before, parts[0]);
+      renderParts(after, parts[1]);
+    });
+  }
+
   function init() {
     Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), makeSortable);
+    diffFlips();
     var views = [];
     Array.prototype.forEach.call(document.querySelectorAll(".examples"), function (root) {
       // One suite at a time, after the first paint, so the page shows before the data parses.

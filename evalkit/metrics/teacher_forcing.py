@@ -1,0 +1,131 @@
+"""Teacher forcing: an answer's tokens after a prompt as a candidate renders it, and batched
+forward passes that hand each row's logits at the answer positions to a callback. Shared by the
+perplexity metrics (log-likelihood sums) and the fidelity metrics (distributions compared with
+the base model's).
+
+Tokenization at the prompt/answer boundary: see ``metrics.perplexity``'s docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from evalkit.candidates.base import GenerationRequest
+from evalkit.metrics.base import Sample
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_BATCH_TOKENS = 16_384
+"""Rows x width per forward pass; long windows go fewer to a batch (logits are rows x width x
+vocabulary floats: 16k positions of a 49k vocabulary are 3 GB)."""
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """Tokens to score (``continuation``) after tokens given as context."""
+
+    context: list[int]
+    continuation: list[int]
+
+
+def forward_continuations(
+    model: Any,
+    rows: Sequence[Continuation],
+    on_row: Callable[[int, torch.Tensor], None],
+    *,
+    batch_size: int,
+    pad_id: int,
+) -> None:
+    """One forward pass per row (batched): ``on_row(i, logits)`` gets row i's logits at the
+    positions that predict its continuation tokens (``len(continuation)`` x vocabulary).
+
+    Rows are sorted longest first and right-padded: a real token then sits at the same position
+    as when run alone, and the causal mask keeps padding out of its attention. Perplexity sums
+    log-probabilities from these logits; fidelity compares them with the base model's.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(rows)), key=lambda i: -input_length(rows[i]))
+    start = 0
+    while start < len(order):
+        width = input_length(rows[order[start]])
+        count = max(1, min(batch_size, MAX_BATCH_TOKENS // max(width, 1)))
+        batch = order[start : start + count]
+        inputs = [(rows[i].context + rows[i].continuation)[:-1] for i in batch]
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(inputs):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        with torch.inference_mode():
+            logits = model(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+            ).logits
+            for row, i in enumerate(batch):
+                end = len(inputs[row])
+                on_row(i, logits[row, end - len(rows[i].continuation) : end])
+        start += count
+
+
+def input_length(row: Continuation) -> int:
+    return len(row.context) + len(row.continuation) - 1
+
+
+def prefix_token(tokenizer: Any) -> int:
+    """What the first token is conditioned on: BOS, else EOS (lm-evaluation-harness's rule)."""
+    for value in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    raise ValueError(
+        "the tokenizer has neither a BOS nor an EOS token to condition the first token on"
+    )
+
+
+def pad_id(tokenizer: Any) -> int:
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def answer_tokens(tokenizer: Any, prompt_text: str, answer: str) -> tuple[list[int], str]:
+    """The answer's token ids after ``prompt_text``, and how they were found (see the module
+    docstring): ``joint`` when the prompt's tokens are a prefix of prompt + answer tokenized
+    together, else ``separate``."""
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(prompt_text + answer, add_special_tokens=False)["input_ids"]
+    if whole[: len(prompt_ids)] == prompt_ids and len(whole) > len(prompt_ids):
+        return list(whole[len(prompt_ids) :]), "joint"
+    return list(tokenizer(answer, add_special_tokens=False)["input_ids"]), "separate"
+
+
+def teacher_forced_row(
+    candidate: Any,
+    tokenizer: Any,
+    sample: Sample,
+    answer_text: str,
+    limit: int,
+    *,
+    separator: str | None = None,
+) -> tuple[Continuation, dict[str, Any]]:
+    """``answer_text``'s tokens after the sample's prompt as ``candidate`` renders it (chat
+    template applied), for one teacher-forced forward pass; the note says how the boundary was
+    tokenized, and ``error`` why the row cannot be scored."""
+    text, ids = candidate.render(GenerationRequest(sample.id, sample.messages))
+    if separator is None:
+        separator = "" if not text or text[-1].isspace() else " "
+    answer, boundary = answer_tokens(tokenizer, text, separator + answer_text)
+    context = list(ids) or [prefix_token(tokenizer)]
+    note: dict[str, Any] = {"boundary": boundary}
+    if not answer:
+        note["error"] = "the answer has no tokens"
+    elif len(answer) >= limit:
+        note["error"] = f"the answer has {len(answer)} tokens; the model takes {limit}"
+    elif len(context) + len(answer) - 1 > limit:  # keep the answer, drop the oldest context
+        note["context_truncated"] = len(context) + len(answer) - 1 - limit
+        context = context[note["context_truncated"] :]
+    return Continuation(context, answer), note

@@ -1,0 +1,69 @@
+"""The report's flips table: per 0/1 metric, the examples a candidate changed against the
+baseline candidate, regressions (pass -> fail) first, with both outputs (the page marks their
+word diff with the same routine as the examples view)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from evalkit.results import RunResult
+
+MAX_ROWS = 300
+"""Rows per suite; the counts above the table are always complete (run.json has every id)."""
+
+
+@dataclass(frozen=True)
+class FlipRow:
+    candidate: str
+    metric: str
+    kind: Literal["regression", "fix"]
+    id: str
+    reference: str
+    baseline_output: str | None
+    output: str | None
+
+
+@dataclass(frozen=True)
+class FlipCount:
+    candidate: str
+    metric: str
+    n_paired: int
+    pass_to_fail: int
+    fail_to_pass: int
+
+
+def flip_counts(run: RunResult) -> list[FlipCount]:
+    return [
+        FlipCount(name, metric, f.n_paired, f.n_pass_to_fail, f.n_fail_to_pass)
+        for name, cand in run.candidates.items()
+        for metric, f in cand.flips.items()
+    ]
+
+
+def flip_rows(run: RunResult, limit: int = MAX_ROWS) -> list[FlipRow]:
+    """Regressions of every candidate and metric first, then fixes; within each, candidates and
+    metrics in run order and examples in golden order."""
+    if run.compare_to is None or run.compare_to not in run.candidates:
+        return []
+    base = {e.id: e for e in run.candidates[run.compare_to].examples}
+    rows: list[FlipRow] = []
+    for kind in ("regression", "fix"):
+        for name, cand in run.candidates.items():
+            mine = {e.id: e for e in cand.examples}
+            for metric, f in cand.flips.items():
+                ids = f.pass_to_fail if kind == "regression" else f.fail_to_pass
+                for example_id in ids:
+                    example, other = mine.get(example_id), base.get(example_id)
+                    rows.append(
+                        FlipRow(
+                            candidate=name,
+                            metric=metric,
+                            kind=kind,  # type: ignore[arg-type]
+                            id=example_id,
+                            reference=other.references[0] if other and other.references else "",
+                            baseline_output=other.output if other else None,
+                            output=example.output if example else None,
+                        )
+                    )
+    return rows[:limit]
