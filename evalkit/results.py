@@ -18,6 +18,16 @@ from evalkit.errors import disk_error
 RESULT_SCHEMA_VERSION = 1
 
 
+class SampleResult(BaseModel):
+    """One of the k answers of an example of a ``samples: k`` candidate."""
+
+    seed: int = Field(description="the generation seed of this sample (in its cache key)")
+    output: str | None
+    error: str | None = None
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    cached: bool = False
+
+
 class ExampleResult(BaseModel):
     id: str
     references: list[str]
@@ -39,6 +49,12 @@ class ExampleResult(BaseModel):
     retrieved: list[dict[str, Any]] = Field(
         default_factory=list,
         description="RAG candidates: the retrieved chunks, best first, as {id, score}",
+    )
+    sentinel: bool = Field(False, description="golden 'sentinel: true': must never flip")
+    samples: list[SampleResult] = Field(
+        default_factory=list,
+        description="samples: k candidates: every answer with its scores (the first is also "
+        "'output'); 'scores' then holds per-example figures over them (mean, pass@K, pass^K)",
     )
 
 
@@ -66,6 +82,14 @@ class Aggregate(BaseModel):
     higher_is_better: bool = True
     signature: str = ""
     version: str = ""
+    judge: dict[str, Any] | None = Field(
+        None,
+        description="judge columns: who scored (model fingerprint, rubric hash, prompt version, "
+        "scale) and its calibration against human labels",
+    )
+    advisory: str | None = Field(
+        None, description="why gates on this column report but never fail (an uncalibrated judge)"
+    )
 
 
 class Timings(BaseModel):
@@ -169,6 +193,7 @@ class CandidateRun(BaseModel):
         default_factory=dict,
         description="per 0/1 metric column: examples that changed against compare_to",
     )
+    samples: int = Field(1, description="answers per example (samples: k)")
     timings: Timings = Field(default_factory=Timings)
 
 
@@ -207,6 +232,12 @@ class GateVerdict(BaseModel):
     mean: float | None = None
     comparison: Comparison | None = None
     worst: list[WorstExample] = Field(default_factory=list)
+    sentinel_flips: list[str] = Field(
+        default_factory=list, description="sentinel examples that flipped pass -> fail"
+    )
+    advisory: str | None = Field(
+        None, description="why this gate reports but cannot fail (an uncalibrated judge)"
+    )
 
     @property
     def passed(self) -> bool:

@@ -15,6 +15,7 @@ PACKAGE = Path(evalkit.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     # 0: no evalkit dependencies worth naming
     ("evalkit._files", "evalkit.errors", "evalkit.hookspecs", "evalkit.stats", "evalkit.cache",
+     "evalkit.repeats",
      "evalkit.format", "evalkit.metrics.options", "evalkit.metrics.rubrics"),
     # 1: what a suite says, what a run records
     ("evalkit._yaml", "evalkit._reading", "evalkit.spec", "evalkit.retrieval.spec",
@@ -23,14 +24,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("evalkit.golden", "evalkit.prompts", "evalkit.retrieval", "evalkit.candidates",
      "evalkit.embeddings"),
     # 3: metrics ask candidates for capabilities
-    ("evalkit.metrics",),
+    ("evalkit.metrics", "evalkit.agreement"),
     # 4-5: verdicts, and what they compare with
     ("evalkit.gates",),
     ("evalkit.baseline",),
     # 6: the run pipeline
     ("evalkit.run",),
     # 7: what reads a run (reports), and the plain-Python route
-    ("evalkit.report", "evalkit.testing", "evalkit.agreement"),
+    ("evalkit.report", "evalkit.testing"),
     # 8: entry points
     ("evalkit.pytest_session", "evalkit.pytest_plugin", "evalkit.cli"),
 ]  # fmt: skip

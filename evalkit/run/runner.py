@@ -39,9 +39,18 @@ from evalkit.results import (
 from evalkit.run.equivalence import check_equivalence, declared_target
 from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
+from evalkit.run.judges import JudgeChecks, make_advisory
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.rag import rag_requests
+from evalkit.run.samples import (
+    add_derived,
+    derived_columns,
+    flip_columns,
+    generate_samples,
+    score_samples,
+)
 from evalkit.run.scoring import CandidateScoring, Scorer
+from evalkit.run.sentinels import enforce_sentinels, sentinel_flips
 from evalkit.spec import GenerationSpec
 
 KEY_LIBRARIES = (
@@ -89,6 +98,8 @@ class SuiteRunner:
             prepared.metrics,
             self._rescore,
         )
+        self.derived = derived_columns(prepared)
+        self.judges = JudgeChecks(prepared.metrics, options.cache)
 
     def run(self) -> RunResult:
         if self.options.update_baseline and self.options.limit:
@@ -103,7 +114,7 @@ class SuiteRunner:
         for name in run_order(self.prepared, self.options.candidates):
             # The compare_to candidate runs first: pairwise metrics read its outputs.
             runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
-        record_flips(runs, self.spec.compare_to, self.prepared.metrics)
+        record_flips(runs, self.spec.compare_to, flip_columns(self.prepared.metrics, self.derived))
         updated = []
         if self.options.update_baseline:
             updated = baselines.write_baselines(
@@ -147,9 +158,12 @@ class SuiteRunner:
             baseline = baselines.baseline_for(
                 run, gate.metric, runs, self.spec.compare_to, self.accepted
             )
-        return evaluate_gate(
+        verdict = evaluate_gate(
             self.spec.suite, gate_name, gate, run, baseline, seed=self.options.seed
         )
+        flipped = sentinel_flips(gate, run, baseline, self.prepared.metrics)
+        verdict = enforce_sentinels(verdict, flipped, baseline.label if baseline else "")
+        return make_advisory(verdict, run, gate.metric)
 
     def _rescore(
         self, candidate: str, column: str, accepted: Sequence[baselines.BaselineExample]
@@ -217,12 +231,23 @@ class SuiteRunner:
         t1 = time.perf_counter()
         generations = self.generate(candidate, fingerprint_hash, params, requests)
         examples = [self.example_result(r, *generations.get(r.id, (None, False))) for r in requests]
+        extra = []
+        if cand_spec.samples > 1 and self.prepared.needs_outputs:
+            cache = self.options.cache
+            k = cand_spec.samples
+            extra = generate_samples(candidate, fingerprint_hash, requests, params, cache, k)
         t2 = time.perf_counter()
         base = self.base_ref(name, fingerprint_hash, baseline)
         scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
             equivalence = self.check_outputs(name, candidate, params, generations, requests)
             aggregates = self.scorer.score(scoring, examples)
+            if extra:
+                score_samples(self.scorer, scoring, examples, extra, aggregates)
+            greedy = params.greedy and not extra  # one answer that stands for any k samples
+            seed = self.options.seed
+            add_derived(examples, aggregates, self.derived, deterministic=greedy, seed=seed)
+            self.judges.annotate(aggregates)
         finally:
             describe = candidate.describe()
             candidate.close()
@@ -239,8 +264,13 @@ class SuiteRunner:
             aggregates=aggregates,
             generated=self.prepared.needs_outputs,
             # Generated means answered: a failed request (an outage) is an error, not output.
-            n_generated=sum(not c and g.error is None for g, c in generations.values()),
-            n_cached=n_cached,
+            n_generated=sum(
+                not c and g.error is None
+                for gens in (generations, *(x.generations for x in extra))
+                for g, c in gens.values()
+            ),
+            n_cached=n_cached + sum(c for x in extra for _, c in x.generations.values()),
+            samples=cand_spec.samples,
             n_errors=sum(e.error is not None for e in examples),
             cost=_total_cost(examples),
             equivalence=equivalence,
@@ -332,6 +362,7 @@ class SuiteRunner:
             messages=[{"role": m.role, "content": m.content} for m in request.messages],
             output=None if gen is None or gen.error else gen.output,
             retrieved=[{"id": c.id, "score": c.score} for c in request.retrieved],
+            sentinel=example.sentinel,
             **produced,
         )
 
