@@ -164,6 +164,41 @@ class Flips(BaseModel):
         return len(self.fail_to_pass)
 
 
+class PairedLatencyColumn(BaseModel):
+    """One latency column of an interleaved comparison (ms; candidate minus compare_to)."""
+
+    baseline_ms: dict[str, float] = Field(
+        default_factory=dict, description="per example: compare_to's mean over its timings"
+    )
+    candidate_ms: dict[str, float] = Field(default_factory=dict)
+    baseline_mean: float | None = None
+    mean_delta: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    noise_delta: float | None = Field(
+        None, description="A-vs-A: compare_to's second timing minus its first (noise floor)"
+    )
+    noise_ci_low: float | None = None
+    noise_ci_high: float | None = None
+
+
+class PairedLatency(BaseModel):
+    """Latency gates against compare_to: both candidates timed interleaved, A, B, A per
+    example, repeated in rounds, so drift of the machine hits both sides alike."""
+
+    against: str
+    schedule: str = "A,B,A per example and round"
+    rounds: int = 0
+    n_examples: int = 0
+    seconds: float = 0.0
+    stopped: str = Field("", description="decided | precise | budget | max_rounds")
+    columns: dict[str, PairedLatencyColumn] = Field(default_factory=dict)
+    other_cores: float | None = Field(None, description="cores other work kept busy meanwhile")
+    cores: int = 0
+    contention: str = Field("", description="whether other work competed for the cores")
+    skipped: str | None = Field(None, description="why no interleaved comparison was made")
+
+
 class CandidateRun(BaseModel):
     name: str
     spec: dict[str, Any]
@@ -194,6 +229,9 @@ class CandidateRun(BaseModel):
         description="per 0/1 metric column: examples that changed against compare_to",
     )
     samples: int = Field(1, description="answers per example (samples: k)")
+    latency_pairs: PairedLatency | None = Field(
+        None, description="the interleaved timing its latency gates were decided on"
+    )
     timings: Timings = Field(default_factory=Timings)
 
 

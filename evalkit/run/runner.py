@@ -40,6 +40,7 @@ from evalkit.run.equivalence import check_equivalence, declared_target
 from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
 from evalkit.run.judges import JudgeChecks, make_advisory
+from evalkit.run.latency_pairing import pair_latency, paired_inputs, pairing_note
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.rag import rag_requests
 from evalkit.run.samples import (
@@ -115,6 +116,10 @@ class SuiteRunner:
             # The compare_to candidate runs first: pairwise metrics read its outputs.
             runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
         record_flips(runs, self.spec.compare_to, flip_columns(self.prepared.metrics, self.derived))
+        wanted, device = self.options.candidates, self.options.device
+        pairs = pair_latency(self.prepared, runs, self.requests_for, wanted, device)
+        for name, pair in pairs.items():
+            runs[name].latency_pairs = pair
         updated = []
         if self.options.update_baseline:
             updated = baselines.write_baselines(
@@ -158,9 +163,11 @@ class SuiteRunner:
             baseline = baselines.baseline_for(
                 run, gate.metric, runs, self.spec.compare_to, self.accepted
             )
+        timed, baseline = paired_inputs(run, baseline, gate.metric)  # latency: interleaved
         verdict = evaluate_gate(
-            self.spec.suite, gate_name, gate, run, baseline, seed=self.options.seed
+            self.spec.suite, gate_name, gate, timed, baseline, seed=self.options.seed
         )
+        verdict = pairing_note(verdict, run, gate.metric)
         flipped = sentinel_flips(gate, run, baseline, self.prepared.metrics)
         verdict = enforce_sentinels(verdict, flipped, baseline.label if baseline else "")
         return make_advisory(verdict, run, gate.metric)
