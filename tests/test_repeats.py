@@ -19,6 +19,7 @@ from evalkit.cache import Cache
 from evalkit.errors import SpecError
 from evalkit.golden import load_golden
 from evalkit.repeats import DerivedColumn, parse_derived, pass_at_k, pass_hat_k, sample_seed
+from evalkit.report.flips import flip_rows
 from evalkit.results import RunResult
 from evalkit.run import RunOptions, prepare_suite, run_suite
 
@@ -189,6 +190,10 @@ def test_flips_on_pass_hat_k_against_compare_to(first: tuple[Path, RunResult]) -
     assert flips.pass_to_fail == lost and lost
     verdict = next(v for v in result.gates if v.candidate == "sampled")
     assert verdict.passed and verdict.sentinel_flips == []  # max_drop 1.0: statistics never fail
+    # The report's flip list shows a sample that failed, not just the first sample.
+    rows = [r for r in flip_rows(result) if r.metric == f"regex@pass^{K}"]
+    assert [r.id for r in rows if r.kind == "regression"] == lost
+    assert all(not re.search(PATTERN, r.output or "") for r in rows if r.kind == "regression")
 
 
 def test_a_flipped_sentinel_fails_the_gate_whatever_the_statistics(
