@@ -15,7 +15,6 @@ PACKAGE = Path(evalkit.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     # 0: no evalkit dependencies worth naming
     ("evalkit._files", "evalkit.errors", "evalkit.hookspecs", "evalkit.stats", "evalkit.cache",
-     "evalkit.repeats",
      "evalkit.format", "evalkit.metrics.options", "evalkit.metrics.rubrics"),
     # 1: what a suite says, what a run records
     ("evalkit._yaml", "evalkit._reading", "evalkit.spec", "evalkit.retrieval.spec",
@@ -23,8 +22,9 @@ LAYERS: list[tuple[str, ...]] = [
     # 2: golden data, prompts, retrieval, candidates
     ("evalkit.golden", "evalkit.prompts", "evalkit.retrieval", "evalkit.candidates",
      "evalkit.embeddings"),
-    # 3: metrics ask candidates for capabilities
-    ("evalkit.metrics", "evalkit.agreement"),
+    # 3: metrics ask candidates for capabilities; agreement of a judge with labels; folding
+    # the scores of repeated samples (evalkit.repeats imports nothing of evalkit)
+    ("evalkit.metrics", "evalkit.agreement", "evalkit.repeats"),
     # 4-5: verdicts, and what they compare with
     ("evalkit.gates",),
     ("evalkit.baseline",),

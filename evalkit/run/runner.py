@@ -24,7 +24,13 @@ from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
-from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE, equivalence_verdict, evaluate_gate
+from evalkit.gates import (
+    EQUIVALENCE_GATE,
+    RUN_GATE,
+    BaselineScores,
+    equivalence_verdict,
+    evaluate_gate,
+)
 from evalkit.golden import Example
 from evalkit.metrics import BaseRef
 from evalkit.results import (
@@ -167,6 +173,14 @@ class SuiteRunner:
         verdict = evaluate_gate(
             self.spec.suite, gate_name, gate, timed, baseline, seed=self.options.seed
         )
+        return self.amend(verdict, run, baseline)
+
+    def amend(
+        self, verdict: GateVerdict, run: CandidateRun, baseline: BaselineScores | None
+    ) -> GateVerdict:
+        """What no statistic decides: how latency was timed, flipped sentinels (fail whatever
+        the test said), and an uncalibrated judge (its gate reports but cannot fail)."""
+        gate = self.spec.gates[verdict.gate]
         verdict = pairing_note(verdict, run, gate.metric)
         flipped = sentinel_flips(gate, run, baseline, self.prepared.metrics)
         verdict = enforce_sentinels(verdict, flipped, baseline.label if baseline else "")
