@@ -21,7 +21,7 @@ from evalkit.candidates.contention import CoreWindow
 from evalkit.metrics.latency import latency_columns
 from evalkit.results import RunResult
 from evalkit.run import RunOptions, prepare_suite, run_suite
-from evalkit.run.latency_pairing import LatencyGate, measure_pair
+from evalkit.run.latency_pairing import MIN_ROUNDS, LatencyGate, measure_pair
 from evalkit.spec import GateSpec, GenerationSpec
 
 COLUMN = "latency.e2e_ms"
@@ -77,7 +77,7 @@ def test_interleaving_cancels_drift_that_timing_apart_does_not() -> None:
     drift = 0.5  # ms per call
     result = pair(1.0, drift, 0.2, {"max_increase": "15%"}, budget_s=60)
     column = result.columns[COLUMN]
-    assert result.rounds >= 2 and result.stopped in ("decided", "precise")
+    assert result.rounds >= MIN_ROUNDS and result.stopped in ("decided", "precise")
     assert abs(column.mean_delta) < 0.5 and column.ci_low < 0 < column.ci_high
     # The second A of a triple comes two calls after the first.
     assert column.noise_delta == pytest.approx(2 * drift, abs=0.3)
@@ -98,9 +98,9 @@ def test_a_real_slowdown_is_decided_and_an_impossible_precision_stops_at_the_bud
     base = {i: 20.0 + i for i in range(8)}
     expected = float(np.mean([0.3 * v for v in base.values()]))
     assert column.mean_delta == pytest.approx(expected, rel=0.1)
-    # Noise far wider than any allowance, a tiny budget: two rounds, then it stops.
+    # Noise far wider than any allowance, a tiny budget: the first round, then it stops.
     noisy = pair(1.0, 0.0, 30.0, {"max_increase": "1%"}, budget_s=0.001, precision=0.0001)
-    assert (noisy.rounds, noisy.stopped) == (2, "budget")
+    assert (noisy.rounds, noisy.stopped) == (MIN_ROUNDS, "budget")
 
 
 def test_core_window_sees_a_competing_process() -> None:
@@ -157,7 +157,7 @@ def test_two_runs_of_an_unchanged_pair_give_the_same_verdicts(
         assert verdicts["slow"].status == "failed", verdicts["slow"].message
         for name in ("same", "slow"):
             timed = result.candidates[name].latency_pairs
-            assert timed is not None and timed.rounds >= 2 and timed.n_examples == 4
+            assert timed is not None and timed.rounds >= MIN_ROUNDS and timed.n_examples == 4
             column = timed.columns[COLUMN]
             comparison = verdicts[name].comparison
             assert comparison is not None

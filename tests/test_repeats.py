@@ -254,3 +254,15 @@ def test_suite_errors_name_the_field(tiny_model: Path, tmp_path: Path) -> None:
           gates={"kl_divergence@pass@2": {"max": 0.5}})  # fmt: skip
     with pytest.raises(SpecError, match="needs a 0/1 metric"):
         prepare_suite(path)
+
+
+def test_sentinel_flags_in_golden_files(tmp_path: Path) -> None:
+    csv = tmp_path / "g.csv"
+    csv.write_text("id,q,reference,sentinel\na,x,1,true\nb,y,2,\nc,z,3,FALSE\n")
+    examples = load_golden(csv)
+    assert [e.sentinel for e in examples] == [True, False, False]
+    assert all("sentinel" not in e.fields for e in examples)  # not a template field
+    bad = write_jsonl(tmp_path / "g.jsonl", [{"id": "a", "reference": "1"},
+                                              {"id": "b", "reference": "2", "sentinel": "maybe"}])
+    with pytest.raises(SpecError, match=r"g\.jsonl:2 field 'sentinel': 'sentinel' must be true"):
+        load_golden(bad)

@@ -52,7 +52,7 @@ class LatencySettings:
     """Regression gates against compare_to time both candidates interleaved (A, B, A per
     example) and gate on the paired difference (``evalkit.run.latency_pairing``)."""
     budget_s: float = 60.0
-    """Seconds one interleaved comparison may take, at most (at least two rounds run)."""
+    """Seconds one interleaved comparison may take (one round always runs)."""
     precision: float = 0.05
     """Stop repeating once the paired CI's half-width is within this share of the baseline."""
 
