@@ -22,7 +22,7 @@ from evalkit.cache import Cache
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.metrics import AnyMetric, CandidateMetric, RunMetric
 from evalkit.repeats import DerivedColumn, mean_of, parse_derived, per_example, sample_seed
-from evalkit.results import Aggregate, CandidateRun, ExampleResult, SampleResult
+from evalkit.results import Aggregate, ExampleResult, SampleResult
 from evalkit.run.generation import generate_cached
 from evalkit.run.prepare import PreparedSuite, needs_output
 from evalkit.run.scoring import CandidateScoring, Scorer, Values
@@ -161,11 +161,7 @@ def add_derived(
         if base is None or base.level == "run":
             continue
         for example in run_examples:
-            values = (
-                [s.scores.get(column.base) for s in example.samples]
-                if example.samples
-                else [example.scores.get(column.base)]
-            )
+            values = sample_values(example, column.base)
             value, reason = per_example(column, values, deterministic=deterministic)
             example.scores[column.name] = value
             if value is None and reason and any(v is not None for v in values):
@@ -208,6 +204,3 @@ def sample_values(example: ExampleResult, column: str) -> list[float | None]:
         return [s.scores.get(column, example.scores.get(column)) for s in example.samples]
     return [example.scores.get(column)]
 
-
-def samples_of(run: CandidateRun) -> int:
-    return max((len(e.samples) for e in run.examples), default=1) or 1
