@@ -235,8 +235,31 @@ class CandidateRun(BaseModel):
     timings: Timings = Field(default_factory=Timings)
 
 
+class Power(BaseModel):
+    """What a detection rule could see at its number of pairs (``evalkit.power``)."""
+
+    detectable: float | None = Field(
+        None,
+        description="smallest true change a one-sided test at the gate's alpha tells from no "
+        "change 80% of the time; None when there is no spread to judge it by",
+    )
+    fails_at: float | None = Field(
+        None, description="allowance + detectable: the change this rule fails on 80% of the time"
+    )
+    n: int = 0
+    n_needed: int | None = Field(
+        None, description="pairs that would bring 'detectable' down to the allowance"
+    )
+    basis: str = Field("", description="what it was estimated from")
+    sd: float | None = Field(None, description="sd of the paired deltas (continuous scores)")
+    discordant_rate: float | None = Field(
+        None, description="0/1 scores: share of pairs that changed"
+    )
+    underpowered: bool = False
+
+
 class Comparison(BaseModel):
-    """The paired test behind a regression gate."""
+    """The paired test behind one change rule of a gate (max_drop, max_increase, min_ratio)."""
 
     baseline: str = Field(description="'candidate:<name>' or 'accepted:<path>'")
     baseline_mean: float | None = None
@@ -246,8 +269,35 @@ class Comparison(BaseModel):
     mean_delta: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    p_value: float | None = None
+    p_value: float | None = Field(None, description="one-sided, for a detection rule")
     allowed: float | None = None
+    rule: str = Field("", description="max_drop, max_increase or min_ratio")
+    test: str = Field("", description="detection or noninferiority")
+    method: str = Field("", description="e.g. 'exact McNemar', 'paired bootstrap'")
+    ci_method: str = ""
+    bound: float | None = Field(
+        None, description="the one-sided (1 - alpha) bound a noninferiority rule is judged on"
+    )
+    ratio: float | None = Field(None, description="min_ratio: candidate mean / baseline mean")
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    p_adjusted: float | None = Field(
+        None, description="Holm-adjusted p over the run's detection rules (multiple_comparisons)"
+    )
+    n_tests: int = Field(1, description="size of the family p_adjusted is adjusted over")
+    n_up: int | None = Field(None, description="0/1 scores: pairs that went 0 -> 1")
+    n_down: int | None = Field(None, description="0/1 scores: pairs that went 1 -> 0")
+    untestable: str | None = Field(
+        None, description="why no test was possible ('not enough evidence to test')"
+    )
+    unchanged: bool = Field(
+        False, description="no pair changed: no test could reject, so not in the Holm family"
+    )
+    power: Power | None = None
+    outcome: str = Field(
+        "", description="what the rule concluded, in words (e.g. 'within noise', 'non-inferior')"
+    )
+    passed: bool = True
 
 
 class WorstExample(BaseModel):
@@ -268,7 +318,12 @@ class GateVerdict(BaseModel):
     message: str
     rules: dict[str, Any] = Field(default_factory=dict)
     mean: float | None = None
-    comparison: Comparison | None = None
+    comparisons: list[Comparison] = Field(
+        default_factory=list, description="one per change rule (max_drop, max_increase, min_ratio)"
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="said even when the gate passes (e.g. underpowered)"
+    )
     worst: list[WorstExample] = Field(default_factory=list)
     sentinel_flips: list[str] = Field(
         default_factory=list, description="sentinel examples that flipped pass -> fail"
@@ -280,6 +335,11 @@ class GateVerdict(BaseModel):
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    @property
+    def comparison(self) -> Comparison | None:
+        """The first change rule's comparison (most gates have one)."""
+        return self.comparisons[0] if self.comparisons else None
 
 
 class RunResult(BaseModel):

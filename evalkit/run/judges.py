@@ -103,8 +103,10 @@ def make_advisory(verdict: GateVerdict, run: CandidateRun, column: str) -> GateV
     reason = aggregate.advisory if aggregate is not None else None
     if reason is None or verdict.status == "error":
         return verdict
-    verdict.advisory = reason
     would = "would have FAILED" if verdict.status == "failed" else "would pass"
+    verdict.advisory = reason
+    # A passing item still says it was not enforced (the pytest line, the report, summary.md).
+    verdict.warnings.append(f"advisory, not enforced ({would}): {reason}")
     verdict.status = "passed"
     body = verdict.message.removeprefix("FAILED: ")
     verdict.message = f"ADVISORY ({would}; not enforced): {reason}\n{body}"

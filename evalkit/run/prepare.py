@@ -199,10 +199,11 @@ def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
 
 
 def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
-    """The gates (pytest items) of one candidate, in order: the suite's gates that apply to it,
-    then evalkit's own checks (``lossless`` for candidates with ``equivalent_to`` and for those
-    whose kind says their outputs must equal another candidate's, see
-    ``candidates.registry``); ``run`` alone when that leaves nothing.
+    """The gates (pytest items) of one candidate, in order: the suite's gates that apply to it
+    (every gate without ``candidates``, and those whose ``candidates`` name it), then evalkit's
+    own checks (``lossless`` for candidates with ``equivalent_to`` and for those whose kind says
+    their outputs must equal another candidate's, see ``candidates.registry``); ``run`` alone
+    when that leaves nothing.
 
     A gate on a pairwise metric (one that reads the compare_to candidate's output) does not
     apply to the compare_to candidate itself: it has nothing to be compared with."""
@@ -210,7 +211,12 @@ def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
     implicit = _implicit_gates(prepared.loaded, candidate)
     if not spec.gates and not implicit:
         return [RUN_GATE]
-    gates = [name for name in spec.gates if not _pairwise_on_itself(prepared, candidate, name)]
+    gates = [
+        name
+        for name, gate in spec.gates.items()
+        if (gate.candidates is None or candidate in gate.candidates)
+        and not _pairwise_on_itself(prepared, candidate, name)
+    ]
     return [*gates, *implicit]
 
 

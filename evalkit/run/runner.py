@@ -28,8 +28,9 @@ from evalkit.gates import (
     EQUIVALENCE_GATE,
     RUN_GATE,
     BaselineScores,
+    GateJob,
     equivalence_verdict,
-    evaluate_gate,
+    evaluate_gates,
 )
 from evalkit.golden import Example
 from evalkit.metrics import BaseRef
@@ -147,22 +148,31 @@ class SuiteRunner:
 
     def verdicts(self, runs: dict[str, CandidateRun]) -> list[GateVerdict]:
         """Every planned gate of every wanted candidate (not of a compare_to added only to be
-        compared with)."""
+        compared with), in plan order; the gates' detection rules are decided together (one
+        Holm family per run, unless the suite says ``multiple_comparisons: none``)."""
         wanted = self.options.candidates
-        verdicts = []
+        jobs: list[GateJob] = []
+        slots: list[GateVerdict | int] = []  # a finished verdict, or the index of a job
         for run in runs.values():
             if wanted is not None and run.name not in wanted:
                 continue
             for gate_name in gate_plan(self.prepared, run.name):
                 if gate_name == EQUIVALENCE_GATE:
-                    verdicts.append(equivalence_verdict(self.spec.suite, run))
+                    slots.append(equivalence_verdict(self.spec.suite, run))
                 elif gate_name != RUN_GATE:  # checked by the pytest item from the run record
-                    verdicts.append(self.gate_verdict(gate_name, run, runs))
-        return verdicts
+                    slots.append(len(jobs))
+                    jobs.append(self.gate_job(gate_name, run, runs))
+        decided = evaluate_gates(
+            self.spec.suite,
+            jobs,
+            multiple_comparisons=self.spec.multiple_comparisons,
+            seed=self.options.seed,
+        )
+        # Sentinels, latency timing and advisory judges amend the decided verdicts.
+        decided = [self.amend(v, j.run, j.baseline) for v, j in zip(decided, jobs, strict=True)]
+        return [decided[slot] if isinstance(slot, int) else slot for slot in slots]
 
-    def gate_verdict(
-        self, gate_name: str, run: CandidateRun, runs: dict[str, CandidateRun]
-    ) -> GateVerdict:
+    def gate_job(self, gate_name: str, run: CandidateRun, runs: dict[str, CandidateRun]) -> GateJob:
         gate = self.spec.gates[gate_name]
         baseline = None
         if gate.is_regression:
@@ -170,10 +180,7 @@ class SuiteRunner:
                 run, gate.metric, runs, self.spec.compare_to, self.accepted
             )
         timed, baseline = paired_inputs(run, baseline, gate.metric)  # latency: interleaved
-        verdict = evaluate_gate(
-            self.spec.suite, gate_name, gate, timed, baseline, seed=self.options.seed
-        )
-        return self.amend(verdict, run, baseline)
+        return GateJob(gate_name, gate, timed, baseline)
 
     def amend(
         self, verdict: GateVerdict, run: CandidateRun, baseline: BaselineScores | None

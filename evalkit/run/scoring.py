@@ -75,6 +75,9 @@ class Scorer:
         self.by_id = {e.id: e for e in examples}
         self.request_by_id = {r.id: r for r in requests}
         self.candidate_requests: dict[str, dict[str, GenerationRequest]] = {}
+        # One id -> output map per baseline run (kept with the run it was built from): a scan
+        # per sample made scoring quadratic in the suite size.
+        self._baseline_outputs: dict[int, tuple[CandidateRun, dict[str, str | None]]] = {}
         """Requests of candidates that render their own (RAG: with retrieved chunks)."""
         self.cache = cache
         self.seed = seed
@@ -192,6 +195,13 @@ class Scorer:
             version=metric.version,
         )
 
+    def _outputs_of(self, baseline: CandidateRun) -> dict[str, str | None]:
+        kept = self._baseline_outputs.get(id(baseline))
+        if kept is None or kept[0] is not baseline:
+            kept = (baseline, {e.id: e.output for e in baseline.examples})
+            self._baseline_outputs[id(baseline)] = kept
+        return kept[1]
+
     def sample(
         self,
         example_id: str,
@@ -208,9 +218,7 @@ class Scorer:
         messages = request.messages
         baseline_output = None
         if baseline is not None:
-            baseline_output = next(
-                (e.output for e in baseline.examples if e.id == example_id), None
-            )
+            baseline_output = self._outputs_of(baseline).get(example_id)
         return Sample(
             id=example_id,
             output=output,
