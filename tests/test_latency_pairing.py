@@ -118,7 +118,7 @@ def test_core_window_sees_a_competing_process() -> None:
 
 
 def suite(tmp: Path, model: Path) -> Path:
-    write_jsonl(tmp / "g.jsonl", [{"id": f"q{i}", "q": f"Tell me about {i}"} for i in range(6)])
+    write_jsonl(tmp / "g.jsonl", [{"id": f"q{i}", "q": f"Tell me about {i}"} for i in range(8)])
     model_spec = {"model": str(model), "chat_template": False}
     return write_suite(
         tmp / "suite.yaml",
@@ -126,14 +126,14 @@ def suite(tmp: Path, model: Path) -> Path:
             "suite": "timing",
             "dataset": "g.jsonl",
             "prompt": "{{ q }}",
-            "generation": {"max_new_tokens": 3, "temperature": 0, "batch_size": 6},
+            "generation": {"max_new_tokens": 3, "temperature": 0, "batch_size": 8},
             "candidates": {
                 "base": model_spec,
                 "same": model_spec,
                 # Four times the answer length: a real, large slowdown of e2e time.
                 "slow": {**model_spec, "generation": {"max_new_tokens": 12}},
             },
-            "metrics": [{"latency": {"sample": 4, "warmup": 0, "budget_s": 5}}],
+            "metrics": [{"latency": {"sample": 6, "warmup": 0, "budget_s": 5}}],
             "gates": {COLUMN: {"max_increase": "50%"}},
             "compare_to": "base",
         },
@@ -157,7 +157,7 @@ def test_two_runs_of_an_unchanged_pair_give_the_same_verdicts(
         assert verdicts["slow"].status == "failed", verdicts["slow"].message
         for name in ("same", "slow"):
             timed = result.candidates[name].latency_pairs
-            assert timed is not None and timed.rounds >= MIN_ROUNDS and timed.n_examples == 4
+            assert timed is not None and timed.rounds >= MIN_ROUNDS and timed.n_examples == 6
             column = timed.columns[COLUMN]
             comparison = verdicts[name].comparison
             assert comparison is not None
