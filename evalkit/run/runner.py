@@ -50,13 +50,7 @@ from evalkit.run.judges import JudgeChecks, make_advisory
 from evalkit.run.latency_pairing import pair_latency, paired_inputs, pairing_note
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.rag import rag_requests
-from evalkit.run.samples import (
-    add_derived,
-    derived_columns,
-    flip_columns,
-    generate_samples,
-    score_samples,
-)
+from evalkit.run.samples import derived_columns, flip_columns, fold_samples, generate_samples
 from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.run.sentinels import enforce_sentinels, sentinel_flips
 from evalkit.spec import GenerationSpec
@@ -259,22 +253,16 @@ class SuiteRunner:
         t1 = time.perf_counter()
         generations = self.generate(candidate, fingerprint_hash, params, requests)
         examples = [self.example_result(r, *generations.get(r.id, (None, False))) for r in requests]
-        extra = []
-        if cand_spec.samples > 1 and self.prepared.needs_outputs:
-            cache = self.options.cache
-            k = cand_spec.samples
-            extra = generate_samples(candidate, fingerprint_hash, requests, params, cache, k)
+        k, cache = cand_spec.samples if self.prepared.needs_outputs else 1, self.options.cache
+        extra = generate_samples(candidate, fingerprint_hash, requests, params, cache, k)
         t2 = time.perf_counter()
         base = self.base_ref(name, fingerprint_hash, baseline)
         scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
             equivalence = self.check_outputs(name, candidate, params, generations, requests)
             aggregates = self.scorer.score(scoring, examples)
-            if extra:
-                score_samples(self.scorer, scoring, examples, extra, aggregates)
-            greedy = params.greedy and not extra  # one answer that stands for any k samples
             seed = self.options.seed
-            add_derived(examples, aggregates, self.derived, deterministic=greedy, seed=seed)
+            fold_samples(self.scorer, scoring, examples, extra, aggregates, self.derived, seed)
             self.judges.annotate(aggregates)
         finally:
             describe = candidate.describe()

@@ -124,6 +124,22 @@ def score_samples(
         aggregates[column].extra["samples"] = float(len(sets) + 1)
 
 
+def fold_samples(
+    scorer: Scorer,
+    scoring: CandidateScoring,
+    examples: list[ExampleResult],
+    extra: Sequence[SampleSet],
+    aggregates: dict[str, Aggregate],
+    derived: Sequence[DerivedColumn],
+    seed: int,
+) -> None:
+    """Score the extra samples and fold them per example, then add the derived columns."""
+    if extra:
+        score_samples(scorer, scoring, examples, extra, aggregates)
+    greedy = scoring.params.greedy and not extra  # one answer stands for any k samples
+    add_derived(examples, aggregates, derived, deterministic=greedy, seed=seed)
+
+
 # -- derived columns ---------------------------------------------------------------------------
 
 
