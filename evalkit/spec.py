@@ -119,8 +119,7 @@ class EquivalenceSpec(_Strict):
 def public_url(url: str) -> str:
     """Scheme, host, port and path of a URL: no user info (credentials), query or fragment."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    port = f":{parts.port}" if parts.port else ""
+    host, port = (parts.hostname or "").lower(), f":{parts.port}" if parts.port else ""
     return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
 
 
@@ -190,6 +189,8 @@ class CandidateSpec(_Strict):
         "API models even without this block",
     )
     retrieval: RetrievalSpec | None = None
+    samples: int = Field(1, ge=1, le=1000, description="answers per example, each from its "
+                         "own seed (sampled decoding); see X@pass@K, X@pass^K columns")  # fmt: skip
 
     @field_validator("equivalent_to", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from evalkit.errors import EvalkitError
 from evalkit.gates import (
     EQUIVALENCE_GATE,
     RUN_GATE,
+    BaselineScores,
     GateJob,
     equivalence_verdict,
     evaluate_gates,
@@ -45,9 +46,13 @@ from evalkit.results import (
 from evalkit.run.equivalence import check_equivalence, declared_target
 from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
+from evalkit.run.judges import JudgeChecks, make_advisory
+from evalkit.run.latency_pairing import pair_latency, paired_inputs, pairing_note
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.rag import rag_requests
+from evalkit.run.samples import derived_columns, flip_columns, fold_samples, generate_samples
 from evalkit.run.scoring import CandidateScoring, Scorer
+from evalkit.run.sentinels import enforce_sentinels, sentinel_flips
 from evalkit.spec import GenerationSpec
 
 KEY_LIBRARIES = (
@@ -95,6 +100,8 @@ class SuiteRunner:
             prepared.metrics,
             self._rescore,
         )
+        self.derived = derived_columns(prepared)
+        self.judges = JudgeChecks(prepared.metrics, options.cache)
 
     def run(self) -> RunResult:
         if self.options.update_baseline and self.options.limit:
@@ -109,7 +116,11 @@ class SuiteRunner:
         for name in run_order(self.prepared, self.options.candidates):
             # The compare_to candidate runs first: pairwise metrics read its outputs.
             runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
-        record_flips(runs, self.spec.compare_to, self.prepared.metrics)
+        record_flips(runs, self.spec.compare_to, flip_columns(self.prepared.metrics, self.derived))
+        wanted, device = self.options.candidates, self.options.device
+        pairs = pair_latency(self.prepared, runs, self.requests_for, wanted, device)
+        for name, pair in pairs.items():
+            runs[name].latency_pairs = pair
         updated = []
         if self.options.update_baseline:
             updated = baselines.write_baselines(
@@ -151,6 +162,8 @@ class SuiteRunner:
             multiple_comparisons=self.spec.multiple_comparisons,
             seed=self.options.seed,
         )
+        # Sentinels, latency timing and advisory judges amend the decided verdicts.
+        decided = [self.amend(v, j.run, j.baseline) for v, j in zip(decided, jobs, strict=True)]
         return [decided[slot] if isinstance(slot, int) else slot for slot in slots]
 
     def gate_job(self, gate_name: str, run: CandidateRun, runs: dict[str, CandidateRun]) -> GateJob:
@@ -160,7 +173,19 @@ class SuiteRunner:
             baseline = baselines.baseline_for(
                 run, gate.metric, runs, self.spec.compare_to, self.accepted
             )
-        return GateJob(gate_name, gate, run, baseline)
+        timed, baseline = paired_inputs(run, baseline, gate.metric)  # latency: interleaved
+        return GateJob(gate_name, gate, timed, baseline)
+
+    def amend(
+        self, verdict: GateVerdict, run: CandidateRun, baseline: BaselineScores | None
+    ) -> GateVerdict:
+        """What no statistic decides: how latency was timed, flipped sentinels (fail whatever
+        the test said), and an uncalibrated judge (its gate reports but cannot fail)."""
+        gate = self.spec.gates[verdict.gate]
+        verdict = pairing_note(verdict, run, gate.metric)
+        flipped = sentinel_flips(gate, run, baseline, self.prepared.metrics)
+        verdict = enforce_sentinels(verdict, flipped, baseline.label if baseline else "")
+        return make_advisory(verdict, run, gate.metric)
 
     def _rescore(
         self, candidate: str, column: str, accepted: Sequence[baselines.BaselineExample]
@@ -228,12 +253,17 @@ class SuiteRunner:
         t1 = time.perf_counter()
         generations = self.generate(candidate, fingerprint_hash, params, requests)
         examples = [self.example_result(r, *generations.get(r.id, (None, False))) for r in requests]
+        k, cache = cand_spec.samples if self.prepared.needs_outputs else 1, self.options.cache
+        extra = generate_samples(candidate, fingerprint_hash, requests, params, cache, k)
         t2 = time.perf_counter()
         base = self.base_ref(name, fingerprint_hash, baseline)
         scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
             equivalence = self.check_outputs(name, candidate, params, generations, requests)
             aggregates = self.scorer.score(scoring, examples)
+            seed = self.options.seed
+            fold_samples(self.scorer, scoring, examples, extra, aggregates, self.derived, seed)
+            self.judges.annotate(aggregates)
         finally:
             describe = candidate.describe()
             candidate.close()
@@ -250,8 +280,13 @@ class SuiteRunner:
             aggregates=aggregates,
             generated=self.prepared.needs_outputs,
             # Generated means answered: a failed request (an outage) is an error, not output.
-            n_generated=sum(not c and g.error is None for g, c in generations.values()),
-            n_cached=n_cached,
+            n_generated=sum(
+                not c and g.error is None
+                for gens in (generations, *(x.generations for x in extra))
+                for g, c in gens.values()
+            ),
+            n_cached=n_cached + sum(c for x in extra for _, c in x.generations.values()),
+            samples=cand_spec.samples,
             n_errors=sum(e.error is not None for e in examples),
             cost=_total_cost(examples),
             equivalence=equivalence,
@@ -343,6 +378,7 @@ class SuiteRunner:
             messages=[{"role": m.role, "content": m.content} for m in request.messages],
             output=None if gen is None or gen.error else gen.output,
             retrieved=[{"id": c.id, "score": c.score} for c in request.retrieved],
+            sentinel=example.sentinel,
             **produced,
         )
 
