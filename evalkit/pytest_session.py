@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,8 @@ class EvalkitSession:
             item.user_properties.append((VERDICT_PROPERTY, verdict.model_dump_json()))
         if not verdict.passed:
             raise GateFailed(verdict.message)
+        for text in verdict.warnings:  # a passing item still says what it could not see
+            warnings.warn(GateWarning(f"{item.reportinfo()[2]}: {text}"), stacklevel=1)
 
     def _suite_result(self, item: GateItem) -> RunResult:
         path = item.suite_path
@@ -207,6 +210,12 @@ class SuiteFile(pytest.File):
         if isinstance(excinfo.value, EvalkitError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)  # a Collector's takes no style
+
+
+class GateWarning(UserWarning):
+    """A gate passed but says something a reviewer must see (e.g. it is underpowered): pytest
+    lists it in its warnings summary; ``-W error::evalkit.pytest_session.GateWarning`` makes it
+    fail."""
 
 
 class GateFailed(Exception):

@@ -179,6 +179,14 @@ def test_editing_the_function_re_asks_editing_other_code_does_not(
     assert run(suite, cache).candidates["app"].n_cached == 0
 
 
+def test_each_sample_of_a_call_candidate_is_a_call(tmp_path: Path, clean_imports: None) -> None:
+    candidates = {"app": {"call": "notesapp.rag:answer", "samples": 3}}
+    app = run(make_project(tmp_path, candidates), Cache(tmp_path / "c.sqlite")).candidates["app"]
+    assert app.describe["calls"] == 3 * len(ROWS)
+    for example in app.examples:  # this pipeline is deterministic: three equal answers
+        assert [s.output for s in example.samples] == [example.output] * 3
+
+
 def test_sync_errors_timeouts_and_malformed_returns_are_per_example(
     tmp_path: Path, clean_imports: None
 ) -> None:

@@ -237,6 +237,9 @@ def test_answer_regex_scores_the_extracted_answer_and_keeps_the_output(
         "cot": api(openai_server, answer={"regex": regex}),
         "plain": api(openai_server),
         "last": api(openai_server, answer={"regex": r"\w+", "group": 0, "select": "last"}),
+        "sampled": api(
+            openai_server, answer={"regex": regex}, samples=2, generation={"temperature": 0.5}
+        ),
     }
     suite = project(tmp_path, candidates, rows=rows, prompt=prompt)
     result = run(suite, Cache(tmp_path / "cache.sqlite"), tmp_path)
@@ -245,6 +248,7 @@ def test_answer_regex_scores_the_extracted_answer_and_keeps_the_output(
         found = re.search(regex, full)
         answers = {
             "cot": found.group(1) if found else "",
+            "sampled": found.group(1) if found else "",
             "plain": None,
             "last": re.findall(r"\w+", full)[-1],
         }
@@ -253,6 +257,9 @@ def test_answer_regex_scores_the_extracted_answer_and_keeps_the_output(
             assert example.output == full and example.answer == answer
             scored = full if answer is None else answer
             assert example.scores["exact_match"] == float(scored == row["reference"])
+            for sample in example.samples:  # every sample is scored through the extractor
+                assert sample.output == full
+                assert sample.scores["exact_match"] == float(scored == row["reference"])
     # No match is a wrong answer (0), not a missing score.
     assert result.candidates["cot"].aggregates["exact_match"].n == len(rows)
 

@@ -29,9 +29,11 @@ def generation_key(
     from_fields: bool = False,
 ) -> str:
     """``from_fields``: the candidate answers from the example's fields (``AnswersFromFields``,
-    the user's own pipeline): the fields are its input, and decoding settings do not apply."""
+    the user's own pipeline): the fields are its input, and of the decoding settings only the
+    seed counts (``samples: k`` asks again for each sample's seed)."""
     if from_fields:
-        return make_key(kind="generation", model=fingerprint_hash, fields=dict(request.fields))
+        fields = dict(request.fields)
+        return make_key(kind="generation", model=fingerprint_hash, fields=fields, seed=params.seed)
     # batch_size changes throughput, not answers: it is left out of the key on purpose.
     # Samples are seeded per example since issue 13 (candidates/sampling.py): samples cached
     # under the older per-batch seeding must not be reused, so sampled keys name the scheme.

@@ -22,6 +22,7 @@ from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import AnyMetric, create_columns
 from evalkit.prompts import compile_at, render_request, template_variables
+from evalkit.repeats import parse_derived
 from evalkit.retrieval.retriever import RetrievalSetup
 from evalkit.run.rag import check_retrieval
 from evalkit.shots import check_disjoint
@@ -77,6 +78,7 @@ def prepare_suite(path: str | Path, limit: int | None = None) -> PreparedSuite:
     _check_calls(loaded, examples)
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
+    _check_samples(loaded)
     _check_pairwise(loaded, metrics)
     complete = limit is None or len(examples) < limit
     _check_replay_files(loaded, {e.id for e in examples} if complete else None)
@@ -190,14 +192,50 @@ def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
             field=f"gates.{EQUIVALENCE_GATE}",
         )
     for gate_name, gate in loaded.spec.gates.items():
-        if gate.metric not in metrics:
+        problem = None if gate.metric in metrics else _derived_problem(gate.metric, metrics)
+        if problem:
             raise SpecError(
-                f"gate on '{gate.metric}', which is not a metric of this suite; metrics: "
-                f"{', '.join(metrics)}",
-                path=loaded.path,
-                line=loaded.line_of("gates", gate_name),
+                problem, path=loaded.path, line=loaded.line_of("gates", gate_name),
                 field=f"gates.{gate_name}",
+            )  # fmt: skip
+
+
+def _derived_problem(column: str, metrics: dict[str, AnyMetric]) -> str | None:
+    """Why a gated column is neither a metric column nor a derived one (``X@pass^5``)."""
+    derived = parse_derived(column)
+    if derived is None or derived.base not in metrics:
+        return (
+            f"gate on '{column}', which is not a metric of this suite; metrics: "
+            f"{', '.join(metrics)} (over samples: <metric>@mean, @pass@K, @pass^K)"
+        )
+    metric = metrics[derived.base]
+    if derived.needs_binary and getattr(metric, "binary", None) is False:
+        return f"'{column}' needs a 0/1 metric; '{derived.base}' is not one (use @mean)"
+    if not needs_output(metric) or hasattr(metric, "score_run"):
+        return f"'{column}': '{derived.base}' does not score answers, so samples do not change it"
+    return None
+
+
+def _check_samples(loaded: LoadedSuite) -> None:
+    """``samples: k`` needs answers that differ: a sampled decoding and a model to ask."""
+    for name, candidate in loaded.spec.candidates.items():
+        if candidate.samples == 1:
+            continue
+        params = loaded.spec.generation.merged(candidate.generation)
+        problem = None
+        if candidate.replay is not None:
+            problem = "a replay candidate has one recorded answer per example; remove 'samples'"
+        elif params.greedy and candidate.call is None:  # a pipeline decodes as it likes
+            problem = (
+                f"samples: {candidate.samples} with temperature 0 (greedy) gives the same answer "
+                f"{candidate.samples} times; set generation: {{temperature: 0.7}} (or any > 0) "
+                "on the candidate, or remove 'samples'"
             )
+        if problem:
+            raise SpecError(
+                problem, path=loaded.path, line=loaded.line_of("candidates", name, "samples"),
+                field=f"candidates.{name}.samples",
+            )  # fmt: skip
 
 
 def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
@@ -224,10 +262,11 @@ def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
 
 
 def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
-    """The gates (pytest items) of one candidate, in order: the suite's gates that apply to it,
-    then evalkit's own checks (``lossless`` for candidates with ``equivalent_to`` and for those
-    whose kind says their outputs must equal another candidate's, see
-    ``candidates.registry``); ``run`` alone when that leaves nothing.
+    """The gates (pytest items) of one candidate, in order: the suite's gates that apply to it
+    (every gate without ``candidates``, and those whose ``candidates`` name it), then evalkit's
+    own checks (``lossless`` for candidates with ``equivalent_to`` and for those whose kind says
+    their outputs must equal another candidate's, see ``candidates.registry``); ``run`` alone
+    when that leaves nothing.
 
     A gate on a pairwise metric (one that reads the compare_to candidate's output) does not
     apply to the compare_to candidate itself: it has nothing to be compared with."""
@@ -235,13 +274,20 @@ def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
     implicit = _implicit_gates(prepared.loaded, candidate)
     if not spec.gates and not implicit:
         return [RUN_GATE]
-    gates = [name for name in spec.gates if not _pairwise_on_itself(prepared, candidate, name)]
+    gates = [
+        name
+        for name, gate in spec.gates.items()
+        if (gate.candidates is None or candidate in gate.candidates)
+        and not _pairwise_on_itself(prepared, candidate, name)
+    ]
     return [*gates, *implicit]
 
 
 def _pairwise_on_itself(prepared: PreparedSuite, candidate: str, gate_name: str) -> bool:
     gate = prepared.loaded.spec.gates[gate_name]
-    metric = prepared.metrics.get(gate.metric)
+    derived = parse_derived(gate.metric)
+    column = derived.base if derived and gate.metric not in prepared.metrics else gate.metric
+    metric = prepared.metrics.get(column)
     # Fidelity metrics compare with the compare_to candidate's model: 0 against itself.
     pairwise = any(getattr(metric, a, False) for a in ("uses_baseline", "uses_base_model"))
     return pairwise and candidate == prepared.loaded.spec.compare_to

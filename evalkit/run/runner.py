@@ -13,7 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -24,7 +24,14 @@ from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
-from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE, equivalence_verdict, evaluate_gate
+from evalkit.gates import (
+    EQUIVALENCE_GATE,
+    RUN_GATE,
+    BaselineScores,
+    GateJob,
+    equivalence_verdict,
+    evaluate_gates,
+)
 from evalkit.golden import Example
 from evalkit.metrics import BaseRef
 from evalkit.results import (
@@ -39,9 +46,13 @@ from evalkit.results import (
 from evalkit.run.equivalence import check_equivalence, declared_target
 from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
+from evalkit.run.judges import JudgeChecks, make_advisory
+from evalkit.run.latency_pairing import pair_latency, paired_inputs, pairing_note
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
-from evalkit.run.rag import rag_requests
+from evalkit.run.requests import own_requests, prompt_identity, with_own_context
+from evalkit.run.samples import derived_columns, flip_columns, fold_samples, generate_samples
 from evalkit.run.scoring import CandidateScoring, Scorer
+from evalkit.run.sentinels import enforce_sentinels, sentinel_flips
 from evalkit.spec import GenerationSpec
 from evalkit.spec_variants import AnswerSpec
 
@@ -90,6 +101,8 @@ class SuiteRunner:
             prepared.metrics,
             self._rescore,
         )
+        self.derived = derived_columns(prepared)
+        self.judges = JudgeChecks(prepared.metrics, options.cache)
 
     def run(self) -> RunResult:
         if self.options.update_baseline and self.options.limit:
@@ -104,7 +117,11 @@ class SuiteRunner:
         for name in run_order(self.prepared, self.options.candidates):
             # The compare_to candidate runs first: pairwise metrics read its outputs.
             runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
-        record_flips(runs, self.spec.compare_to, self.prepared.metrics)
+        record_flips(runs, self.spec.compare_to, flip_columns(self.prepared.metrics, self.derived))
+        wanted, device = self.options.candidates, self.options.device
+        pairs = pair_latency(self.prepared, runs, self.requests_for, wanted, device)
+        for name, pair in pairs.items():
+            runs[name].latency_pairs = pair
         updated = []
         if self.options.update_baseline:
             updated = baselines.write_baselines(
@@ -126,31 +143,50 @@ class SuiteRunner:
 
     def verdicts(self, runs: dict[str, CandidateRun]) -> list[GateVerdict]:
         """Every planned gate of every wanted candidate (not of a compare_to added only to be
-        compared with)."""
+        compared with), in plan order; the gates' detection rules are decided together (one
+        Holm family per run, unless the suite says ``multiple_comparisons: none``)."""
         wanted = self.options.candidates
-        verdicts = []
+        jobs: list[GateJob] = []
+        slots: list[GateVerdict | int] = []  # a finished verdict, or the index of a job
         for run in runs.values():
             if wanted is not None and run.name not in wanted:
                 continue
             for gate_name in gate_plan(self.prepared, run.name):
                 if gate_name == EQUIVALENCE_GATE:
-                    verdicts.append(equivalence_verdict(self.spec.suite, run))
+                    slots.append(equivalence_verdict(self.spec.suite, run))
                 elif gate_name != RUN_GATE:  # checked by the pytest item from the run record
-                    verdicts.append(self.gate_verdict(gate_name, run, runs))
-        return verdicts
+                    slots.append(len(jobs))
+                    jobs.append(self.gate_job(gate_name, run, runs))
+        decided = evaluate_gates(
+            self.spec.suite,
+            jobs,
+            multiple_comparisons=self.spec.multiple_comparisons,
+            seed=self.options.seed,
+        )
+        # Sentinels, latency timing and advisory judges amend the decided verdicts.
+        decided = [self.amend(v, j.run, j.baseline) for v, j in zip(decided, jobs, strict=True)]
+        return [decided[slot] if isinstance(slot, int) else slot for slot in slots]
 
-    def gate_verdict(
-        self, gate_name: str, run: CandidateRun, runs: dict[str, CandidateRun]
-    ) -> GateVerdict:
+    def gate_job(self, gate_name: str, run: CandidateRun, runs: dict[str, CandidateRun]) -> GateJob:
         gate = self.spec.gates[gate_name]
         baseline = None
         if gate.is_regression:
             baseline = baselines.baseline_for(
                 run, gate.metric, runs, self.spec.compare_to, self.accepted
             )
-        return evaluate_gate(
-            self.spec.suite, gate_name, gate, run, baseline, seed=self.options.seed
-        )
+        timed, baseline = paired_inputs(run, baseline, gate.metric)  # latency: interleaved
+        return GateJob(gate_name, gate, timed, baseline)
+
+    def amend(
+        self, verdict: GateVerdict, run: CandidateRun, baseline: BaselineScores | None
+    ) -> GateVerdict:
+        """What no statistic decides: how latency was timed, flipped sentinels (fail whatever
+        the test said), and an uncalibrated judge (its gate reports but cannot fail)."""
+        gate = self.spec.gates[verdict.gate]
+        verdict = pairing_note(verdict, run, gate.metric)
+        flipped = sentinel_flips(gate, run, baseline, self.prepared.metrics)
+        verdict = enforce_sentinels(verdict, flipped, baseline.label if baseline else "")
+        return make_advisory(verdict, run, gate.metric)
 
     def _rescore(
         self, candidate: str, column: str, accepted: Sequence[baselines.BaselineExample]
@@ -212,7 +248,7 @@ class SuiteRunner:
             name, cand_spec, self.prepared.loaded.path.parent, device=self.options.device
         )
         t0 = time.perf_counter()
-        fingerprint = {**candidate.fingerprint(), **self.prompt_identity(name)}
+        fingerprint = {**candidate.fingerprint(), **prompt_identity(self.prepared, name)}
         fingerprint_hash = make_key(**fingerprint)[:16]
         if cand_spec.equivalent_to is not None:
             # Its outputs are what the check is about: never the target's cached ones, even
@@ -221,17 +257,26 @@ class SuiteRunner:
         requests = self.requests_for(name)
         t1 = time.perf_counter()
         generations = self.generate(candidate, fingerprint_hash, params, requests)
-        requests = self.with_own_context(name, requests, generations)
+        if (retrieved := with_own_context(requests, generations)) is not None:
+            requests = retrieved
+            self.scorer.use_requests(name, requests)
         examples = [
             self.example_result(r, *generations.get(r.id, (None, False)), cand_spec.answer)
             for r in requests
         ]
+        k, cache = cand_spec.samples if self.prepared.needs_outputs else 1, self.options.cache
+        extra = generate_samples(candidate, fingerprint_hash, requests, params, cache, k)
         t2 = time.perf_counter()
         base = self.base_ref(name, fingerprint_hash, baseline)
-        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
+        scoring = CandidateScoring(
+            candidate, fingerprint_hash, params, baseline, base, cand_spec.answer
+        )
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
             equivalence = self.check_outputs(name, candidate, params, generations, requests)
             aggregates = self.scorer.score(scoring, examples)
+            seed = self.options.seed
+            fold_samples(self.scorer, scoring, examples, extra, aggregates, self.derived, seed)
+            self.judges.annotate(aggregates)
         finally:
             describe = candidate.describe()
             candidate.close()
@@ -248,8 +293,13 @@ class SuiteRunner:
             aggregates=aggregates,
             generated=self.prepared.needs_outputs,
             # Generated means answered: a failed request (an outage) is an error, not output.
-            n_generated=sum(not c and g.error is None for g, c in generations.values()),
-            n_cached=n_cached,
+            n_generated=sum(
+                not c and g.error is None
+                for gens in (generations, *(x.generations for x in extra))
+                for g, c in gens.values()
+            ),
+            n_cached=n_cached + sum(c for x in extra for _, c in x.generations.values()),
+            samples=cand_spec.samples,
             n_errors=sum(e.error is not None for e in examples),
             cost=_total_cost(examples),
             equivalence=equivalence,
@@ -257,12 +307,6 @@ class SuiteRunner:
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
             ),
         )
-
-    def prompt_identity(self, name: str) -> dict[str, object]:
-        """The content hashes of a candidate's own prompt files and train file, for its
-        fingerprint (nothing for candidates that use the suite's prompt)."""
-        variant = self.prepared.variants.get(name)
-        return {"prompt": dict(variant.identity)} if variant and variant.identity else {}
 
     def check_outputs(
         self,
@@ -296,45 +340,16 @@ class SuiteRunner:
             target.close()
 
     def requests_for(self, name: str) -> list[GenerationRequest]:
-        """The suite's requests, or a candidate's own: rendered with its own prompt and shots,
-        and with its retrieved chunks (which the scorer then shows its metrics)."""
-        setup = self.prepared.retrieval.get(name)
-        own = self.prepared.candidate_requests.get(name)
-        if setup is not None:
-            requests = rag_requests(
-                self.prepared.loaded,
-                setup,
-                self.examples,
-                self.requests,
-                self.options.cache,
-                self.options.device,
-                self.prepared.variants.get(name),
-            )
-        elif own is not None:
-            requests = [r for r in own if r.id in self.by_id]
-        else:
+        """The suite's requests, or a candidate's own (its prompt, shots, retrieved chunks),
+        which the scorer then shows its metrics."""
+        options = self.options
+        own = own_requests(
+            self.prepared, name, self.examples, self.requests, options.cache, options.device
+        )
+        if own is None:
             return self.requests
-        self.scorer.use_requests(name, requests)
-        return requests
-
-    def with_own_context(
-        self,
-        name: str,
-        requests: list[GenerationRequest],
-        generations: dict[str, tuple[Generation, bool]],
-    ) -> list[GenerationRequest]:
-        """A candidate that retrieved its own context (a user's RAG pipeline, ``call:``) gets
-        it into its requests, so context metrics and run.json see it as a RAG candidate's."""
-        if not any(gen.context for gen, _ in generations.values()):
-            return requests
-        updated = [
-            replace(r, retrieved=generations[r.id][0].context)
-            if r.id in generations and generations[r.id][0].context
-            else r
-            for r in requests
-        ]
-        self.scorer.use_requests(name, updated)
-        return updated
+        self.scorer.use_requests(name, own)
+        return own
 
     def generate(
         self,
@@ -378,6 +393,7 @@ class SuiteRunner:
             messages=[{"role": m.role, "content": m.content} for m in request.messages],
             output=None if gen is None or gen.error else gen.output,
             retrieved=[{"id": c.id, "score": c.score} for c in request.retrieved],
+            sentinel=example.sentinel,
             **produced,
         )
 

@@ -34,6 +34,7 @@ from evalkit.metrics.base import BaseComparingMetric, BaseRef, UsesStore
 from evalkit.results import Aggregate, CandidateRun, ExampleResult
 from evalkit.run.prepare import needs_output
 from evalkit.spec import GenerationSpec
+from evalkit.spec_variants import AnswerSpec
 from evalkit.stats import mean_ci
 
 Values = dict[str, tuple[float | None, dict[str, Any]]]
@@ -50,10 +51,17 @@ class CandidateScoring:
     baseline: CandidateRun | None
     base: BaseRef | None = None
     """The compare_to candidate, for metrics that compare models (fidelity)."""
+    answer: AnswerSpec | None = None
+    """The candidate's answer extractor (``answer: {regex}``), applied to every sample."""
 
     @property
     def decoding(self) -> dict[str, Any]:
         return self.params.model_dump(mode="json", exclude={"batch_size"})
+
+    def scored(self, output: str) -> str:
+        """What the metrics score of an output: its extracted answer, if the candidate has an
+        extractor."""
+        return output if self.answer is None else self.answer.extract(output)
 
 
 class Scorer:
