@@ -34,6 +34,11 @@ class ExampleResult(BaseModel):
     messages: list[dict[str, str]]
     prompt: str = Field("", description="what the model saw, after the chat template")
     output: str | None
+    answer: str | None = Field(
+        None,
+        description="the part of the output the metrics scored, when the candidate has an "
+        "answer extractor (answer: {regex}); '' when the regex found nothing",
+    )
     error: str | None = None
     scores: dict[str, float | None] = Field(default_factory=dict)
     details: dict[str, dict[str, Any]] = Field(
@@ -56,6 +61,11 @@ class ExampleResult(BaseModel):
         description="samples: k candidates: every answer with its scores (the first is also "
         "'output'); 'scores' then holds per-example figures over them (mean, pass@K, pass^K)",
     )
+
+    @property
+    def scored_output(self) -> str | None:
+        """What the metrics score: the extracted answer where there is one, else the output."""
+        return self.output if self.answer is None or self.output is None else self.answer
 
 
 class Aggregate(BaseModel):

@@ -29,6 +29,7 @@ from evalkit.gate_spec import GateSpec as GateSpec  # re-exported: gate rules li
 from evalkit.gate_spec import GateTest as GateTest
 from evalkit.gate_spec import Threshold as Threshold
 from evalkit.retrieval.spec import RetrievalSpec
+from evalkit.spec_variants import VariantFields, check_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -152,9 +153,10 @@ class ApiSpec(_Strict):
         return base
 
 
-class CandidateSpec(_Strict):
+class CandidateSpec(_Strict, VariantFields):
     """One model under test. ``model`` is an alias (``evalkit models``), a local folder or a hub id;
-    ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``)."""
+    ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``); ``call``
+    is the user's own pipeline (its fields, and a candidate's own prompt: ``VariantFields``)."""
 
     model: str | None = None
     replay: str | None = None
@@ -199,8 +201,7 @@ class CandidateSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> CandidateSpec:
-        if (self.model is None) == (self.replay is None):
-            raise ValueError("give exactly one of 'model' or 'replay'")
+        check_source(self)
         if self.merge and self.adapter is None:
             raise ValueError("merge: true needs an 'adapter'")
         if self.merge and self.quantization is not None:
@@ -211,10 +212,6 @@ class CandidateSpec(_Strict):
                 "weights and the rounding changes answers; remove 'merge' to run the adapter "
                 "unmerged on the quantized base (QLoRA-style)"
             )
-        if self.retrieval is not None and self.replay is not None:
-            raise ValueError("'retrieval' feeds a model's prompt; a replay candidate has none")
-        if self.api is not None and self.replay is not None:
-            raise ValueError("'api' calls a 'model'; a replay candidate has none")
         # Which options a kind accepts is the candidate registry's to say
         # (evalkit.candidates.registry, checked when a suite is prepared).
         return self

@@ -19,10 +19,10 @@ LAYERS: list[tuple[str, ...]] = [
      "evalkit.metrics.options", "evalkit.metrics.rubrics"),
     # 1: what a suite says, what a run records
     ("evalkit._yaml", "evalkit._reading", "evalkit.gate_spec", "evalkit.spec",
-     "evalkit.retrieval.spec", "evalkit.results"),
-    # 2: golden data, prompts, retrieval, candidates
-    ("evalkit.golden", "evalkit.prompts", "evalkit.retrieval", "evalkit.candidates",
-     "evalkit.embeddings"),
+     "evalkit.retrieval.spec", "evalkit.spec_variants", "evalkit.results"),
+    # 2: golden data, prompts (a candidate's own templates and shots), retrieval, candidates
+    ("evalkit.golden", "evalkit.shots", "evalkit.variants", "evalkit.prompts",
+     "evalkit.retrieval", "evalkit.candidates", "evalkit.embeddings"),
     # 3: metrics ask candidates for capabilities; agreement of a judge with labels; folding
     # the scores of repeated samples (evalkit.repeats imports nothing of evalkit)
     ("evalkit.metrics", "evalkit.agreement", "evalkit.repeats"),

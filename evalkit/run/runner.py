@@ -49,11 +49,12 @@ from evalkit.run.generation import generate_cached
 from evalkit.run.judges import JudgeChecks, make_advisory
 from evalkit.run.latency_pairing import pair_latency, paired_inputs, pairing_note
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
-from evalkit.run.rag import rag_requests
+from evalkit.run.requests import own_requests, prompt_identity, with_own_context
 from evalkit.run.samples import derived_columns, flip_columns, fold_samples, generate_samples
 from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.run.sentinels import enforce_sentinels, sentinel_flips
 from evalkit.spec import GenerationSpec
+from evalkit.spec_variants import AnswerSpec
 
 KEY_LIBRARIES = (
     "torch", "transformers", "tokenizers", "sacrebleu", "rouge-score", "rapidfuzz",
@@ -191,7 +192,11 @@ class SuiteRunner:
         self, candidate: str, column: str, accepted: Sequence[baselines.BaselineExample]
     ) -> dict[str, float | None]:
         metric = self.prepared.metrics[column]
-        samples = [self.scorer.sample(e.id, e.output or "", None, candidate) for e in accepted]
+        answer = self.spec.candidates[candidate].answer
+        samples = [
+            self.scorer.sample(e.id, _scored(answer, e.output or ""), None, candidate)
+            for e in accepted
+        ]
         return {i: v for i, (v, _) in self.scorer.score_metric(column, metric, samples).items()}
 
     def record(
@@ -243,7 +248,7 @@ class SuiteRunner:
             name, cand_spec, self.prepared.loaded.path.parent, device=self.options.device
         )
         t0 = time.perf_counter()
-        fingerprint = candidate.fingerprint()
+        fingerprint = {**candidate.fingerprint(), **prompt_identity(self.prepared, name)}
         fingerprint_hash = make_key(**fingerprint)[:16]
         if cand_spec.equivalent_to is not None:
             # Its outputs are what the check is about: never the target's cached ones, even
@@ -252,12 +257,20 @@ class SuiteRunner:
         requests = self.requests_for(name)
         t1 = time.perf_counter()
         generations = self.generate(candidate, fingerprint_hash, params, requests)
-        examples = [self.example_result(r, *generations.get(r.id, (None, False))) for r in requests]
+        if (retrieved := with_own_context(requests, generations)) is not None:
+            requests = retrieved
+            self.scorer.use_requests(name, requests)
+        examples = [
+            self.example_result(r, *generations.get(r.id, (None, False)), cand_spec.answer)
+            for r in requests
+        ]
         k, cache = cand_spec.samples if self.prepared.needs_outputs else 1, self.options.cache
         extra = generate_samples(candidate, fingerprint_hash, requests, params, cache, k)
         t2 = time.perf_counter()
         base = self.base_ref(name, fingerprint_hash, baseline)
-        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
+        scoring = CandidateScoring(
+            candidate, fingerprint_hash, params, baseline, base, cand_spec.answer
+        )
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
             equivalence = self.check_outputs(name, candidate, params, generations, requests)
             aggregates = self.scorer.score(scoring, examples)
@@ -327,21 +340,16 @@ class SuiteRunner:
             target.close()
 
     def requests_for(self, name: str) -> list[GenerationRequest]:
-        """The suite's requests, or a RAG candidate's own: rendered with its retrieved chunks
-        (which the scorer then shows its metrics)."""
-        setup = self.prepared.retrieval.get(name)
-        if setup is None:
-            return self.requests
-        requests = rag_requests(
-            self.prepared.loaded,
-            setup,
-            self.examples,
-            self.requests,
-            self.options.cache,
-            self.options.device,
+        """The suite's requests, or a candidate's own (its prompt, shots, retrieved chunks),
+        which the scorer then shows its metrics."""
+        options = self.options
+        own = own_requests(
+            self.prepared, name, self.examples, self.requests, options.cache, options.device
         )
-        self.scorer.use_requests(name, requests)
-        return requests
+        if own is None:
+            return self.requests
+        self.scorer.use_requests(name, own)
+        return own
 
     def generate(
         self,
@@ -356,10 +364,15 @@ class SuiteRunner:
         return generate_cached(candidate, fingerprint_hash, requests, params, self.options.cache)
 
     def example_result(
-        self, request: GenerationRequest, gen: Generation | None, cached: bool
+        self,
+        request: GenerationRequest,
+        gen: Generation | None,
+        cached: bool,
+        answer: AnswerSpec | None = None,
     ) -> ExampleResult:
         """One example's record; with no generation (a suite that generates nothing) it has no
-        output and no error either."""
+        output and no error either. ``answer`` extracts what the metrics score; the record
+        keeps the whole output too."""
         example = self.by_id[request.id]
         produced = {}
         if gen is not None:
@@ -372,6 +385,8 @@ class SuiteRunner:
                 "cost": gen.cost,
                 "cached": cached,
             }
+            if answer is not None and gen.error is None:
+                produced["answer"] = answer.extract(gen.output)
         return ExampleResult(
             id=request.id,
             references=list(example.references),
@@ -381,6 +396,10 @@ class SuiteRunner:
             sentinel=example.sentinel,
             **produced,
         )
+
+
+def _scored(answer: AnswerSpec | None, output: str) -> str:
+    return output if answer is None else answer.extract(output)
 
 
 def library_versions() -> dict[str, str]:

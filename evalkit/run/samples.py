@@ -92,7 +92,9 @@ def score_samples(
             i: g for i, (g, _) in sample_set.generations.items() if i in by_id and g.error is None
         }
         samples = [
-            scorer.sample(i, g.output, scoring.baseline, name, by_id[i].n_prompt_tokens)
+            scorer.sample(
+                i, scoring.scored(g.output), scoring.baseline, name, by_id[i].n_prompt_tokens
+            )
             for i, g in answered.items()
         ]
         values = {c: scorer.score_metric(c, m, samples, scoring) for c, m in columns.items()}
@@ -108,7 +110,7 @@ def score_samples(
                 )
             )
     first = [
-        scorer.sample(e.id, e.output, scoring.baseline, name, e.n_prompt_tokens)
+        scorer.sample(e.id, e.scored_output or "", scoring.baseline, name, e.n_prompt_tokens)
         for e in examples
         if e.output is not None
     ]
