@@ -138,9 +138,11 @@ def test_k_samples_each_with_its_seed_and_cache_key(
         assert {e.samples[j].seed for e in sampled.examples} == {sample_seed(0, j)}
     outputs = [[s.output for s in e.samples] for e in sampled.examples]
     assert sum(len(set(o)) > 1 for o in outputs) >= N_EXAMPLES - 1  # the samples do differ
-    rows = sqlite3.connect(tmp / "cache.sqlite").execute(
-        "select count(*) from entries where namespace = 'generation'"
-    ).fetchone()[0]
+    rows = (
+        sqlite3.connect(tmp / "cache.sqlite")
+        .execute("select count(*) from entries where namespace = 'generation'")
+        .fetchone()[0]
+    )
     assert rows == N_EXAMPLES * (1 + K)  # base's answers + one entry per sample
     assert sampled.n_generated == N_EXAMPLES * K
 
@@ -204,8 +206,12 @@ def test_a_flipped_sentinel_fails_the_gate_whatever_the_statistics(
     base = {e.id: e.scores["regex"] for e in result.candidates["base"].examples}
     sampled = result.candidates["sampled"].examples
     # A sentinel that fails in only one of its K samples still counts as flipped.
-    flipped = [e.id for e in sampled if base[e.id] == 1 and min(s.scores["regex"] for s in e.samples) == 0]  # type: ignore[type-var]  # noqa: E501
-    kept = [e.id for e in sampled if base[e.id] == 1 and all(s.scores["regex"] == 1 for s in e.samples)]  # noqa: E501
+    flipped = [
+        e.id for e in sampled if base[e.id] == 1 and min(s.scores["regex"] for s in e.samples) == 0
+    ]  # type: ignore[type-var]  # noqa: E501
+    kept = [
+        e.id for e in sampled if base[e.id] == 1 and all(s.scores["regex"] == 1 for s in e.samples)
+    ]  # noqa: E501
     assert flipped and kept
     path = suite(tmp_path, tiny_model, sentinels=(flipped[0], *kept))
     again = run(path, cache)
@@ -262,7 +268,9 @@ def test_sentinel_flags_in_golden_files(tmp_path: Path) -> None:
     examples = load_golden(csv)
     assert [e.sentinel for e in examples] == [True, False, False]
     assert all("sentinel" not in e.fields for e in examples)  # not a template field
-    bad = write_jsonl(tmp_path / "g.jsonl", [{"id": "a", "reference": "1"},
-                                              {"id": "b", "reference": "2", "sentinel": "maybe"}])
+    bad = write_jsonl(
+        tmp_path / "g.jsonl",
+        [{"id": "a", "reference": "1"}, {"id": "b", "reference": "2", "sentinel": "maybe"}],
+    )
     with pytest.raises(SpecError, match=r"g\.jsonl:2 field 'sentinel': 'sentinel' must be true"):
         load_golden(bad)

@@ -184,9 +184,7 @@ def add_derived(
             example.scores[column.name] = value
             if value is None and reason and any(v is not None for v in values):
                 example.details[column.name] = {"error": reason}
-        present = [
-            v for e in run_examples if (v := e.scores.get(column.name)) is not None
-        ]
+        present = [v for e in run_examples if (v := e.scores.get(column.name)) is not None]
         estimate = mean_ci(present, seed=seed) if present else None
         aggregates[column.name] = Aggregate(
             metric=column.name,
@@ -221,4 +219,3 @@ def sample_values(example: ExampleResult, column: str) -> list[float | None]:
     if example.samples:
         return [s.scores.get(column, example.scores.get(column)) for s in example.samples]
     return [example.scores.get(column)]
-
