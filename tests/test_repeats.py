@@ -208,10 +208,10 @@ def test_a_flipped_sentinel_fails_the_gate_whatever_the_statistics(
     # A sentinel that fails in only one of its K samples still counts as flipped.
     flipped = [
         e.id for e in sampled if base[e.id] == 1 and min(s.scores["regex"] for s in e.samples) == 0
-    ]  # type: ignore[type-var]  # noqa: E501
+    ]  # type: ignore[type-var]
     kept = [
         e.id for e in sampled if base[e.id] == 1 and all(s.scores["regex"] == 1 for s in e.samples)
-    ]  # noqa: E501
+    ]
     assert flipped and kept
     path = suite(tmp_path, tiny_model, sentinels=(flipped[0], *kept))
     again = run(path, cache)
