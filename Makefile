@@ -57,9 +57,10 @@ demo: setup $(ADAPTER)/adapter_model.safetensors
 	@$(BIN)/evalkit report reports/ --screenshot reports/screenshot.png \
 	  || echo "make demo: no screenshot of the report (see the message above)"
 
+# Two xdist workers on two cores: one torch thread each (more threads spin against each other).
 test: setup
 	$(BIN)/ruff check evalkit tests golden plugins
-	$(BIN)/python -m pytest tests/ $(addsuffix /tests,$(PLUGINS)) -q -ra -n 2 --dist loadfile \
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests/ $(addsuffix /tests,$(PLUGINS)) -q -ra -n 2 --dist loadfile \
 	  --ignore=tests/vllm
 
 # The vLLM engine (`engine: vllm`) runs a vLLM server from its own venv: vLLM pins a transformers

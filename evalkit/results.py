@@ -18,12 +18,27 @@ from evalkit.errors import disk_error
 RESULT_SCHEMA_VERSION = 1
 
 
+class SampleResult(BaseModel):
+    """One of the k answers of an example of a ``samples: k`` candidate."""
+
+    seed: int = Field(description="the generation seed of this sample (in its cache key)")
+    output: str | None
+    error: str | None = None
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    cached: bool = False
+
+
 class ExampleResult(BaseModel):
     id: str
     references: list[str]
     messages: list[dict[str, str]]
     prompt: str = Field("", description="what the model saw, after the chat template")
     output: str | None
+    answer: str | None = Field(
+        None,
+        description="the part of the output the metrics scored, when the candidate has an "
+        "answer extractor (answer: {regex}); '' when the regex found nothing",
+    )
     error: str | None = None
     scores: dict[str, float | None] = Field(default_factory=dict)
     details: dict[str, dict[str, Any]] = Field(
@@ -40,6 +55,17 @@ class ExampleResult(BaseModel):
         default_factory=list,
         description="RAG candidates: the retrieved chunks, best first, as {id, score}",
     )
+    sentinel: bool = Field(False, description="golden 'sentinel: true': must never flip")
+    samples: list[SampleResult] = Field(
+        default_factory=list,
+        description="samples: k candidates: every answer with its scores (the first is also "
+        "'output'); 'scores' then holds per-example figures over them (mean, pass@K, pass^K)",
+    )
+
+    @property
+    def scored_output(self) -> str | None:
+        """What the metrics score: the extracted answer where there is one, else the output."""
+        return self.output if self.answer is None or self.output is None else self.answer
 
 
 class Aggregate(BaseModel):
@@ -66,6 +92,14 @@ class Aggregate(BaseModel):
     higher_is_better: bool = True
     signature: str = ""
     version: str = ""
+    judge: dict[str, Any] | None = Field(
+        None,
+        description="judge columns: who scored (model fingerprint, rubric hash, prompt version, "
+        "scale) and its calibration against human labels",
+    )
+    advisory: str | None = Field(
+        None, description="why gates on this column report but never fail (an uncalibrated judge)"
+    )
 
 
 class Timings(BaseModel):
@@ -140,6 +174,41 @@ class Flips(BaseModel):
         return len(self.fail_to_pass)
 
 
+class PairedLatencyColumn(BaseModel):
+    """One latency column of an interleaved comparison (ms; candidate minus compare_to)."""
+
+    baseline_ms: dict[str, float] = Field(
+        default_factory=dict, description="per example: compare_to's mean over its timings"
+    )
+    candidate_ms: dict[str, float] = Field(default_factory=dict)
+    baseline_mean: float | None = None
+    mean_delta: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    noise_delta: float | None = Field(
+        None, description="A-vs-A: compare_to's second timing minus its first (noise floor)"
+    )
+    noise_ci_low: float | None = None
+    noise_ci_high: float | None = None
+
+
+class PairedLatency(BaseModel):
+    """Latency gates against compare_to: both candidates timed interleaved, A, B, A per
+    example, repeated in rounds, so drift of the machine hits both sides alike."""
+
+    against: str
+    schedule: str = "A,B,A per example and round"
+    rounds: int = 0
+    n_examples: int = 0
+    seconds: float = 0.0
+    stopped: str = Field("", description="decided | precise | budget | max_rounds")
+    columns: dict[str, PairedLatencyColumn] = Field(default_factory=dict)
+    other_cores: float | None = Field(None, description="cores other work kept busy meanwhile")
+    cores: int = 0
+    contention: str = Field("", description="whether other work competed for the cores")
+    skipped: str | None = Field(None, description="why no interleaved comparison was made")
+
+
 class CandidateRun(BaseModel):
     name: str
     spec: dict[str, Any]
@@ -168,6 +237,10 @@ class CandidateRun(BaseModel):
     flips: dict[str, Flips] = Field(
         default_factory=dict,
         description="per 0/1 metric column: examples that changed against compare_to",
+    )
+    samples: int = Field(1, description="answers per example (samples: k)")
+    latency_pairs: PairedLatency | None = Field(
+        None, description="the interleaved timing its latency gates were decided on"
     )
     timings: Timings = Field(default_factory=Timings)
 
@@ -262,6 +335,12 @@ class GateVerdict(BaseModel):
         default_factory=list, description="said even when the gate passes (e.g. underpowered)"
     )
     worst: list[WorstExample] = Field(default_factory=list)
+    sentinel_flips: list[str] = Field(
+        default_factory=list, description="sentinel examples that flipped pass -> fail"
+    )
+    advisory: str | None = Field(
+        None, description="why this gate reports but cannot fail (an uncalibrated judge)"
+    )
 
     @property
     def passed(self) -> bool:

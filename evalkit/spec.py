@@ -30,6 +30,7 @@ from evalkit.gate_spec import GateTest as GateTest
 from evalkit.gate_spec import Threshold as Threshold
 from evalkit.retrieval.spec import RetrievalSpec
 from evalkit.spec_engine import EngineOptions
+from evalkit.spec_variants import VariantFields, check_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -120,8 +121,7 @@ class EquivalenceSpec(_Strict):
 def public_url(url: str) -> str:
     """Scheme, host, port and path of a URL: no user info (credentials), query or fragment."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    port = f":{parts.port}" if parts.port else ""
+    host, port = (parts.hostname or "").lower(), f":{parts.port}" if parts.port else ""
     return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
 
 
@@ -154,9 +154,10 @@ class ApiSpec(_Strict):
         return base
 
 
-class CandidateSpec(_Strict):
+class CandidateSpec(_Strict, VariantFields):
     """One model under test. ``model`` is an alias (``evalkit models``), a local folder or a hub id;
-    ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``)."""
+    ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``); ``call``
+    is the user's own pipeline (its fields, and a candidate's own prompt: ``VariantFields``)."""
 
     model: str | None = None
     replay: str | None = None
@@ -192,6 +193,8 @@ class CandidateSpec(_Strict):
         "API models even without this block",
     )
     retrieval: RetrievalSpec | None = None
+    samples: int = Field(1, ge=1, le=1000, description="answers per example, each from its "
+                         "own seed (sampled decoding); see X@pass@K, X@pass^K columns")  # fmt: skip
 
     @field_validator("equivalent_to", mode="before")
     @classmethod
@@ -200,8 +203,7 @@ class CandidateSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> CandidateSpec:
-        if (self.model is None) == (self.replay is None):
-            raise ValueError("give exactly one of 'model' or 'replay'")
+        check_source(self)
         if self.merge and self.adapter is None:
             raise ValueError("merge: true needs an 'adapter'")
         if self.merge and self.quantization is not None:
@@ -212,11 +214,8 @@ class CandidateSpec(_Strict):
                 "weights and the rounding changes answers; remove 'merge' to run the adapter "
                 "unmerged on the quantized base (QLoRA-style)"
             )
-        if self.retrieval is not None and self.replay is not None:
-            raise ValueError("'retrieval' feeds a model's prompt; a replay candidate has none")
-        if self.api is not None and self.replay is not None:
-            raise ValueError("'api' calls a 'model'; a replay candidate has none")
-        # Which options a kind accepts: evalkit.candidates.registry, checked at preparation.
+        # Which options a kind accepts is the candidate registry's to say
+        # (evalkit.candidates.registry, checked when a suite is prepared).
         return self
 
 

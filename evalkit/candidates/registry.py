@@ -189,6 +189,21 @@ def _build_api(name: str, spec: CandidateSpec, base_dir: Path) -> Candidate:
     return ApiCandidate(name, spec)
 
 
+def _build_call(name: str, spec: CandidateSpec, base_dir: Path) -> Candidate:
+    from evalkit.candidates.call import CallCandidate
+    from evalkit.candidates.call_target import resolve_target
+
+    assert spec.call is not None
+    target = resolve_target(spec.call.target, base_dir)
+    return CallCandidate(
+        name,
+        target,
+        version=spec.version,
+        concurrency=spec.call.concurrency,
+        timeout_s=spec.call.timeout_s,
+    )
+
+
 def _build_hf(name: str, spec: CandidateSpec, base_dir: Path) -> Candidate:
     from evalkit.candidates.hf import HFCandidate
 
@@ -221,6 +236,14 @@ make a bare ``provider/name`` a local model rather than an API one)."""
 
 register_kind(CandidateKind("replay", _build_replay, selects=lambda s, _: s.replay is not None))
 register_kind(CandidateKind("API", _build_api, selects=_is_api, options=frozenset({"api"})))
+register_kind(
+    CandidateKind(
+        "call",
+        _build_call,
+        selects=lambda s, _: s.call is not None,
+        options=frozenset({"call", "version"}),
+    )
+)
 register_kind(
     CandidateKind(
         "transformers",
