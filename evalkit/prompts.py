@@ -2,7 +2,10 @@
 
 StrictUndefined makes a template variable the example lacks an error at collection (naming the
 example's file and line) instead of an empty string silently sent to the model. The tokenizer's
-chat template is applied later, by the candidate, because it belongs to the model.
+chat template is applied later, by the candidate, because it belongs to the model. A candidate's
+own templates and few-shot examples (``PromptVariant``, from evalkit.variants) render the same
+way; its shots become chat turns (a user message and the reference as the assistant's answer)
+or one text before the prompt.
 
 Suite files arrive in pull requests, so templates are untrusted: they render in jinja2's
 SandboxedEnvironment (no ``__globals__``/``os`` escape), and their work is bounded (range
@@ -28,7 +31,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from evalkit.candidates.base import GenerationRequest, Message, RetrievedChunk
 from evalkit.errors import SpecError
 from evalkit.golden import Example
+from evalkit.shots import draw_shots
 from evalkit.spec import LoadedSuite
+from evalkit.variants import PromptVariant, Template, suite_variant
 
 MAX_RANGE_ITEMS = 100_000
 """Items of every ``range()`` in one render together (nested loops multiply, so they add up)."""
@@ -130,19 +135,25 @@ def _compile(source: str) -> jinja2.Template:
 
 
 def compile_template(source: str, suite: LoadedSuite, field: str) -> jinja2.Template:
+    """A template written in the suite file at ``field``."""
+    return compile_at(Template(source, field, suite.path, suite.line_of(*field.split("."))))
+
+
+def compile_at(template: Template) -> jinja2.Template:
+    """Compile a template; a syntax error names its file, line and field."""
     try:
-        return _compile(source)
+        return _compile(template.source)
     except jinja2.TemplateSyntaxError as exc:
         raise SpecError(
             f"bad jinja2 template: {exc.message}",
-            path=suite.path,
-            line=suite.line_of(field),
-            field=field,
+            path=template.path,
+            line=exc.lineno if template.in_file else template.line,
+            field=template.field,
         ) from None
     except (RecursionError, ValueError, OverflowError) as exc:
         raise SpecError(
-            f"the template cannot be compiled ({type(exc).__name__}: {exc})", path=suite.path,
-            line=suite.line_of(field), field=field,
+            f"the template cannot be compiled ({type(exc).__name__}: {exc})", path=template.path,
+            line=template.line, field=template.field,
         ) from None  # fmt: skip
 
 
@@ -180,45 +191,77 @@ def context_variables(retrieved: Sequence[RetrievedChunk]) -> dict[str, Any]:
     }
 
 
-def template_variables(source: str) -> set[str]:
+@lru_cache(maxsize=256)
+def template_variables(source: str) -> frozenset[str]:
     """The variables a template reads (for collection-time checks)."""
-    return jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+    return frozenset(jinja2.meta.find_undeclared_variables(_ENV.parse(source)))
 
 
 def render_request(
-    suite: LoadedSuite, example: Example, retrieved: Sequence[RetrievedChunk] = ()
+    suite: LoadedSuite,
+    example: Example,
+    retrieved: Sequence[RetrievedChunk] = (),
+    variant: PromptVariant | None = None,
 ) -> GenerationRequest:
-    """The chat messages for one example: optional system message, then the user prompt.
-    ``retrieved`` chunks (RAG candidates) fill ``context`` and ``chunks``; without them those
-    variables are empty, unless the example has fields of those names."""
+    """The chat messages for one example: optional system message, the shots as chat turns
+    (``shots_as: turns``), then the user prompt. ``retrieved`` chunks (RAG candidates) fill
+    ``context`` and ``chunks``; without them those variables are empty, unless the example has
+    fields of those names. ``variant`` is the candidate's prompt (default: the suite's)."""
+    variant = variant or suite_variant(suite)
+    turns, inline = _shots(variant, example)
     values = (
         {**example.fields, **context_variables(retrieved)}
         if retrieved
         else {**context_variables(()), **example.fields}
     )
+    values = {**values, "shots": inline} if inline else {"shots": "", **values}
     messages = []
-    for role, source, field in (
-        ("system", suite.spec.system, "system"),
-        ("user", suite.spec.prompt, "prompt"),
-    ):
-        if source is None:
-            continue
-        template = compile_template(source, suite, field)
-        text = _render(template, suite, field, example, values)
-        messages.append(Message(role=role, content=text))
-    return GenerationRequest(id=example.id, messages=tuple(messages), retrieved=tuple(retrieved))
+    if variant.system is not None:
+        messages.append(Message("system", _render(variant.system, example, values)))
+    messages.extend(turns)
+    user = _render(variant.prompt, example, values)
+    if inline and "shots" not in template_variables(variant.prompt.source):
+        user = f"{inline}\n\n{user}"
+    messages.append(Message("user", user))
+    return GenerationRequest(
+        id=example.id, messages=tuple(messages), retrieved=tuple(retrieved), fields=example.fields
+    )
 
 
-def _render(
-    template: jinja2.Template,
-    suite: LoadedSuite,
-    field: str,
-    example: Example,
-    values: dict[str, Any],
-) -> str:
-    where = f"the suite's '{field}' template ({suite.path}:{suite.line_of(field)})"
+def render_user(variant: PromptVariant, example: Example) -> str:
+    """The user prompt alone, without context or shots (a shot's question; a search query)."""
+    values = {**context_variables(()), "shots": "", **example.fields}
+    return _render(variant.prompt, example, values)
+
+
+def _shots(variant: PromptVariant, example: Example) -> tuple[list[Message], str]:
+    """The example's shots as chat turns, or as one text (``shots_as: inline``)."""
+    if not variant.shots:
+        return [], ""
+    if variant.shots_as == "inline" and "shots" in example.fields:
+        raise SpecError(
+            "this example has a field 'shots', which an inline few-shot candidate fills with its "
+            "shots; rename the field",
+            path=example.path,
+            line=example.line,
+            field="shots",
+        )
+    drawn = draw_shots(variant.train, variant.shots, variant.shots_seed, example.id)
+    pairs = [(render_user(variant, shot), shot.references[0]) for shot in drawn]
+    if variant.shots_as == "inline":
+        return [], "\n\n".join(f"{question}\n{answer}" for question, answer in pairs)
+    turns = [Message(role, text) for pair in pairs for role, text in zip(_ROLES, pair, strict=True)]
+    return turns, ""
+
+
+_ROLES = ("user", "assistant")
+
+
+def _render(template: Template, example: Example, values: dict[str, Any]) -> str:
+    where = template.where
+    compiled = compile_at(template)
     try:
-        return render_text(template, values)
+        return render_text(compiled, values)
     except jinja2.UndefinedError as exc:
         fields = ", ".join(sorted(map(str, example.fields)))
         raise SpecError(

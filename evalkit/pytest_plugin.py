@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.pytest_session import EvalkitSession, session_of
-from evalkit.testing import ModelPool
+from evalkit.testing import CallPool, ModelPool
 
 DEFAULT_PATTERNS = ["suites/*.yaml", "suites/*.yml", "*.suite.yaml", "*.suite.yml"]
 
@@ -113,3 +113,11 @@ def evalkit_model(request: pytest.FixtureRequest) -> Iterator[ModelPool]:
     pool = ModelPool(state.options.cache, Path(request.config.rootpath), state.options.device)
     yield pool
     pool.close()
+
+
+@pytest.fixture(scope="session")
+def evalkit_call(request: pytest.FixtureRequest) -> CallPool:
+    """The user's own pipeline in ordinary test functions: ``evalkit_call(answer, version="2")``
+    returns a handle whose answers (``handle(example)``, ``handle.many(examples)``) are cached
+    like a ``call:`` candidate's."""
+    return CallPool(session_of(request.config).options.cache)

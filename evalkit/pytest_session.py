@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,8 @@ class EvalkitSession:
             item.user_properties.append((VERDICT_PROPERTY, verdict.model_dump_json()))
         if not verdict.passed:
             raise GateFailed(verdict.message)
+        for text in verdict.warnings:  # a passing item still says what it could not see
+            warnings.warn(GateWarning(f"{item.reportinfo()[2]}: {text}"), stacklevel=1)
 
     def _suite_result(self, item: GateItem) -> RunResult:
         path = item.suite_path
@@ -245,6 +248,12 @@ def looks_like_suite(path: Path) -> bool:
     except OSError:
         return False
     return re.search(r"^suite\s*:", head, flags=re.MULTILINE) is not None
+
+
+class GateWarning(UserWarning):
+    """A gate passed but says something a reviewer must see (e.g. it is underpowered): pytest
+    lists it in its warnings summary; ``-W error::evalkit.pytest_session.GateWarning`` makes it
+    fail."""
 
 
 class GateFailed(Exception):

@@ -18,12 +18,27 @@ from evalkit.errors import disk_error
 RESULT_SCHEMA_VERSION = 1
 
 
+class SampleResult(BaseModel):
+    """One of the k answers of an example of a ``samples: k`` candidate."""
+
+    seed: int = Field(description="the generation seed of this sample (in its cache key)")
+    output: str | None
+    error: str | None = None
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    cached: bool = False
+
+
 class ExampleResult(BaseModel):
     id: str
     references: list[str]
     messages: list[dict[str, str]]
     prompt: str = Field("", description="what the model saw, after the chat template")
     output: str | None
+    answer: str | None = Field(
+        None,
+        description="the part of the output the metrics scored, when the candidate has an "
+        "answer extractor (answer: {regex}); '' when the regex found nothing",
+    )
     error: str | None = None
     scores: dict[str, float | None] = Field(default_factory=dict)
     details: dict[str, dict[str, Any]] = Field(
@@ -40,6 +55,17 @@ class ExampleResult(BaseModel):
         default_factory=list,
         description="RAG candidates: the retrieved chunks, best first, as {id, score}",
     )
+    sentinel: bool = Field(False, description="golden 'sentinel: true': must never flip")
+    samples: list[SampleResult] = Field(
+        default_factory=list,
+        description="samples: k candidates: every answer with its scores (the first is also "
+        "'output'); 'scores' then holds per-example figures over them (mean, pass@K, pass^K)",
+    )
+
+    @property
+    def scored_output(self) -> str | None:
+        """What the metrics score: the extracted answer where there is one, else the output."""
+        return self.output if self.answer is None or self.output is None else self.answer
 
 
 class Aggregate(BaseModel):
@@ -66,6 +92,14 @@ class Aggregate(BaseModel):
     higher_is_better: bool = True
     signature: str = ""
     version: str = ""
+    judge: dict[str, Any] | None = Field(
+        None,
+        description="judge columns: who scored (model fingerprint, rubric hash, prompt version, "
+        "scale) and its calibration against human labels",
+    )
+    advisory: str | None = Field(
+        None, description="why gates on this column report but never fail (an uncalibrated judge)"
+    )
 
 
 class Timings(BaseModel):
@@ -140,6 +174,41 @@ class Flips(BaseModel):
         return len(self.fail_to_pass)
 
 
+class PairedLatencyColumn(BaseModel):
+    """One latency column of an interleaved comparison (ms; candidate minus compare_to)."""
+
+    baseline_ms: dict[str, float] = Field(
+        default_factory=dict, description="per example: compare_to's mean over its timings"
+    )
+    candidate_ms: dict[str, float] = Field(default_factory=dict)
+    baseline_mean: float | None = None
+    mean_delta: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    noise_delta: float | None = Field(
+        None, description="A-vs-A: compare_to's second timing minus its first (noise floor)"
+    )
+    noise_ci_low: float | None = None
+    noise_ci_high: float | None = None
+
+
+class PairedLatency(BaseModel):
+    """Latency gates against compare_to: both candidates timed interleaved, A, B, A per
+    example, repeated in rounds, so drift of the machine hits both sides alike."""
+
+    against: str
+    schedule: str = "A,B,A per example and round"
+    rounds: int = 0
+    n_examples: int = 0
+    seconds: float = 0.0
+    stopped: str = Field("", description="decided | precise | budget | max_rounds")
+    columns: dict[str, PairedLatencyColumn] = Field(default_factory=dict)
+    other_cores: float | None = Field(None, description="cores other work kept busy meanwhile")
+    cores: int = 0
+    contention: str = Field("", description="whether other work competed for the cores")
+    skipped: str | None = Field(None, description="why no interleaved comparison was made")
+
+
 class CandidateRun(BaseModel):
     name: str
     spec: dict[str, Any]
@@ -169,11 +238,38 @@ class CandidateRun(BaseModel):
         default_factory=dict,
         description="per 0/1 metric column: examples that changed against compare_to",
     )
+    samples: int = Field(1, description="answers per example (samples: k)")
+    latency_pairs: PairedLatency | None = Field(
+        None, description="the interleaved timing its latency gates were decided on"
+    )
     timings: Timings = Field(default_factory=Timings)
 
 
+class Power(BaseModel):
+    """What a detection rule could see at its number of pairs (``evalkit.power``)."""
+
+    detectable: float | None = Field(
+        None,
+        description="smallest true change a one-sided test at the gate's alpha tells from no "
+        "change 80% of the time; None when there is no spread to judge it by",
+    )
+    fails_at: float | None = Field(
+        None, description="allowance + detectable: the change this rule fails on 80% of the time"
+    )
+    n: int = 0
+    n_needed: int | None = Field(
+        None, description="pairs that would bring 'detectable' down to the allowance"
+    )
+    basis: str = Field("", description="what it was estimated from")
+    sd: float | None = Field(None, description="sd of the paired deltas (continuous scores)")
+    discordant_rate: float | None = Field(
+        None, description="0/1 scores: share of pairs that changed"
+    )
+    underpowered: bool = False
+
+
 class Comparison(BaseModel):
-    """The paired test behind a regression gate."""
+    """The paired test behind one change rule of a gate (max_drop, max_increase, min_ratio)."""
 
     baseline: str = Field(description="'candidate:<name>' or 'accepted:<path>'")
     baseline_mean: float | None = None
@@ -183,8 +279,35 @@ class Comparison(BaseModel):
     mean_delta: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    p_value: float | None = None
+    p_value: float | None = Field(None, description="one-sided, for a detection rule")
     allowed: float | None = None
+    rule: str = Field("", description="max_drop, max_increase or min_ratio")
+    test: str = Field("", description="detection or noninferiority")
+    method: str = Field("", description="e.g. 'exact McNemar', 'paired bootstrap'")
+    ci_method: str = ""
+    bound: float | None = Field(
+        None, description="the one-sided (1 - alpha) bound a noninferiority rule is judged on"
+    )
+    ratio: float | None = Field(None, description="min_ratio: candidate mean / baseline mean")
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    p_adjusted: float | None = Field(
+        None, description="Holm-adjusted p over the run's detection rules (multiple_comparisons)"
+    )
+    n_tests: int = Field(1, description="size of the family p_adjusted is adjusted over")
+    n_up: int | None = Field(None, description="0/1 scores: pairs that went 0 -> 1")
+    n_down: int | None = Field(None, description="0/1 scores: pairs that went 1 -> 0")
+    untestable: str | None = Field(
+        None, description="why no test was possible ('not enough evidence to test')"
+    )
+    unchanged: bool = Field(
+        False, description="no pair changed: no test could reject, so not in the Holm family"
+    )
+    power: Power | None = None
+    outcome: str = Field(
+        "", description="what the rule concluded, in words (e.g. 'within noise', 'non-inferior')"
+    )
+    passed: bool = True
 
 
 class WorstExample(BaseModel):
@@ -205,12 +328,28 @@ class GateVerdict(BaseModel):
     message: str
     rules: dict[str, Any] = Field(default_factory=dict)
     mean: float | None = None
-    comparison: Comparison | None = None
+    comparisons: list[Comparison] = Field(
+        default_factory=list, description="one per change rule (max_drop, max_increase, min_ratio)"
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="said even when the gate passes (e.g. underpowered)"
+    )
     worst: list[WorstExample] = Field(default_factory=list)
+    sentinel_flips: list[str] = Field(
+        default_factory=list, description="sentinel examples that flipped pass -> fail"
+    )
+    advisory: str | None = Field(
+        None, description="why this gate reports but cannot fail (an uncalibrated judge)"
+    )
 
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    @property
+    def comparison(self) -> Comparison | None:
+        """The first change rule's comparison (most gates have one)."""
+        return self.comparisons[0] if self.comparisons else None
 
 
 class RunResult(BaseModel):

@@ -15,12 +15,9 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     ValidationError,
-    WithJsonSchema,
     field_serializer,
     field_validator,
     model_validator,
@@ -29,7 +26,12 @@ from pydantic import (
 from evalkit._spec_errors import located
 from evalkit._yaml import LineMap, load_yaml
 from evalkit.errors import SpecError
+from evalkit.gate_spec import GateSpec as GateSpec  # re-exported: gate rules live there
+from evalkit.gate_spec import GateTest as GateTest
+from evalkit.gate_spec import Threshold as Threshold
 from evalkit.retrieval.spec import RetrievalSpec
+from evalkit.spec_engine import EngineOptions
+from evalkit.spec_variants import VariantFields, check_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -120,8 +122,7 @@ class EquivalenceSpec(_Strict):
 def public_url(url: str) -> str:
     """Scheme, host, port and path of a URL: no user info (credentials), query or fragment."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    port = f":{parts.port}" if parts.port else ""
+    host, port = (parts.hostname or "").lower(), f":{parts.port}" if parts.port else ""
     return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
 
 
@@ -154,9 +155,10 @@ class ApiSpec(_Strict):
         return base
 
 
-class CandidateSpec(_Strict):
+class CandidateSpec(_Strict, VariantFields):
     """One model under test. ``model`` is an alias (``evalkit models``), a local folder or a hub id;
-    ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``)."""
+    ``replay`` evaluates outputs made elsewhere (a JSONL file of ``{"id", "output"}``); ``call``
+    is the user's own pipeline (its fields, and a candidate's own prompt: ``VariantFields``)."""
 
     model: str | None = None
     replay: str | None = None
@@ -184,6 +186,7 @@ class CandidateSpec(_Strict):
         description="the backend that runs 'model' (default: picked from the other fields; "
         "'transformers', or any engine a registered candidate kind names)",
     )
+    engine_options: EngineOptions | None = Field(None, description="how engine: vllm serves it")
     api: ApiSpec | None = Field(
         None,
         description="call 'model' through litellm (any litellm model string) or an "
@@ -198,6 +201,8 @@ class CandidateSpec(_Strict):
         "quick run), chosen by id hash as latency samples are (nested: a smaller limit is a "
         "subset); its comparisons pair those N; --evalkit-full / --full ignore it",
     )
+    samples: int = Field(1, ge=1, le=1000, description="answers per example, each from its "
+                         "own seed (sampled decoding); see X@pass@K, X@pass^K columns")  # fmt: skip
 
     @field_validator("equivalent_to", mode="before")
     @classmethod
@@ -206,8 +211,7 @@ class CandidateSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> CandidateSpec:
-        if (self.model is None) == (self.replay is None):
-            raise ValueError("give exactly one of 'model' or 'replay'")
+        check_source(self)
         if self.merge and self.adapter is None:
             raise ValueError("merge: true needs an 'adapter'")
         if self.merge and self.quantization is not None:
@@ -218,10 +222,6 @@ class CandidateSpec(_Strict):
                 "weights and the rounding changes answers; remove 'merge' to run the adapter "
                 "unmerged on the quantized base (QLoRA-style)"
             )
-        if self.retrieval is not None and self.replay is not None:
-            raise ValueError("'retrieval' feeds a model's prompt; a replay candidate has none")
-        if self.api is not None and self.replay is not None:
-            raise ValueError("'api' calls a 'model'; a replay candidate has none")
         # Which options a kind accepts is the candidate registry's to say
         # (evalkit.candidates.registry, checked when a suite is prepared).
         return self
@@ -237,87 +237,6 @@ class MetricSpec(_Strict):
     @property
     def column(self) -> str:
         return self.alias or self.name
-
-
-_RELATIVE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
-
-
-class Threshold(_Strict):
-    """An allowed change: absolute (``0.03``) or relative to the baseline mean (``"15%"``)."""
-
-    value: float
-    relative: bool = False
-
-    @classmethod
-    def parse(cls, raw: float | int | str) -> Threshold:
-        if isinstance(raw, bool):
-            raise ValueError("expected a number or a percentage such as '15%'")
-        if isinstance(raw, int | float):
-            if raw < 0:
-                raise ValueError("must be >= 0")
-            return cls(value=float(raw))
-        match = _RELATIVE.match(raw)
-        if not match:
-            raise ValueError(f"'{raw}' is neither a number nor a percentage such as '15%'")
-        return cls(value=float(match.group(1)) / 100.0, relative=True)
-
-    def allowed(self, baseline_mean: float) -> float:
-        return self.value * abs(baseline_mean) if self.relative else self.value
-
-    def __str__(self) -> str:
-        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
-
-
-def _parse_threshold(raw: Any) -> Any:
-    return raw if raw is None or isinstance(raw, Threshold | dict) else Threshold.parse(raw)
-
-
-# Users write a number or "15%"; the schema says so (not the internal Threshold object).
-ThresholdField = Annotated[
-    Threshold | None,
-    BeforeValidator(_parse_threshold),
-    PlainSerializer(
-        lambda t: None if t is None else (str(t) if t.relative else t.value),
-        return_type=float | str | None,
-    ),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*[0-9]*\.?[0-9]+\s*%\s*$"},
-                {"type": "null"},
-            ],
-            "description": "absolute change (0.03) or relative to the baseline mean ('15%')",
-        }
-    ),
-]
-
-
-class GateSpec(_Strict):
-    """Pass/fail rules for one metric column.
-
-    ``min``/``max`` bound the mean. ``max_drop``/``max_increase`` bound the change against the
-    baseline; they fail only when the change exceeds the threshold AND a one-sided paired
-    bootstrap test finds it significant at ``alpha`` (``strict: true`` uses the point estimate).
-    """
-
-    metric: str
-    min: float | None = None
-    max: float | None = None
-    max_drop: ThresholdField = None
-    max_increase: ThresholdField = None
-    strict: bool = False
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _has_rule(self) -> GateSpec:
-        if all(v is None for v in (self.min, self.max, self.max_drop, self.max_increase)):
-            raise ValueError("a gate needs at least one of min, max, max_drop, max_increase")
-        return self
-
-    @property
-    def is_regression(self) -> bool:
-        return self.max_drop is not None or self.max_increase is not None
 
 
 class SuiteSpec(_Strict):
@@ -344,6 +263,11 @@ class SuiteSpec(_Strict):
     )
     baseline_dir: str | None = Field(
         None, description="where accepted baselines live (default: baselines/ beside the dataset)"
+    )
+    multiple_comparisons: Literal["holm", "none"] = Field(
+        "holm",
+        description="holm: the run's detection gates share one family-wise error rate "
+        "(Holm-Bonferroni adjusted p beside the raw one); none: each gate at its own alpha",
     )
 
     @field_validator("metrics", mode="before")
@@ -377,6 +301,13 @@ class SuiteSpec(_Strict):
                 raise ValueError(
                     f"candidate '{name}': equivalent_to '{target.candidate}' must be another "
                     f"candidate of this suite; candidates: {', '.join(self.candidates)}"
+                )
+        for name, gate in self.gates.items():
+            unknown = sorted(set(gate.candidates or ()) - set(self.candidates))
+            if unknown:
+                raise ValueError(
+                    f"gate '{name}': candidates {', '.join(unknown)} are not candidates of this "
+                    f"suite; candidates: {', '.join(self.candidates)}"
                 )
         columns = [m.column for m in self.metrics]
         if len(set(columns)) != len(columns):

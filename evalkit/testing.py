@@ -12,12 +12,18 @@
 Generations go through the same cache as suites (keyed by model fingerprint, decoding settings
 and messages), and each model is loaded once per session, on its first cache miss. Metrics that
 need the model itself (perplexity) are computed by ``ModelHandle.score``, uncached.
+
+The user's own pipeline takes the same route as a suite's ``call:`` candidate::
+
+    def test_app(evalkit_call):
+        app = evalkit_call(myapp.pipeline.answer, version="2", concurrency=8)
+        outputs = app.many(golden_examples)        # cached by source hash + version + fields
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,8 @@ import pytest
 from evalkit._files import display_path
 from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
-from evalkit.candidates.base import Candidate, GenerationRequest, Message
+from evalkit.candidates.base import Candidate, Generation, GenerationRequest, Message
+from evalkit.candidates.call import CallCandidate
 from evalkit.errors import EvalkitError
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import CandidateMetric, Metric, Sample, create, split_score
@@ -213,4 +220,73 @@ class ModelPool:
         self._handles.clear()
 
 
-__all__ = ["Example", "ModelHandle", "ModelPool", "golden_params", "score"]
+@dataclass
+class CallHandle:
+    """A function as a candidate (``evalkit_call(fn)``), answering through the cache."""
+
+    candidate: CallCandidate
+    fingerprint_hash: str
+    cache: Cache
+
+    def __call__(self, example: Example | Mapping[str, Any]) -> str:
+        """The function's answer for one example (or a mapping of fields)."""
+        return self.many([example])[0]
+
+    def many(self, examples: Sequence[Example | Mapping[str, Any]]) -> list[str]:
+        """Answers in order, uncached ones called concurrently; an error raises EvalkitError."""
+        outputs = []
+        for generation in self.results(examples):
+            if generation.error is not None:
+                raise EvalkitError(f"example '{generation.id}': {generation.error}")
+            outputs.append(generation.output)
+        return outputs
+
+    def results(self, examples: Sequence[Example | Mapping[str, Any]]) -> list[Generation]:
+        """Full results in order: output, context, tokens, cost, seconds, or the error."""
+        requests = [
+            GenerationRequest(
+                id=e.id if isinstance(e, Example) else str(e.get("id", i)),
+                messages=(),
+                fields=e.fields if isinstance(e, Example) else dict(e),
+            )
+            for i, e in enumerate(examples)
+        ]
+        if len({r.id for r in requests}) != len(requests):
+            raise EvalkitError("examples need distinct ids (an 'id' field or their position)")
+        answers = generate_cached(
+            self.candidate, self.fingerprint_hash, requests, GenerationSpec(), self.cache
+        )
+        return [answers[r.id][0] for r in requests]
+
+
+class CallPool:
+    """The ``evalkit_call`` fixture: ``evalkit_call(function, version=..., concurrency=...,
+    timeout_s=...)`` -> CallHandle. The function is called as a ``call:`` candidate's is."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    def __call__(
+        self,
+        function: Callable[..., Any],
+        *,
+        version: str | None = None,
+        concurrency: int = 4,
+        timeout_s: float = 60.0,
+    ) -> CallHandle:
+        name = getattr(function, "__name__", "call")
+        candidate = CallCandidate(
+            name, function, version=version, concurrency=concurrency, timeout_s=timeout_s
+        )
+        return CallHandle(candidate, make_key(**candidate.fingerprint())[:16], self.cache)
+
+
+__all__ = [
+    "CallHandle",
+    "CallPool",
+    "Example",
+    "ModelHandle",
+    "ModelPool",
+    "golden_params",
+    "score",
+]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 OUTPUT = Path(__file__).resolve().parent / "units.jsonl"
 
@@ -73,18 +74,25 @@ DOZEN_CODE = "dozen"
 DOZEN_ITEMS = ["eggs", "cookies", "roses", "pencils", "donuts", "apples", "bagels", "cupcakes"]
 DOZEN_QUANTITIES = [1, 2, 3, 4, 10, 6, 15, 25]
 
+# The two easiest questions (base and sampling both answered them): sentinels a regression gate
+# must never lose, whatever its statistics say (a flip in any sample fails the gate).
+SENTINELS = {"units-km-m-001", "units-m-cm-001"}
 
-def _row(from_code: str, to_code: str, counter: int, question: str, answer: int) -> dict[str, str]:
-    return {
+
+def _row(from_code: str, to_code: str, counter: int, question: str, answer: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
         "id": f"units-{from_code}-{to_code}-{counter:03d}",
         "question": question,
         "reference": str(answer),
     }
+    if row["id"] in SENTINELS:
+        row["sentinel"] = True
+    return row
 
 
-def build_rows() -> list[dict[str, str]]:
+def build_rows() -> list[dict[str, Any]]:
     """Return every question, in a fixed order."""
-    rows: list[dict[str, str]] = []
+    rows: list[dict[str, Any]] = []
     for big, small, factor in FACTORS:
         for counter, quantity in enumerate(FORWARD_QUANTITIES, start=1):
             question = f"How many {small.plural} are in {quantity} {big.name(quantity)}?"

@@ -15,23 +15,25 @@ PACKAGE = Path(evalkit.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     # 0: no evalkit dependencies worth naming
     ("evalkit._files", "evalkit._quiet", "evalkit._threads", "evalkit.errors", "evalkit.hookspecs",
-     "evalkit.stats", "evalkit.cache", "evalkit.format", "evalkit.metrics.options",
-     "evalkit.metrics.rubrics"),
+     "evalkit.stats", "evalkit.power", "evalkit.distributions", "evalkit.mcnemar", "evalkit.cache",
+     "evalkit.format", "evalkit.metrics.options", "evalkit.metrics.rubrics"),
     # 1: what a suite says, what a run records
-    ("evalkit._yaml", "evalkit._spec_errors", "evalkit._reading", "evalkit.spec",
-     "evalkit.retrieval.spec", "evalkit.results"),
-    # 2: golden data, prompts, retrieval, candidates
-    ("evalkit.golden", "evalkit.prompts", "evalkit.retrieval", "evalkit.candidates",
-     "evalkit.embeddings"),
-    # 3: metrics ask candidates for capabilities
-    ("evalkit.metrics",),
+    ("evalkit._yaml", "evalkit._spec_errors", "evalkit._reading", "evalkit.gate_spec",
+     "evalkit.spec", "evalkit.retrieval.spec", "evalkit.spec_variants", "evalkit.spec_engine",
+     "evalkit.results"),
+    # 2: golden data, prompts (a candidate's own templates and shots), retrieval, candidates
+    ("evalkit.golden", "evalkit.shots", "evalkit.variants", "evalkit.prompts",
+     "evalkit.retrieval", "evalkit.candidates", "evalkit.embeddings"),
+    # 3: metrics ask candidates for capabilities; agreement of a judge with labels; folding
+    # the scores of repeated samples (evalkit.repeats imports nothing of evalkit)
+    ("evalkit.metrics", "evalkit.agreement", "evalkit.repeats"),
     # 4-5: verdicts, and what they compare with
-    ("evalkit.gates",),
+    ("evalkit.gates", "evalkit.paired_gates", "evalkit.figure_gates"),
     ("evalkit.baseline",),
     # 6: the run pipeline
     ("evalkit.run",),
     # 7: what reads a run (reports), and the plain-Python route
-    ("evalkit.report", "evalkit.testing", "evalkit.agreement"),
+    ("evalkit.report", "evalkit.testing"),
     # 8: entry points
     ("evalkit.pytest_session", "evalkit.pytest_plugin", "evalkit.cli", "evalkit.cli_plugins"),
 ]  # fmt: skip

@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest, Message
-from evalkit.candidates.registry import checked_kind
+from evalkit.candidates.registry import checked_kind, run_resources
 from evalkit.spec import CandidateSpec
 
-__all__ = ["Candidate", "Generation", "GenerationRequest", "Message", "make_candidate"]
+__all__ = [
+    "Candidate",
+    "Generation",
+    "GenerationRequest",
+    "Message",
+    "make_candidate",
+    "run_resources",
+]
 
 
 def make_candidate(

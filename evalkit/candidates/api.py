@@ -179,6 +179,9 @@ class ApiCandidate:
         self.backoff = backoff or Backoff()
         self.stats = _Stats()
         self._call_cache: _Call | None = None
+        self.extra_body: dict[str, Any] | None = None
+        """Sent with every request as extra JSON fields (engine: vllm sets sampling options
+        that the OpenAI API lacks)."""
 
     def __repr__(self) -> str:
         return f"ApiCandidate({self.name!r}, model={self.model!r})"
@@ -300,7 +303,7 @@ class ApiCandidate:
         params: GenerationSpec,
         options: _Options,
     ) -> ApiReply:
-        kwargs = _request_kwargs(call, request, params, options)
+        kwargs = self._with_extra(_request_kwargs(call, request, params, options))
 
         async def attempt() -> ApiReply:
             started = time.perf_counter()
@@ -324,7 +327,7 @@ class ApiCandidate:
         stream: bool | None = None,
     ) -> LatencySample:
         stream = self.stats.streaming is not False if stream is None else stream
-        kwargs = _request_kwargs(call, request, params, _Options(stream=stream))
+        kwargs = self._with_extra(_request_kwargs(call, request, params, _Options(stream=stream)))
 
         async def attempt() -> _Stream:
             return await _read_stream(kwargs) if stream else await _read_whole(kwargs)
@@ -379,6 +382,9 @@ class ApiCandidate:
                 return with_attempts(failure.message, attempts)
             self.stats.retries += 1
             await asyncio.sleep(self.backoff.delay(attempts - 1, failure.retry_after))
+
+    def _with_extra(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**kwargs, "extra_body": dict(self.extra_body)} if self.extra_body else kwargs
 
     def _add_cost(self, cost: float | None) -> None:
         if cost is not None:

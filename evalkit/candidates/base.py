@@ -8,9 +8,9 @@ a crash mid-run loses at most one batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from evalkit.spec import GenerationSpec
@@ -39,6 +39,9 @@ class GenerationRequest:
     messages: tuple[Message, ...]
     retrieved: tuple[RetrievedChunk, ...] = ()
     """The chunks rendered into the messages; the generation cache key reads the messages."""
+    fields: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    """The example's fields, for candidates that answer from them instead of the messages
+    (``AnswersFromFields``)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Generation:
     error: str | None = None
     cost: float | None = None
     """USD the request cost (API candidates, from litellm's price map); None when unknown."""
+    context: tuple[RetrievedChunk, ...] = ()
+    """Text the candidate retrieved itself (a user's RAG pipeline), for context metrics."""
 
 
 class Candidate(Protocol):
@@ -108,6 +113,17 @@ class LatencyProbe(Protocol):
 
 
 @runtime_checkable
+class AnswersFromFields(Protocol):
+    """A candidate that answers from the example's fields (``GenerationRequest.fields``), not
+    from the rendered messages or the decoding settings (the user's own pipeline): its cached
+    answers are keyed by its fingerprint and the fields alone."""
+
+    def answers_from_fields(self) -> bool:
+        """True (a method, so that ``isinstance`` can check for it)."""
+        ...
+
+
+@runtime_checkable
 class LocalModel(Protocol):
     """A candidate whose weights are in this process: forward passes and logits (perplexity,
     local judges) need the loaded model and the exact prompt tokens ``generate`` would use."""
@@ -120,6 +136,30 @@ class LocalModel(Protocol):
 
     def render(self, request: GenerationRequest) -> tuple[str, list[int]]:
         """The prompt text and token ids ``generate`` would feed the model."""
+        ...
+
+
+@runtime_checkable
+class PromptLogprobs(Protocol):
+    """A candidate that scores given token ids without its weights in this process (a vLLM
+    server's prompt log-probs): the other way perplexity metrics get log-probabilities."""
+
+    name: str
+
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, loaded here."""
+        ...
+
+    def render(self, request: GenerationRequest) -> tuple[str, list[int]]:
+        """The exact prompt text and token ids generation feeds the model."""
+        ...
+
+    def max_length(self) -> int:
+        """The longest model input one scored sequence may have (its tokens minus one)."""
+        ...
+
+    def prompt_logprobs(self, sequences: Sequence[Sequence[int]]) -> list[list[float | None]]:
+        """Per sequence and position, log p(token | the tokens before it); None first."""
         ...
 
 

@@ -11,12 +11,15 @@ Selecting must stay cheap: it runs at collection, for every candidate of every s
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evalkit.candidates.api_models import LOCAL_ONLY_OPTIONS
+from evalkit.candidates.vllm_options import UNSUPPORTED as VLLM_REFUSALS
 from evalkit.errors import CandidateError, SpecError
 from evalkit.spec import CandidateSpec, GenerationSpec, LoadedSuite
 
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 Selects = Callable[[CandidateSpec, Path], bool]
 Build = Callable[[str, CandidateSpec, Path], "Candidate"]
+Resources = Callable[[Mapping[str, CandidateSpec], Path, Path], AbstractContextManager[object]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,13 @@ class CandidateKind:
     checks_equivalence: Callable[[CandidateSpec, GenerationSpec], bool] | None = None
     """Whether such a candidate's outputs must equal another's under these settings (the
     implicit ``lossless`` gate); the candidate says which through ``Verifiable``."""
+    refusals: Mapping[str, str] = field(default_factory=dict)
+    """Why an option other kinds accept does not apply to this kind, and what to do instead
+    (added to the error message); options not named here get the plain message."""
+    run_resources: Resources | None = None
+    """What this kind's candidates of one run share, held for the whole run (e.g. servers):
+    ``run_resources(specs of this kind by name, suite folder, log folder)``; imports its
+    backend inside."""
 
 
 _KINDS: list[CandidateKind] = []
@@ -102,10 +113,35 @@ def checked_kind(name: str, spec: CandidateSpec, base_dir: Path) -> CandidateKin
     except CandidateError as exc:
         raise CandidateError(f"candidate '{name}': {exc}") from None
     if wrong := misplaced_options(spec, kind):
+        why = "; ".join(kind.refusals[option] for option in wrong if option in kind.refusals)
         raise CandidateError(
             f"candidate '{name}': {', '.join(wrong)} do not apply to {kind.name} candidates"
+            + (f": {why}" if why else "")
         )
     return kind
+
+
+@contextlib.contextmanager
+def run_resources(
+    specs: Mapping[str, CandidateSpec], base_dir: Path, log_dir: Path
+) -> Iterator[None]:
+    """What the candidates of one run share, per kind (``CandidateKind.run_resources``), held
+    until the run ends, also on errors and Ctrl-C; logs under ``log_dir/<engine or kind>``.
+    Nothing for runs whose kinds share nothing."""
+    grouped: dict[str, tuple[CandidateKind, dict[str, CandidateSpec]]] = {}
+    for name, spec in specs.items():
+        try:
+            kind = kind_for(spec, base_dir)
+        except CandidateError:  # it fails with its own message when it runs
+            continue
+        if kind.run_resources is not None:
+            grouped.setdefault(kind.name, (kind, {}))[1][name] = spec
+    with contextlib.ExitStack() as stack:
+        for kind, kind_specs in grouped.values():
+            assert kind.run_resources is not None
+            folder = log_dir / (kind.engine or kind.name)
+            stack.enter_context(kind.run_resources(kind_specs, base_dir, folder))
+        yield
 
 
 def check_suite_candidates(loaded: LoadedSuite) -> None:
@@ -153,15 +189,45 @@ def _build_api(name: str, spec: CandidateSpec, base_dir: Path) -> Candidate:
     return ApiCandidate(name, spec)
 
 
+def _build_call(name: str, spec: CandidateSpec, base_dir: Path) -> Candidate:
+    from evalkit.candidates.call import CallCandidate
+    from evalkit.candidates.call_target import resolve_target
+
+    assert spec.call is not None
+    target = resolve_target(spec.call.target, base_dir)
+    return CallCandidate(
+        name,
+        target,
+        version=spec.version,
+        concurrency=spec.call.concurrency,
+        timeout_s=spec.call.timeout_s,
+    )
+
+
 def _build_hf(name: str, spec: CandidateSpec, base_dir: Path) -> Candidate:
     from evalkit.candidates.hf import HFCandidate
 
     return HFCandidate(name, spec, base_dir)
 
 
-def _hf_checks_equivalence(spec: CandidateSpec, params: GenerationSpec) -> bool:
-    # Assisted generation verifies every proposal, so greedy outputs must be the target's own.
+def _speculative_checks_equivalence(spec: CandidateSpec, params: GenerationSpec) -> bool:
+    # Speculative decoding verifies every proposal (transformers' assisted generation and
+    # vLLM's alike), so greedy outputs must be the target's own.
     return spec.speculative is not None and params.greedy
+
+
+def _build_vllm(name: str, spec: CandidateSpec, base_dir: Path) -> Candidate:
+    from evalkit.candidates.vllm import VllmCandidate
+
+    return VllmCandidate(name, spec, base_dir)
+
+
+def _vllm_servers(
+    specs: Mapping[str, CandidateSpec], base_dir: Path, log_dir: Path
+) -> AbstractContextManager[object]:
+    from evalkit.candidates.vllm import run_servers
+
+    return run_servers(specs, base_dir, log_dir)
 
 
 LOCAL_MODEL_OPTIONS = frozenset(LOCAL_ONLY_OPTIONS)
@@ -172,11 +238,32 @@ register_kind(CandidateKind("replay", _build_replay, selects=lambda s, _: s.repl
 register_kind(CandidateKind("API", _build_api, selects=_is_api, options=frozenset({"api"})))
 register_kind(
     CandidateKind(
+        "call",
+        _build_call,
+        selects=lambda s, _: s.call is not None,
+        options=frozenset({"call", "version"}),
+    )
+)
+register_kind(
+    CandidateKind(
         "transformers",
         _build_hf,
         engine="transformers",
         options=LOCAL_MODEL_OPTIONS,
-        checks_equivalence=_hf_checks_equivalence,
+        checks_equivalence=_speculative_checks_equivalence,
     ),
     default=True,
+)
+# engine: vllm (candidates/vllm.py): the same local options on a managed vLLM server, except
+# those vLLM decides itself or cannot serve with the same meaning.
+register_kind(
+    CandidateKind(
+        "vLLM",
+        _build_vllm,
+        engine="vllm",
+        options=(LOCAL_MODEL_OPTIONS - {"device", "merge"}) | {"engine_options"},
+        checks_equivalence=_speculative_checks_equivalence,
+        refusals=VLLM_REFUSALS,
+        run_resources=_vllm_servers,
+    )
 )

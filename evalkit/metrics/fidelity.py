@@ -59,8 +59,8 @@ from evalkit.metrics.divergence import (
     top_k,
 )
 from evalkit.metrics.latency import percentile
+from evalkit.metrics.loglikelihood import model_max_length
 from evalkit.metrics.options import check_type, checked_factory
-from evalkit.metrics.perplexity import model_max_length
 from evalkit.metrics.teacher_forcing import (
     Continuation,
     forward_continuations,

@@ -25,6 +25,7 @@ from evalkit.candidates import make_candidate
 from evalkit.candidates.base import ChatCompleter, LocalModel, OnDevice
 from evalkit.errors import CandidateError
 from evalkit.metrics.base import RunFigures, Sample, Score, Scored, ScoreValue, register
+from evalkit.metrics.judge_identity import calibration_file
 from evalkit.metrics.judge_options import (
     JudgeOptions,
     PairwiseOptions,
@@ -429,7 +430,11 @@ def make_judge(base_dir: Path | None = None, **options: Any) -> JudgeMetric:
         parsed = JudgeOptions.model_validate(options)
     except ValidationError as exc:
         raise options_error("judge", exc) from None
-    return JudgeMetric(parsed, base_dir)
+    metric = JudgeMetric(parsed, base_dir)
+    labels = calibration_file(metric)
+    if labels is not None and not labels.is_file():
+        raise ValueError(f"calibration file {labels} not found (paths are relative to the suite)")
+    return metric
 
 
 def make_pairwise_judge(base_dir: Path | None = None, **options: Any) -> PairwiseJudgeMetric:

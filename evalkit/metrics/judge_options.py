@@ -116,6 +116,15 @@ class JudgeOptions(_JudgeModelOptions):
     examples: list[AnchorExampleSpec] = Field(
         default_factory=list, description="graded examples that anchor the scores"
     )
+    calibration: str | None = Field(
+        None,
+        description="human labels (.jsonl of {id, question, reference, answer, score}, relative "
+        "to the suite file) the judge's agreement is measured on; below min_kappa its gates are "
+        "advisory",
+    )
+    min_kappa: float = Field(
+        0.6, ge=-1.0, le=1.0, description="agreement floor (quadratic-weighted Cohen's kappa)"
+    )
 
     @field_validator("scale", mode="before")
     @classmethod
@@ -133,6 +142,8 @@ class JudgeOptions(_JudgeModelOptions):
         outside += [e.score for e in self.examples if not low <= e.score <= high]
         if outside:
             raise ValueError(f"score {outside[0]} in levels/examples is outside scale {low}-{high}")
+        if "min_kappa" in self.model_fields_set and self.calibration is None:
+            raise ValueError("min_kappa needs calibration: <labels.jsonl> to measure agreement on")
         return self
 
 

@@ -48,12 +48,25 @@ NOT_SAMPLED = "not in the latency sample"
 class LatencySettings:
     sample: int = 16
     warmup: int = 2
+    interleave: bool = True
+    """Regression gates against compare_to time both candidates interleaved (A, B, A per
+    example) and gate on the paired difference (``evalkit.run.latency_pairing``)."""
+    budget_s: float = 60.0
+    """Seconds one interleaved comparison may take (one round always runs)."""
+    precision: float = 0.05
+    """Stop repeating once the paired CI's half-width is within this share of the baseline."""
 
     def __post_init__(self) -> None:
         if isinstance(self.sample, bool) or not isinstance(self.sample, int) or self.sample < 1:
             raise ValueError(f"sample must be a whole number >= 1, got {self.sample!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise ValueError(f"warmup must be a whole number >= 0, got {self.warmup!r}")
+        if not isinstance(self.interleave, bool):
+            raise ValueError(f"interleave must be true or false, got {self.interleave!r}")
+        for name in ("budget_s", "precision"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
 
     def signature(self) -> str:
         return f"single requests|sample:{self.sample} by id hash|warmup:{self.warmup}"
@@ -68,6 +81,8 @@ class Measurement:
     memory: RunValue
     error: str | None = None
     """Set when nothing could be timed (e.g. replayed outputs)."""
+    other_cores: float | None = None
+    """Cores other processes kept busy while the single requests were timed."""
 
 
 # One measurement per live candidate object and settings: the five columns share it, and it
@@ -97,6 +112,7 @@ def _measure(
     params: GenerationSpec,
     settings: LatencySettings,
 ) -> Measurement:
+    from evalkit.candidates.contention import CoreWindow
     from evalkit.candidates.timing import timing_sample
 
     if not isinstance(candidate, LatencyProbe):
@@ -113,10 +129,12 @@ def _measure(
         if window is not None:
             _load(candidate)  # weights count, loading transients do not
             window.start()
+        cores = CoreWindow().start()
         timed = candidate.measure_latency(chosen, params, warmup=settings.warmup)
+        other = cores.read().other_cores
         throughput = _throughput(candidate, chosen, params)
         memory = _memory(window, candidate)
-    return Measurement({s.id: s for s in timed}, throughput, memory)
+    return Measurement({s.id: s for s in timed}, throughput, memory, other_cores=other)
 
 
 def _load(candidate: Candidate) -> None:
@@ -179,7 +197,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-class _PerRequest:
+class PerRequestLatency:
     """A per-example latency column; ``part`` picks what it reads from a LatencySample."""
 
     version = "1"
@@ -200,9 +218,15 @@ class _PerRequest:
         measured = measure(candidate, samples, params, self.settings)
         if measured.error is not None:
             return [Score(None, {"error": measured.error}) for _ in samples]
-        return [self._value(measured.samples.get(s.id)) for s in samples]
+        scores = [self.value_of(measured.samples.get(s.id)) for s in samples]
+        if measured.other_cores is None:
+            return scores
+        # Said beside the figures: were the cores shared while they were timed?
+        shared = round(measured.other_cores, 3)
+        return [Score(s.value, {**s.detail, "other_cores": shared}) for s in scores]
 
-    def _value(self, timed: LatencySample | None) -> Score:
+    def value_of(self, timed: LatencySample | None) -> Score:
+        """This column's value of one timed request (also for interleaved pairs)."""
         if timed is None:
             return Score(None, {"error": NOT_SAMPLED})
         if timed.error is not None:
@@ -222,9 +246,13 @@ class _PerRequest:
     def summarize(self, scored: Sequence[Scored]) -> RunFigures:
         """p50 and p95 of the measured values beside the mean (None when nothing was timed)."""
         values = [s.value for s in scored if s.value is not None]
+        shared = next((s.detail["other_cores"] for s in scored if "other_cores" in s.detail), None)
+        extra = {"other_cores_busy": shared} if shared is not None else {}
         if not values:
-            return RunFigures(extra={"p50": None, "p95": None})
-        return RunFigures(extra={"p50": percentile(values, 50), "p95": percentile(values, 95)})
+            return RunFigures(extra={"p50": None, "p95": None, **extra})
+        return RunFigures(
+            extra={"p50": percentile(values, 50), "p95": percentile(values, 95), **extra}
+        )
 
 
 class _Throughput:
@@ -270,11 +298,12 @@ class _PeakMemory:
 PER_REQUEST = {"latency.ttft_ms": "ttft", "latency.tpot_ms": "tpot", "latency.e2e_ms": "e2e"}
 
 
-def latency_columns(sample: int = 16, warmup: int = 2) -> dict[str, Any]:
-    """The ``latency`` group: all five columns, sharing one measurement."""
-    settings = LatencySettings(sample=sample, warmup=warmup)
+def latency_columns(sample: int = 16, warmup: int = 2, **pairing: Any) -> dict[str, Any]:
+    """The ``latency`` group: all five columns, sharing one measurement. ``pairing``:
+    ``interleave``, ``budget_s``, ``precision`` of interleaved comparisons."""
+    settings = LatencySettings(sample=sample, warmup=warmup, **pairing)
     columns: dict[str, Any] = {
-        name: _PerRequest(name, part, settings) for name, part in PER_REQUEST.items()
+        name: PerRequestLatency(name, part, settings) for name, part in PER_REQUEST.items()
     }
     columns["latency.tokens_per_s"] = _Throughput(settings)
     columns["memory.peak_mb"] = _PeakMemory(settings)
@@ -282,8 +311,8 @@ def latency_columns(sample: int = 16, warmup: int = 2) -> dict[str, Any]:
 
 
 def _single(name: str) -> Any:
-    def factory(sample: int = 16, warmup: int = 2) -> Any:
-        return latency_columns(sample, warmup)[name]
+    def factory(sample: int = 16, warmup: int = 2, **pairing: Any) -> Any:
+        return latency_columns(sample, warmup, **pairing)[name]
 
     return factory
 

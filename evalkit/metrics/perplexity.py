@@ -1,4 +1,4 @@
-"""Perplexity of a local transformers candidate (base, adapter, quantized): two metrics.
+"""Perplexity of a local candidate (base, adapter, quantized; transformers or vLLM): two metrics.
 
 ``reference_perplexity`` (per example): how surprised the candidate is by the reference answer,
 given the prompt exactly as generation feeds it (chat template applied, ``LocalModel.render``).
@@ -36,9 +36,11 @@ in the thousands), so a mean of them is dominated by a few examples and paired t
 noisy; on the log scale the same change is detected far more reliably. Gate on it with an
 absolute threshold: ``max_increase: 0.05`` allows about 5% more perplexity (e^0.05 = 1.051).
 
-Both compute log-probabilities with a plain forward pass (right padding, so positions are
-unchanged), sorted by length and batched (``batch_size`` of the suite's generation settings,
-fewer rows when windows are long), with log-softmax in float32 and sums in float64.
+Both take log-probabilities from ``metrics/loglikelihood.py``, from whichever capability the
+candidate has: a plain forward pass over weights in this process (``LocalModel``: right padding,
+so positions are unchanged, sorted by length and batched by ``batch_size`` of the suite's
+generation settings, log-softmax in float32, sums in float64), or a server's prompt log-probs
+(``PromptLogprobs``, engine: vllm).
 """
 
 from __future__ import annotations
@@ -46,103 +48,19 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from evalkit.candidates.base import LocalModel
+from evalkit.candidates.base import LocalModel, PromptLogprobs
 from evalkit.metrics.base import RunFigures, Sample, Score, Scored, ScoreValue, register
+from evalkit.metrics.loglikelihood import rolling_windows, scorer
 from evalkit.metrics.options import check_type, checked_factory
 from evalkit.metrics.teacher_forcing import (  # answer_tokens: this module's public name too
     Continuation,
     answer_tokens,  # noqa: F401
-    forward_continuations,
-    pad_id,
     prefix_token,
     teacher_forced_row,
 )
 from evalkit.spec import GenerationSpec
-
-if TYPE_CHECKING:
-    import torch
-
-DEFAULT_MAX_LENGTH = 2048
-"""When neither the model config nor the tokenizer says how long a sequence may be."""
-_LOG_SOFTMAX_CHUNK = 1024
-
-
-# ---------------------------------------------------------------------------------------------
-# Windows and log-probabilities.
-
-
-def rolling_windows(
-    tokens: Sequence[int], prefix_token: int, max_length: int, stride: int | None = None
-) -> list[Continuation]:
-    """Cover every token of ``tokens`` exactly once with windows of at most ``max_length``
-    model inputs, as lm-evaluation-harness's ``get_rolling_token_windows`` followed by
-    ``make_disjoint_window``.
-
-    The sequence is ``[prefix_token] + tokens``. The first window predicts the first
-    ``max_length`` tokens from the prefix; each later one predicts the next ``stride`` tokens
-    (default ``max_length``: disjoint windows), with the tokens before them in the same window as
-    context, so the model input ``context + continuation[:-1]`` is exactly ``max_length`` long
-    (the last window takes extra context rather than being short).
-    """
-    if max_length < 1:
-        raise ValueError("max_length must be at least 1")
-    step = max_length if stride is None else stride
-    if not 1 <= step <= max_length:
-        raise ValueError(f"stride must be between 1 and max_length ({max_length})")
-    sequence = [prefix_token, *tokens]  # tokens[i] is sequence[i + 1]
-    windows: list[Continuation] = []
-    start, end = 0, min(max_length, len(tokens))
-    while start < len(tokens):
-        first_input = max(0, end - max_length)
-        windows.append(
-            Continuation(sequence[first_input : start + 1], sequence[start + 1 : end + 1])
-        )
-        start, end = end, min(end + step, len(tokens))
-    return windows
-
-
-def continuation_loglikelihoods(
-    model: Any, rows: Sequence[Continuation], *, batch_size: int, pad_id: int
-) -> list[float]:
-    """Sum of log p(continuation tokens | what precedes them) for each row, in row order."""
-    import torch
-
-    results = [0.0] * len(rows)
-
-    def collect(i: int, logits: torch.Tensor) -> None:
-        targets = torch.tensor(rows[i].continuation, dtype=torch.long, device=logits.device)
-        results[i] = _sum_logprobs(logits, targets)
-
-    forward_continuations(model, rows, collect, batch_size=batch_size, pad_id=pad_id)
-    return results
-
-
-def _sum_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """log_softmax in float32 (bf16 logits would lose digits), in chunks so a long window never
-    holds two full copies of its logits; the sum in float64."""
-    import torch
-
-    total = torch.zeros((), dtype=torch.float64)
-    for start in range(0, targets.shape[0], _LOG_SOFTMAX_CHUNK):
-        chunk = torch.log_softmax(logits[start : start + _LOG_SOFTMAX_CHUNK].float(), dim=-1)
-        picked = chunk.gather(-1, targets[start : start + _LOG_SOFTMAX_CHUNK, None])
-        total += picked.double().sum().cpu()
-    return float(total)
-
-
-def model_max_length(model: Any, tokenizer: Any) -> int:
-    """What lm-evaluation-harness uses: the config's positions, else a sane tokenizer limit."""
-    config = getattr(model, "config", None)
-    for attribute in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(config, attribute, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < 1_000_000:  # "no limit" is a huge number
-        return limit
-    return DEFAULT_MAX_LENGTH
 
 
 def _per_token(nll: float, log: bool) -> float:
@@ -161,7 +79,8 @@ def _exp(value: float) -> float:
 def _not_local(metric: str, candidate: Any, n: int) -> list[ScoreValue]:
     reason = (
         f"{metric} needs the model's weights in this process (a local transformers model, or "
-        f"any candidate with loaded() and render()); candidate "
+        f"any candidate with loaded() and render()) or a server's prompt log-probs (engine: "
+        f"vllm, or any candidate with prompt_logprobs()); candidate "
         f"'{getattr(candidate, 'name', candidate)}' ({type(candidate).__name__}) is not one"
     )
     return [Score(None, {"error": reason}) for _ in range(n)]
@@ -198,10 +117,10 @@ class ReferencePerplexity:
     def score_candidate(
         self, samples: Sequence[Sample], candidate: Any, params: GenerationSpec
     ) -> list[ScoreValue]:
-        if not isinstance(candidate, LocalModel):
+        found = scorer(candidate, params.batch_size)
+        if found is None:
             return _not_local(self.name, candidate, len(samples))
-        model, tokenizer = candidate.loaded()
-        limit = model_max_length(model, tokenizer)
+        tokenizer, limit = found.tokenizer, found.max_length
         rows: list[Continuation] = []
         notes: list[dict[str, Any]] = []
         for sample in samples:
@@ -209,9 +128,7 @@ class ReferencePerplexity:
             rows.append(row)
             notes.append(note)
         todo = [i for i, note in enumerate(notes) if "error" not in note]
-        sums = continuation_loglikelihoods(
-            model, [rows[i] for i in todo], batch_size=params.batch_size, pad_id=pad_id(tokenizer)
-        )
+        sums = found.loglikelihoods([rows[i] for i in todo])
         values: list[ScoreValue] = [Score(None, note) for note in notes]
         for i, total in zip(todo, sums, strict=True):
             n_tokens = len(rows[i].continuation)
@@ -220,7 +137,7 @@ class ReferencePerplexity:
         return values
 
     def _row(
-        self, sample: Sample, candidate: LocalModel, tokenizer: Any, limit: int
+        self, sample: Sample, candidate: LocalModel | PromptLogprobs, tokenizer: Any, limit: int
     ) -> tuple[Continuation, dict[str, Any]]:
         if not sample.references:
             raise ValueError(
@@ -295,10 +212,11 @@ class Perplexity:
     def score_candidate(
         self, samples: Sequence[Sample], candidate: Any, params: GenerationSpec
     ) -> list[ScoreValue]:
-        if not isinstance(candidate, LocalModel):
+        found = scorer(candidate, params.batch_size)
+        if found is None:
             return _not_local(self.name, candidate, len(samples))
-        model, tokenizer = candidate.loaded()
-        max_length = self.max_length or model_max_length(model, tokenizer)
+        tokenizer = found.tokenizer
+        max_length = self.max_length or found.max_length
         if self.stride is not None and self.stride > max_length:
             raise ValueError(f"stride {self.stride} exceeds the model's max_length {max_length}")
         prefix = prefix_token(tokenizer)
@@ -306,9 +224,7 @@ class Perplexity:
         tokens = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         windows = [rolling_windows(t, prefix, max_length, self.stride) for t in tokens]
         flat = [w for per_text in windows for w in per_text]
-        sums = continuation_loglikelihoods(
-            model, flat, batch_size=params.batch_size, pad_id=pad_id(tokenizer)
-        )
+        sums = found.loglikelihoods(flat)
         values: list[ScoreValue] = []
         position = 0
         for text, ids, per_text in zip(texts, tokens, windows, strict=True):

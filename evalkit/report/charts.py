@@ -22,6 +22,7 @@ STATUS_COLOURS = {
     "regression": "#c62828",
     "improvement": "#2e7d32",
     "noise": "#757575",
+    "untested": "#9e9e9e",
     "baseline": "#0072B2",
     "n/a": "#9e9e9e",
 }

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from evalkit.results import RunResult
+from evalkit.repeats import parse_derived
+from evalkit.results import ExampleResult, RunResult
 
 MAX_ROWS = 300
 """Rows per suite; the counts above the table are always complete (run.json has every id)."""
@@ -63,7 +64,22 @@ def flip_rows(run: RunResult, limit: int = MAX_ROWS) -> list[FlipRow]:
                             id=example_id,
                             reference=other.references[0] if other and other.references else "",
                             baseline_output=other.output if other else None,
-                            output=example.output if example else None,
+                            output=_shown_output(example, metric, kind),
                         )
                     )
     return rows[:limit]
+
+
+def _shown_output(example: ExampleResult | None, column: str, kind: str) -> str | None:
+    """The output that shows the flip: for a column over samples (``X@pass^5``), a sample that
+    failed (a regression) or passed (a fix), not merely the first sample."""
+    if example is None:
+        return None
+    derived = parse_derived(column)
+    if derived is None or not example.samples:
+        return example.output
+    for sample in example.samples:
+        value = sample.scores.get(derived.base)
+        if value is not None and (value < 0.5) == (kind == "regression"):
+            return sample.output
+    return example.output

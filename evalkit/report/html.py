@@ -108,6 +108,8 @@ def candidate_lines(view: SuiteView) -> list[dict[str, Any]]:
         run = view.run.candidates[name]
         settings = {k: v for k, v in run.spec.items() if isinstance(v, dict)}
         settings.update({k: v for k, v in run.describe.items() if isinstance(v, dict)})
+        if run.samples > 1:  # samples: k, a plain number in the spec
+            settings["repeats"] = {"samples": run.samples}
         model = run.describe.get("model") or run.spec.get("model") or run.spec.get("replay")
         lines.append(
             {

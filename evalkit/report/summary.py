@@ -121,10 +121,19 @@ def render_summary(views: Sequence[SuiteView], report: str | None = None) -> str
                     f"Worst examples of `{cell(verdict.candidate)}::{cell(verdict.gate)}`:",
                 ]
                 lines += worst
+    warned = [(view, v) for view in views for v in view.run.gates if v.passed and v.warnings]
+    if warned:
+        lines += ["", "### Passed, with a warning", ""]
+        lines += [
+            f"- `{cell(v.suite)}::{cell(v.candidate)}::{cell(v.gate)}`: {cell(w, 200)}"
+            for _, v in warned
+            for w in v.warnings
+        ]
     regressions = sorted(
         ((v, r) for v in views for r in v.regressions), key=lambda vr: vr[1].severity, reverse=True
     )
-    lines += ["", f"### Biggest regressions (paired bootstrap, two-sided, α={ALPHA})", ""]
+    tests = "exact McNemar for 0/1 scores, paired bootstrap otherwise"
+    lines += ["", f"### Biggest regressions (two-sided: {tests}; α={ALPHA})", ""]
     if regressions:
         lines += [
             "| suite | candidate | metric | baseline | candidate | Δ [95% CI] | Δ % | p |",

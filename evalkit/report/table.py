@@ -21,17 +21,23 @@ def verdict_row(verdict: GateVerdict) -> tuple[str, ...]:
         )
         delta = f"{fixed_signed(comparison.mean_delta)}{interval} vs {comparison.baseline}"
         p = p_significant(comparison.p_value) if comparison.p_value is not None else ""
+        if comparison.p_adjusted is not None:
+            p += f" (Holm {p_significant(comparison.p_adjusted)})"
     elif verdict.rules.get("max_drop") or verdict.rules.get("max_increase"):
         delta = "no baseline" if verdict.status != "passed" else ""
     return (
         verdict.suite,
         verdict.candidate,
         verdict.gate,
-        verdict.status.upper(),
+        verdict.status.upper() + (" (underpowered)" if _underpowered(verdict) else ""),
         fixed(verdict.mean),
         delta,
         p,
     )
+
+
+def _underpowered(verdict: GateVerdict) -> bool:
+    return any(c.power is not None and c.power.underpowered for c in verdict.comparisons)
 
 
 def format_table(verdicts: Iterable[GateVerdict]) -> str:

@@ -15,14 +15,15 @@ from typing import Literal
 
 import numpy as np
 
+from evalkit.report.verdicts import verdict_line
 from evalkit.results import Aggregate, CandidateRun, GateVerdict, RunResult
-from evalkit.stats import PairedComparison, paired_comparisons
+from evalkit.stats import PairedComparison, is_binary, paired_comparisons
 
 RESOURCE_PREFIXES = ("latency.", "memory.", "cost.")
 ALPHA = 0.05
 """Significance level of the report's colours (two-sided paired bootstrap); gates keep their own."""
 
-Change = Literal["regression", "improvement", "noise", "baseline", "n/a"]
+Change = Literal["regression", "improvement", "noise", "untested", "baseline", "n/a"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,12 @@ class MetricRow:
     @property
     def gate_failed(self) -> bool:
         return any(not g.passed for g in self.gates)
+
+    @property
+    def gate_lines(self) -> list[str]:
+        """Each gate on this cell: verdict, test, numbers, and why it reads differently from
+        the change's colour where it does."""
+        return [verdict_line(g, self.status) for g in self.gates]
 
     @property
     def severity(self) -> float:
@@ -124,6 +131,8 @@ def _metrics(run: RunResult) -> list[MetricInfo]:
 def _status(change: PairedComparison | None, higher_is_better: bool) -> Change:
     if change is None:
         return "n/a"
+    if change.untestable is not None:  # too few pairs, or no spread: never significant
+        return "untested"
     if change.p_value >= ALPHA or change.mean_delta == 0:
         return "noise"
     better = (change.mean_delta > 0) == higher_is_better
@@ -132,13 +141,13 @@ def _status(change: PairedComparison | None, higher_is_better: bool) -> Change:
 
 def _paired(
     cand: CandidateRun, base: CandidateRun, metrics: Sequence[MetricInfo]
-) -> tuple[np.ndarray, list[float | None]]:
+) -> tuple[np.ndarray, list[float | None], list[bool]]:
     """Per-example deltas in the baseline's example order (examples x metrics; NaN where either
-    side has no score) and the baseline's mean over the same pairs."""
+    side has no score), the baseline's mean over the same pairs, and whether those pairs' scores
+    are all 0/1 (tested exactly, as a gate on them is)."""
     cand_by_id = {e.id: e for e in cand.examples}
     deltas = np.full((len(base.examples), len(metrics)), np.nan)
-    base_sums = np.zeros(len(metrics))
-    base_counts = np.zeros(len(metrics))
+    base_scores = np.full_like(deltas, np.nan)
     for i, other in enumerate(base.examples):
         example = cand_by_id.get(other.id)
         if example is None:
@@ -147,10 +156,15 @@ def _paired(
             c, b = example.scores.get(metric.name), other.scores.get(metric.name)
             if c is not None and b is not None:
                 deltas[i, j] = c - b
-                base_sums[j] += b
-                base_counts[j] += 1
-    base_means = [s / c if c else None for s, c in zip(base_sums, base_counts, strict=True)]
-    return deltas, base_means
+                base_scores[i, j] = b
+    base_means: list[float | None] = []
+    binary = []
+    for j in range(len(metrics)):
+        present = ~np.isnan(deltas[:, j])
+        b = base_scores[present, j]
+        base_means.append(float(b.mean()) if b.size else None)
+        binary.append(is_binary(b, b + deltas[present, j]))
+    return deltas, base_means, binary
 
 
 def _changes(
@@ -161,19 +175,20 @@ def _changes(
     regression gate on the same pairs (same seed) drew exactly these, so the report shows the
     delta and CI the gate judged."""
     base = run.candidates[baseline]
-    blocks, keys, base_means = [], [], []
+    blocks, keys, base_means, binary = [], [], [], []
     for name in names:
         cand = run.candidates[name]
         if name == baseline:
             continue
         present = [m for m in metrics if m.name in cand.aggregates]
-        deltas, means = _paired(cand, base, present)
+        deltas, means, flags = _paired(cand, base, present)
         blocks.append(deltas)
         keys += [(name, m.name) for m in present]
         base_means += means
+        binary += flags
     if not keys:
         return {}
-    changes = paired_comparisons(np.hstack(blocks), seed=seed)
+    changes = paired_comparisons(np.hstack(blocks), binary=binary, seed=seed)
     return dict(zip(keys, zip(changes, base_means, strict=True), strict=True))
 
 

@@ -12,17 +12,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evalkit._files import display_path
 from evalkit.candidates.base import GenerationRequest
+from evalkit.candidates.call_target import resolve_target
 from evalkit.candidates.registry import check_suite_candidates, checks_equivalence
 from evalkit.candidates.replay import check_replay_file
-from evalkit.errors import EvalkitError, SpecError
+from evalkit.errors import CandidateError, EvalkitError, SpecError
 from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import AnyMetric, create_columns
-from evalkit.prompts import render_request
+from evalkit.prompts import compile_at, render_request, template_variables
+from evalkit.repeats import parse_derived
 from evalkit.retrieval.retriever import RetrievalSetup
 from evalkit.run.rag import check_retrieval
+from evalkit.shots import check_disjoint
 from evalkit.spec import LoadedSuite, load_suite
+from evalkit.variants import PromptVariant, candidate_variant
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,10 @@ class PreparedSuite:
     metrics: dict[str, AnyMetric]
     retrieval: dict[str, RetrievalSetup] = field(default_factory=dict)
     """The checked retrieval of each RAG candidate, by candidate name."""
+    variants: dict[str, PromptVariant] = field(default_factory=dict)
+    """The prompt of each candidate that has its own (templates, shots), by candidate name."""
+    candidate_requests: dict[str, list[GenerationRequest]] = field(default_factory=dict)
+    """Those candidates' requests (rendered without retrieved chunks)."""
 
     @property
     def name(self) -> str:
@@ -61,15 +70,71 @@ def prepare_suite(path: str | Path, limit: int | None = None) -> PreparedSuite:
     examples = _load_examples(loaded, limit)
     requests = [render_request(loaded, example) for example in examples]
     check_suite_candidates(loaded)
+    variants = _variants(loaded, examples)
+    candidate_requests = {
+        name: [render_request(loaded, example, variant=variant) for example in examples]
+        for name, variant in variants.items()
+    }
+    _check_calls(loaded, examples)
     metrics = _create_metrics(loaded)
     _check_gates(loaded, metrics)
+    _check_samples(loaded)
     _check_pairwise(loaded, metrics)
     complete = limit is None or len(examples) < limit
     _check_replay_files(loaded, {e.id for e in examples} if complete else None)
-    retrieval = check_retrieval(loaded, examples)
+    retrieval = check_retrieval(loaded, examples, variants)
     return PreparedSuite(
-        loaded=loaded, examples=examples, requests=requests, metrics=metrics, retrieval=retrieval
+        loaded=loaded,
+        examples=examples,
+        requests=requests,
+        metrics=metrics,
+        retrieval=retrieval,
+        variants=variants,
+        candidate_requests=candidate_requests,
     )
+
+
+def _variants(loaded: LoadedSuite, examples: list[Example]) -> dict[str, PromptVariant]:
+    """The own prompt of every candidate that gives one; a train file sharing an id or an
+    input with the test examples read (all of them, unless ``limit``) fails collection."""
+    variants = {}
+    for name, candidate in loaded.spec.candidates.items():
+        if not candidate.prompt_fields_set():
+            continue
+        variant = variants[name] = candidate_variant(loaded, name)
+        if variant.train:
+            read: set[str] = set()
+            for template in variant.templates():
+                compile_at(template)  # a syntax error is reported as one, at its place
+                read |= template_variables(template.source)
+            fields = sorted(read - {"context", "chunks", "shots", "id"})
+            line = loaded.line_of("candidates", name, "train")
+            where = f"{display_path(loaded.path)}:{line} field 'candidates.{name}.train'"
+            check_disjoint(variant.train, examples, fields, f"candidate '{name}', {where}")
+    return variants
+
+
+def _check_calls(loaded: LoadedSuite, examples: list[Example]) -> None:
+    """Each ``call:`` target is a function the project defines (read, not imported) and gets
+    the fields it requires from every example."""
+    for name, candidate in loaded.spec.candidates.items():
+        if candidate.call is None:
+            continue
+        where = {"path": loaded.path, "line": loaded.line_of("candidates", name, "call"),
+                 "field": f"candidates.{name}.call"}  # fmt: skip
+        try:
+            target = resolve_target(candidate.call.target, loaded.path.parent)
+        except CandidateError as exc:
+            raise SpecError(f"candidate '{name}': {exc}", **where) from None
+        for example in examples:
+            missing = [p for p in target.required or () if p not in example.fields]
+            if missing:
+                raise SpecError(
+                    f"candidate '{name}': {target.target} requires '{missing[0]}', which example "
+                    f"'{example.id}' ({example.where}) lacks; give the parameter a default or "
+                    "add the field",
+                    **where,
+                )
 
 
 def _load_examples(loaded: LoadedSuite, limit: int | None = None) -> list[Example]:
@@ -127,14 +192,50 @@ def _check_gates(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
             field=f"gates.{EQUIVALENCE_GATE}",
         )
     for gate_name, gate in loaded.spec.gates.items():
-        if gate.metric not in metrics:
+        problem = None if gate.metric in metrics else _derived_problem(gate.metric, metrics)
+        if problem:
             raise SpecError(
-                f"gate on '{gate.metric}', which is not a metric of this suite; metrics: "
-                f"{', '.join(metrics)}",
-                path=loaded.path,
-                line=loaded.line_of("gates", gate_name),
+                problem, path=loaded.path, line=loaded.line_of("gates", gate_name),
                 field=f"gates.{gate_name}",
+            )  # fmt: skip
+
+
+def _derived_problem(column: str, metrics: dict[str, AnyMetric]) -> str | None:
+    """Why a gated column is neither a metric column nor a derived one (``X@pass^5``)."""
+    derived = parse_derived(column)
+    if derived is None or derived.base not in metrics:
+        return (
+            f"gate on '{column}', which is not a metric of this suite; metrics: "
+            f"{', '.join(metrics)} (over samples: <metric>@mean, @pass@K, @pass^K)"
+        )
+    metric = metrics[derived.base]
+    if derived.needs_binary and getattr(metric, "binary", None) is False:
+        return f"'{column}' needs a 0/1 metric; '{derived.base}' is not one (use @mean)"
+    if not needs_output(metric) or hasattr(metric, "score_run"):
+        return f"'{column}': '{derived.base}' does not score answers, so samples do not change it"
+    return None
+
+
+def _check_samples(loaded: LoadedSuite) -> None:
+    """``samples: k`` needs answers that differ: a sampled decoding and a model to ask."""
+    for name, candidate in loaded.spec.candidates.items():
+        if candidate.samples == 1:
+            continue
+        params = loaded.spec.generation.merged(candidate.generation)
+        problem = None
+        if candidate.replay is not None:
+            problem = "a replay candidate has one recorded answer per example; remove 'samples'"
+        elif params.greedy and candidate.call is None:  # a pipeline decodes as it likes
+            problem = (
+                f"samples: {candidate.samples} with temperature 0 (greedy) gives the same answer "
+                f"{candidate.samples} times; set generation: {{temperature: 0.7}} (or any > 0) "
+                "on the candidate, or remove 'samples'"
             )
+        if problem:
+            raise SpecError(
+                problem, path=loaded.path, line=loaded.line_of("candidates", name, "samples"),
+                field=f"candidates.{name}.samples",
+            )  # fmt: skip
 
 
 def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
@@ -161,10 +262,11 @@ def _check_pairwise(loaded: LoadedSuite, metrics: dict[str, AnyMetric]) -> None:
 
 
 def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
-    """The gates (pytest items) of one candidate, in order: the suite's gates that apply to it,
-    then evalkit's own checks (``lossless`` for candidates with ``equivalent_to`` and for those
-    whose kind says their outputs must equal another candidate's, see
-    ``candidates.registry``); ``run`` alone when that leaves nothing.
+    """The gates (pytest items) of one candidate, in order: the suite's gates that apply to it
+    (every gate without ``candidates``, and those whose ``candidates`` name it), then evalkit's
+    own checks (``lossless`` for candidates with ``equivalent_to`` and for those whose kind says
+    their outputs must equal another candidate's, see ``candidates.registry``); ``run`` alone
+    when that leaves nothing.
 
     A gate on a pairwise metric (one that reads the compare_to candidate's output) does not
     apply to the compare_to candidate itself: it has nothing to be compared with."""
@@ -172,13 +274,20 @@ def gate_plan(prepared: PreparedSuite, candidate: str) -> list[str]:
     implicit = _implicit_gates(prepared.loaded, candidate)
     if not spec.gates and not implicit:
         return [RUN_GATE]
-    gates = [name for name in spec.gates if not _pairwise_on_itself(prepared, candidate, name)]
+    gates = [
+        name
+        for name, gate in spec.gates.items()
+        if (gate.candidates is None or candidate in gate.candidates)
+        and not _pairwise_on_itself(prepared, candidate, name)
+    ]
     return [*gates, *implicit]
 
 
 def _pairwise_on_itself(prepared: PreparedSuite, candidate: str, gate_name: str) -> bool:
     gate = prepared.loaded.spec.gates[gate_name]
-    metric = prepared.metrics.get(gate.metric)
+    derived = parse_derived(gate.metric)
+    column = derived.base if derived and gate.metric not in prepared.metrics else gate.metric
+    metric = prepared.metrics.get(column)
     # Fidelity metrics compare with the compare_to candidate's model: 0 against itself.
     pairwise = any(getattr(metric, a, False) for a in ("uses_baseline", "uses_base_model"))
     return pairwise and candidate == prepared.loaded.spec.compare_to

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from evalkit.cache import Cache
@@ -24,16 +24,31 @@ from evalkit.candidates.base import GenerationRequest
 from evalkit.candidates.models import ALIASES
 from evalkit.errors import SpecError
 from evalkit.golden import Example
-from evalkit.prompts import CONTEXT_VARIABLES, compile_template, render_request, template_variables
+from evalkit.prompts import (
+    CONTEXT_VARIABLES,
+    compile_at,
+    compile_template,
+    render_request,
+    render_text,
+    render_user,
+    template_variables,
+)
 from evalkit.retrieval.corpus import Corpus
 from evalkit.retrieval.retriever import RetrievalError, RetrievalSetup, Retriever, prepare_retrieval
 from evalkit.spec import CandidateSpec, LoadedSuite
+from evalkit.variants import PromptVariant, suite_variant
 
 CONTEXT_LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
 
 
-def check_retrieval(loaded: LoadedSuite, examples: Sequence[Example]) -> dict[str, RetrievalSetup]:
-    """The checked retrieval setup of every RAG candidate, by candidate name."""
+def check_retrieval(
+    loaded: LoadedSuite,
+    examples: Sequence[Example],
+    variants: Mapping[str, PromptVariant] | None = None,
+) -> dict[str, RetrievalSetup]:
+    """The checked retrieval setup of every RAG candidate, by candidate name (``variants``: the
+    candidates' own prompts, where they have them)."""
+    variants = variants or {}
     setups: dict[str, RetrievalSetup] = {}
     for name, candidate in loaded.spec.candidates.items():
         if candidate.retrieval is None:
@@ -49,7 +64,7 @@ def check_retrieval(loaded: LoadedSuite, examples: Sequence[Example]) -> dict[st
                 line=loaded.line_of(*where, *exc.field.split(".")),
                 field=".".join((*where, exc.field)),
             ) from None
-        _check_templates(loaded, name)
+        _check_templates(loaded, name, variants.get(name) or suite_variant(loaded))
         _check_examples(examples, setup.corpus, name)
         setups[name] = setup
     return setups
@@ -70,14 +85,13 @@ def model_context(candidate: CandidateSpec, base_dir: Path) -> int | None:
     return found[0] if found else None
 
 
-def _check_templates(loaded: LoadedSuite, name: str) -> None:
+def _check_templates(loaded: LoadedSuite, name: str, variant: PromptVariant) -> None:
     """A RAG candidate whose templates never render the chunks would silently run without them."""
     spec = loaded.spec
     used: set[str] = set()
-    for source, field in ((spec.prompt, "prompt"), (spec.system, "system")):
-        if source is not None:
-            compile_template(source, loaded, field)  # a syntax error is reported as such
-            used |= template_variables(source)
+    for template in variant.templates():
+        compile_at(template)  # a syntax error is reported as such
+        used |= template_variables(template.source)
     if not used & set(CONTEXT_VARIABLES):
         raise SpecError(
             f"candidate '{name}' retrieves chunks, but neither the 'prompt' nor the 'system' "
@@ -139,10 +153,12 @@ def rag_requests(
     plain: Sequence[GenerationRequest],
     cache: Cache,
     device: str | None = None,
+    variant: PromptVariant | None = None,
 ) -> list[GenerationRequest]:
     """Each example's request with its retrieved chunks, in the order of ``examples``.
-    ``plain`` are the requests rendered without chunks: their user message is the default
-    search query."""
+    ``plain`` are the suite's requests rendered without chunks: their user message is the
+    default search query; a candidate with its own prompt (``variant``) searches its own user
+    prompt, without shots."""
     retriever = Retriever(
         setup,
         cache.path.parent / "retrieval" if cache.path is not None else None,
@@ -153,13 +169,15 @@ def rag_requests(
     template = compile_template(query, loaded, "query") if query is not None else None
     by_id = {r.id: r for r in plain}
     queries = [
-        template.render(**example.fields)
+        render_text(template, example.fields)  # bounded, like every prompt
         if template is not None
+        else render_user(variant, example)
+        if variant is not None
         else by_id[example.id].messages[-1].content
         for example in examples
     ]
     found = retriever.search(queries)
     return [
-        render_request(loaded, example, chunks)
+        render_request(loaded, example, chunks, variant)
         for example, chunks in zip(examples, found, strict=True)
     ]

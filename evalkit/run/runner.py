@@ -21,11 +21,18 @@ import evalkit
 from evalkit import baseline as baselines
 from evalkit._files import progress_enabled
 from evalkit.cache import Cache, make_key
-from evalkit.candidates import make_candidate
+from evalkit.candidates import make_candidate, run_resources
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.candidates.timing import timing_sample
 from evalkit.errors import EvalkitError
-from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE, equivalence_verdict, evaluate_gate
+from evalkit.gates import (
+    EQUIVALENCE_GATE,
+    RUN_GATE,
+    BaselineScores,
+    GateJob,
+    equivalence_verdict,
+    evaluate_gates,
+)
 from evalkit.golden import Example
 from evalkit.metrics import BaseRef
 from evalkit.results import (
@@ -40,10 +47,15 @@ from evalkit.results import (
 from evalkit.run.equivalence import check_equivalence, declared_target
 from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
+from evalkit.run.judges import JudgeChecks, make_advisory
+from evalkit.run.latency_pairing import pair_latency, paired_inputs, pairing_note
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
-from evalkit.run.rag import rag_requests
+from evalkit.run.requests import own_requests, prompt_identity, with_own_context
+from evalkit.run.samples import derived_columns, flip_columns, fold_samples, generate_samples
 from evalkit.run.scoring import CandidateScoring, Scorer
+from evalkit.run.sentinels import enforce_sentinels, sentinel_flips
 from evalkit.spec import GenerationSpec
+from evalkit.spec_variants import AnswerSpec
 
 KEY_LIBRARIES = (
     "torch", "transformers", "tokenizers", "sacrebleu", "rouge-score", "rapidfuzz",
@@ -95,6 +107,8 @@ class SuiteRunner:
             self._rescore,
             options.update_command,
         )
+        self.derived = derived_columns(prepared)
+        self.judges = JudgeChecks(prepared.metrics, options.cache)
 
     def run(self) -> RunResult:
         if self.options.update_baseline and self.options.limit:
@@ -113,10 +127,17 @@ class SuiteRunner:
         cache = self.options.cache
         hits_before, misses_before = Counter(cache.hits), Counter(cache.misses)
         runs: dict[str, CandidateRun] = {}
-        for name in run_order(self.prepared, self.options.candidates):
-            # The compare_to candidate runs first: pairwise metrics read its outputs.
-            runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
-        record_flips(runs, self.spec.compare_to, self.prepared.metrics)
+        # What candidates share for the whole run (vLLM servers) is released at its end.
+        folder = self.prepared.loaded.path.parent
+        with run_resources(self.spec.candidates, folder, self.options.report_dir / "logs"):
+            for name in run_order(self.prepared, self.options.candidates):
+                # The compare_to candidate runs first: pairwise metrics read its outputs.
+                runs[name] = self.run_candidate(name, runs.get(self.spec.compare_to or ""))
+            wanted, device = self.options.candidates, self.options.device
+            pairs = pair_latency(self.prepared, runs, self.requests_for, wanted, device)
+        record_flips(runs, self.spec.compare_to, flip_columns(self.prepared.metrics, self.derived))
+        for name, pair in pairs.items():
+            runs[name].latency_pairs = pair
         updated = []
         if self.options.update_baseline:
             updated = baselines.write_baselines(
@@ -138,37 +159,60 @@ class SuiteRunner:
 
     def verdicts(self, runs: dict[str, CandidateRun]) -> list[GateVerdict]:
         """Every planned gate of every wanted candidate (not of a compare_to added only to be
-        compared with)."""
+        compared with), in plan order; the gates' detection rules are decided together (one
+        Holm family per run, unless the suite says ``multiple_comparisons: none``)."""
         wanted = self.options.candidates
-        verdicts = []
+        jobs: list[GateJob] = []
+        slots: list[GateVerdict | int] = []  # a finished verdict, or the index of a job
         for run in runs.values():
             if wanted is not None and run.name not in wanted:
                 continue
             for gate_name in gate_plan(self.prepared, run.name):
                 if gate_name == EQUIVALENCE_GATE:
-                    verdicts.append(equivalence_verdict(self.spec.suite, run))
+                    slots.append(equivalence_verdict(self.spec.suite, run))
                 elif gate_name != RUN_GATE:  # checked by the pytest item from the run record
-                    verdicts.append(self.gate_verdict(gate_name, run, runs))
-        return verdicts
+                    slots.append(len(jobs))
+                    jobs.append(self.gate_job(gate_name, run, runs))
+        decided = evaluate_gates(
+            self.spec.suite,
+            jobs,
+            multiple_comparisons=self.spec.multiple_comparisons,
+            seed=self.options.seed,
+        )
+        # Sentinels, latency timing and advisory judges amend the decided verdicts.
+        decided = [self.amend(v, j.run, j.baseline) for v, j in zip(decided, jobs, strict=True)]
+        return [decided[slot] if isinstance(slot, int) else slot for slot in slots]
 
-    def gate_verdict(
-        self, gate_name: str, run: CandidateRun, runs: dict[str, CandidateRun]
-    ) -> GateVerdict:
+    def gate_job(self, gate_name: str, run: CandidateRun, runs: dict[str, CandidateRun]) -> GateJob:
         gate = self.spec.gates[gate_name]
         baseline = None
         if gate.is_regression:
             baseline = baselines.baseline_for(
                 run, gate.metric, runs, self.spec.compare_to, self.accepted
             )
-        return evaluate_gate(
-            self.spec.suite, gate_name, gate, run, baseline, seed=self.options.seed
-        )
+        timed, baseline = paired_inputs(run, baseline, gate.metric)  # latency: interleaved
+        return GateJob(gate_name, gate, timed, baseline)
+
+    def amend(
+        self, verdict: GateVerdict, run: CandidateRun, baseline: BaselineScores | None
+    ) -> GateVerdict:
+        """What no statistic decides: how latency was timed, flipped sentinels (fail whatever
+        the test said), and an uncalibrated judge (its gate reports but cannot fail)."""
+        gate = self.spec.gates[verdict.gate]
+        verdict = pairing_note(verdict, run, gate.metric)
+        flipped = sentinel_flips(gate, run, baseline, self.prepared.metrics)
+        verdict = enforce_sentinels(verdict, flipped, baseline.label if baseline else "")
+        return make_advisory(verdict, run, gate.metric)
 
     def _rescore(
         self, candidate: str, column: str, accepted: Sequence[baselines.BaselineExample]
     ) -> dict[str, float | None]:
         metric = self.prepared.metrics[column]
-        samples = [self.scorer.sample(e.id, e.output or "", None, candidate) for e in accepted]
+        answer = self.spec.candidates[candidate].answer
+        samples = [
+            self.scorer.sample(e.id, _scored(answer, e.output or ""), None, candidate)
+            for e in accepted
+        ]
         return {i: v for i, (v, _) in self.scorer.score_metric(column, metric, samples).items()}
 
     def record(
@@ -220,7 +264,7 @@ class SuiteRunner:
             name, cand_spec, self.prepared.loaded.path.parent, device=self.options.device
         )
         t0 = time.perf_counter()
-        fingerprint = candidate.fingerprint()
+        fingerprint = {**candidate.fingerprint(), **prompt_identity(self.prepared, name)}
         fingerprint_hash = make_key(**fingerprint)[:16]
         if cand_spec.equivalent_to is not None:
             # Its outputs are what the check is about: never the target's cached ones, even
@@ -229,13 +273,26 @@ class SuiteRunner:
         requests = self.requests_for(name)
         t1 = time.perf_counter()
         generations = self.generate(candidate, fingerprint_hash, params, requests)
-        examples = [self.example_result(r, *generations.get(r.id, (None, False))) for r in requests]
+        if (retrieved := with_own_context(requests, generations)) is not None:
+            requests = retrieved
+            self.scorer.use_requests(name, requests)
+        examples = [
+            self.example_result(r, *generations.get(r.id, (None, False)), cand_spec.answer)
+            for r in requests
+        ]
+        k, cache = cand_spec.samples if self.prepared.needs_outputs else 1, self.options.cache
+        extra = generate_samples(candidate, fingerprint_hash, requests, params, cache, k)
         t2 = time.perf_counter()
         base = self.base_ref(name, fingerprint_hash, baseline)
-        scoring = CandidateScoring(candidate, fingerprint_hash, params, baseline, base)
+        scoring = CandidateScoring(
+            candidate, fingerprint_hash, params, baseline, base, cand_spec.answer
+        )
         try:  # candidate metrics (perplexity, latency) use the loaded model before it is freed
             equivalence = self.check_outputs(name, candidate, params, generations, requests)
             aggregates = self.scorer.score(scoring, examples)
+            seed = self.options.seed
+            fold_samples(self.scorer, scoring, examples, extra, aggregates, self.derived, seed)
+            self.judges.annotate(aggregates)
         finally:
             describe = candidate.describe()
             candidate.close()
@@ -252,8 +309,13 @@ class SuiteRunner:
             aggregates=aggregates,
             generated=self.prepared.needs_outputs,
             # Generated means answered: a failed request (an outage) is an error, not output.
-            n_generated=sum(not c and g.error is None for g, c in generations.values()),
-            n_cached=n_cached,
+            n_generated=sum(
+                not c and g.error is None
+                for gens in (generations, *(x.generations for x in extra))
+                for g, c in gens.values()
+            ),
+            n_cached=n_cached + sum(c for x in extra for _, c in x.generations.values()),
+            samples=cand_spec.samples,
             n_errors=sum(e.error is not None for e in examples),
             cost=_total_cost(examples),
             equivalence=equivalence,
@@ -298,8 +360,8 @@ class SuiteRunner:
         return None if self.options.full else self.spec.candidates[name].limit
 
     def requests_for(self, name: str) -> list[GenerationRequest]:
-        """The suite's requests (a ``limit:`` sample of them), or a RAG candidate's own:
-        rendered with its retrieved chunks (which the scorer then shows its metrics)."""
+        """The suite's requests (a ``limit:`` sample of them), or a candidate's own (its prompt,
+        shots, retrieved chunks), which the scorer then shows its metrics."""
         examples, suite_requests = self.examples, self.requests
         limit = self.limit(name)
         if limit is not None:
@@ -309,19 +371,14 @@ class SuiteRunner:
             chosen = {r.id for r in timing_sample(self.requests, limit)}
             examples = [e for e in self.examples if e.id in chosen]
             suite_requests = [r for r in self.requests if r.id in chosen]
-        setup = self.prepared.retrieval.get(name)
-        if setup is None:
-            return suite_requests
-        requests = rag_requests(
-            self.prepared.loaded,
-            setup,
-            examples,
-            suite_requests,
-            self.options.cache,
-            self.options.device,
+        options = self.options
+        own = own_requests(
+            self.prepared, name, examples, suite_requests, options.cache, options.device
         )
-        self.scorer.use_requests(name, requests)
-        return requests
+        if own is None:
+            return suite_requests
+        self.scorer.use_requests(name, own)
+        return own
 
     def generate(
         self,
@@ -336,10 +393,15 @@ class SuiteRunner:
         return generate_cached(candidate, fingerprint_hash, requests, params, self.options.cache)
 
     def example_result(
-        self, request: GenerationRequest, gen: Generation | None, cached: bool
+        self,
+        request: GenerationRequest,
+        gen: Generation | None,
+        cached: bool,
+        answer: AnswerSpec | None = None,
     ) -> ExampleResult:
         """One example's record; with no generation (a suite that generates nothing) it has no
-        output and no error either."""
+        output and no error either. ``answer`` extracts what the metrics score; the record
+        keeps the whole output too."""
         example = self.by_id[request.id]
         produced = {}
         if gen is not None:
@@ -352,14 +414,21 @@ class SuiteRunner:
                 "cost": gen.cost,
                 "cached": cached,
             }
+            if answer is not None and gen.error is None:
+                produced["answer"] = answer.extract(gen.output)
         return ExampleResult(
             id=request.id,
             references=list(example.references),
             messages=[{"role": m.role, "content": m.content} for m in request.messages],
             output=None if gen is None or gen.error else gen.output,
             retrieved=[{"id": c.id, "score": c.score} for c in request.retrieved],
+            sentinel=example.sentinel,
             **produced,
         )
+
+
+def _scored(answer: AnswerSpec | None, output: str) -> str:
+    return output if answer is None else answer.extract(output)
 
 
 def library_versions() -> dict[str, str]:

@@ -34,6 +34,7 @@ from evalkit.metrics.base import BaseComparingMetric, BaseRef, UsesStore
 from evalkit.results import Aggregate, CandidateRun, ExampleResult
 from evalkit.run.prepare import needs_output
 from evalkit.spec import GenerationSpec
+from evalkit.spec_variants import AnswerSpec
 from evalkit.stats import mean_ci
 
 Values = dict[str, tuple[float | None, dict[str, Any]]]
@@ -50,10 +51,17 @@ class CandidateScoring:
     baseline: CandidateRun | None
     base: BaseRef | None = None
     """The compare_to candidate, for metrics that compare models (fidelity)."""
+    answer: AnswerSpec | None = None
+    """The candidate's answer extractor (``answer: {regex}``), applied to every sample."""
 
     @property
     def decoding(self) -> dict[str, Any]:
         return self.params.model_dump(mode="json", exclude={"batch_size"})
+
+    def scored(self, output: str) -> str:
+        """What the metrics score of an output: its extracted answer, if the candidate has an
+        extractor."""
+        return output if self.answer is None else self.answer.extract(output)
 
 
 class Scorer:
@@ -107,7 +115,7 @@ class Scorer:
         name = scoring.candidate.name
         scorable = [e for e in examples if e.output is not None]
         samples = [
-            self.sample(e.id, e.output or "", scoring.baseline, name, e.n_prompt_tokens)
+            self.sample(e.id, e.scored_output or "", scoring.baseline, name, e.n_prompt_tokens)
             for e in scorable
         ]
         # Metrics that read no output score every example, even one whose generation failed.
@@ -198,7 +206,8 @@ class Scorer:
     def _outputs_of(self, baseline: CandidateRun) -> dict[str, str | None]:
         kept = self._baseline_outputs.get(id(baseline))
         if kept is None or kept[0] is not baseline:
-            kept = (baseline, {e.id: e.output for e in baseline.examples})
+            # What the baseline's metrics scored: its extracted answers (answer: {regex}).
+            kept = (baseline, {e.id: e.scored_output for e in baseline.examples})
             self._baseline_outputs[id(baseline)] = kept
         return kept[1]
 
