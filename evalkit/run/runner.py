@@ -8,13 +8,10 @@ gate plan in ``prepare``, cached generation in ``generation``, scoring and aggre
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import evalkit
@@ -23,7 +20,6 @@ from evalkit._files import progress_enabled
 from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate, run_resources
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
-from evalkit.candidates.timing import timing_sample
 from evalkit.errors import EvalkitError
 from evalkit.gates import (
     EQUIVALENCE_GATE,
@@ -33,7 +29,6 @@ from evalkit.gates import (
     equivalence_verdict,
     evaluate_gates,
 )
-from evalkit.golden import Example
 from evalkit.metrics import BaseRef
 from evalkit.results import (
     CandidateRun,
@@ -50,17 +45,13 @@ from evalkit.run.generation import generate_cached
 from evalkit.run.judges import JudgeChecks, make_advisory
 from evalkit.run.latency_pairing import pair_latency, paired_inputs, pairing_note
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
-from evalkit.run.requests import own_requests, prompt_identity, with_own_context
+from evalkit.run.provenance import dataset_hash, library_versions
+from evalkit.run.requests import limited, own_requests, prompt_identity, with_own_context
 from evalkit.run.samples import derived_columns, flip_columns, fold_samples, generate_samples
 from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.run.sentinels import enforce_sentinels, sentinel_flips
 from evalkit.spec import GenerationSpec
 from evalkit.spec_variants import AnswerSpec
-
-KEY_LIBRARIES = (
-    "torch", "transformers", "tokenizers", "sacrebleu", "rouge-score", "rapidfuzz",
-    "pydantic", "numpy", "jinja2", "pytest",
-)  # fmt: skip
 
 
 @dataclass
@@ -225,7 +216,7 @@ class SuiteRunner:
             spec_hash=loaded.spec_hash,
             spec=self.spec.model_dump(mode="json", exclude_unset=True),
             dataset_path=str(loaded.dataset_path),
-            dataset_hash=_dataset_hash(self.examples),
+            dataset_hash=dataset_hash(self.examples),
             n_examples=len(self.examples),
             limit=self.options.limit,
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -362,15 +353,7 @@ class SuiteRunner:
     def requests_for(self, name: str) -> list[GenerationRequest]:
         """The suite's requests (a ``limit:`` sample of them), or a candidate's own (its prompt,
         shots, retrieved chunks), which the scorer then shows its metrics."""
-        examples, suite_requests = self.examples, self.requests
-        limit = self.limit(name)
-        if limit is not None:
-            # By id hash, as the latency metrics choose theirs: a spread over the file (not its
-            # first lines), nested (a smaller limit is a subset, so candidates pair), and the
-            # same examples a full run times, so a latency baseline still pairs.
-            chosen = {r.id for r in timing_sample(self.requests, limit)}
-            examples = [e for e in self.examples if e.id in chosen]
-            suite_requests = [r for r in self.requests if r.id in chosen]
+        examples, suite_requests = limited(self.examples, self.requests, self.limit(name))
         options = self.options
         own = own_requests(
             self.prepared, name, examples, suite_requests, options.cache, options.device
@@ -431,27 +414,10 @@ def _scored(answer: AnswerSpec | None, output: str) -> str:
     return output if answer is None else answer.extract(output)
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"python": sys.version.split()[0], "evalkit": evalkit.__version__}
-    for name in KEY_LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def _total_cost(examples: Sequence[ExampleResult]) -> float | None:
     """Sum of the known per-example costs (cached ones at what they cost); None if none known."""
     costs = [e.cost for e in examples if e.cost is not None]
     return sum(costs) if costs else None
-
-
-def _dataset_hash(examples: Sequence[Example]) -> str:
-    digest = hashlib.sha256()
-    for example in examples:
-        digest.update(example.content_hash.encode())
-    return digest.hexdigest()[:16]
 
 
 def run_suite(prepared: PreparedSuite, options: RunOptions) -> RunResult:
