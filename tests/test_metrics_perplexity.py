@@ -433,18 +433,21 @@ def test_smollm2_perplexities_equal_direct_computation() -> None:
         candidate.close()
 
 
-@pytest.mark.parametrize("width", [64, 512, 2048, 8192])
-def test_forward_batches_keep_logits_under_the_budget(width: int) -> None:
-    """SmolLM2's vocabulary (49,152): a batch's float32 logits stay within 512 MiB (one row when
-    a single window is larger), as a plain loop of one window at a time would; the token cap
-    alone allowed 3 GB. And the batch is as large as those limits allow."""
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("width", [16, 64, 512, 2048, 8192])
+def test_forward_batches_keep_logits_under_the_budget(width: int, device: str) -> None:
+    """SmolLM2's vocabulary (49,152): a batch's float32 logits stay within 128 MiB on the CPU,
+    where they are process memory, and 512 MiB on an accelerator (one row when a single window
+    is larger), near what a plain loop of one window at a time holds; the token cap alone
+    allowed 3 GB. And the batch is as large as those limits allow."""
     from types import SimpleNamespace
 
     from evalkit.metrics.teacher_forcing import MAX_BATCH_TOKENS, rows_per_batch
 
-    vocab, budget, batch_size = 49_152, 512 * 2**20, 8
+    vocab, batch_size = 49_152, 8
+    budget = (128 if device == "cpu" else 512) * 2**20
     model = SimpleNamespace(config=SimpleNamespace(vocab_size=vocab))
-    rows = rows_per_batch(model, width, batch_size)
+    rows = rows_per_batch(model, width, batch_size, device)
     assert rows == 1 or rows * width * vocab * 4 <= budget
     assert rows * width <= max(MAX_BATCH_TOKENS, width) and rows <= batch_size
     bigger = rows + 1

@@ -21,10 +21,13 @@ if TYPE_CHECKING:
 MAX_BATCH_TOKENS = 16_384
 """Rows x width per forward pass; long windows go fewer to a batch."""
 
-MAX_LOGITS_BYTES = 512 * 2**20
+MAX_LOGITS_BYTES = {"cpu": 128 * 2**20, "accelerator": 512 * 2**20}
 """Logits of one forward pass (rows x width x vocabulary float32) stay under this, or are one
-row's when a single window is larger: 16k positions of a 49k vocabulary are 3 GB, which made
-corpus perplexity peak at 3.1 GB RSS where a one-window-at-a-time loop needs 1.7 GB."""
+row's when a single window is larger. On the CPU they are process memory: batching windows of a
+few hundred tokens to 512 MiB of logits made `evalkit run` of the corpus peak at 1.59 GB RSS
+where a loop of one window at a time peaks at 1.13 GB (bench/peer_lm_eval.py), for no speed on
+CPU; 16k positions of a 49k vocabulary (the token cap alone) were 3 GB. On an accelerator they
+are device memory, and larger batches pay."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def forward_continuations(
     start = 0
     while start < len(order):
         width = input_length(rows[order[start]])
-        count = rows_per_batch(model, width, batch_size)
+        count = rows_per_batch(model, width, batch_size, device.type)
         batch = order[start : start + count]
         inputs = [(rows[i].context + rows[i].continuation)[:-1] for i in batch]
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -75,11 +78,12 @@ def forward_continuations(
         start += count
 
 
-def rows_per_batch(model: Any, width: int, batch_size: int) -> int:
+def rows_per_batch(model: Any, width: int, batch_size: int, device_type: str = "cpu") -> int:
     """Rows of ``width`` tokens per forward pass: at most ``batch_size``, MAX_BATCH_TOKENS
-    tokens and MAX_LOGITS_BYTES of logits; at least one."""
+    tokens and the device's MAX_LOGITS_BYTES of logits; at least one."""
     vocab = int(getattr(getattr(model, "config", None), "vocab_size", None) or 1)
-    by_logits = MAX_LOGITS_BYTES // max(width * vocab * 4, 1)
+    budget = MAX_LOGITS_BYTES["cpu" if device_type == "cpu" else "accelerator"]
+    by_logits = budget // max(width * vocab * 4, 1)
     return max(1, min(batch_size, MAX_BATCH_TOKENS // max(width, 1), by_logits))
 
 
