@@ -41,6 +41,8 @@ def load_average() -> str:
 @dataclass(frozen=True)
 class Child:
     seconds: float
+    cpu_seconds: float
+    """user + system time: what the child needs of one otherwise idle core"""
     peak_mb: float
     returncode: int
     stdout: str
@@ -66,7 +68,8 @@ def run_child(command: list[str], *, env: dict[str, str] | None = None, cwd: Pat
     for suffix in (".out", ".err"):
         Path(f"{out_path}{suffix}").unlink(missing_ok=True)
     scale = 1 if sys.platform == "darwin" else 1024
-    return Child(seconds, usage.ru_maxrss * scale / 2**20, process.returncode, stdout, stderr)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Child(seconds, cpu, usage.ru_maxrss * scale / 2**20, process.returncode, stdout, stderr)
 
 
 def bench_python() -> Path | None:
