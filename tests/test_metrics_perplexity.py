@@ -456,3 +456,40 @@ def test_forward_batches_keep_logits_under_the_budget(width: int, device: str) -
         or bigger * width > MAX_BATCH_TOKENS
         or bigger * width * vocab * 4 > budget
     )
+
+
+def test_forward_batches_hold_rows_of_about_the_same_length() -> None:
+    """Padding is computed like real tokens: a batch takes the longest row left and those after
+    it that need at most a tenth of its width (at least 16 tokens) of padding; every row's logits
+    still reach the callback, at its own continuation positions."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from evalkit.metrics.teacher_forcing import Continuation, forward_continuations
+
+    shapes: list[tuple[int, int]] = []
+
+    class Recording(torch.nn.Module):
+        config = SimpleNamespace(vocab_size=7)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+            shapes.append(tuple(input_ids.shape))
+            # logits that carry each position's input id, to check the callback's slice
+            return SimpleNamespace(logits=input_ids[..., None].float().expand(-1, -1, 7))
+
+    lengths = [102, 106, 143, 146, 159, 319, 20, 5]  # the corpus windows, and two short rows
+    rows = [Continuation([1], list(range(2, 2 + n))) for n in lengths]  # n model inputs each
+    seen: dict[int, list[float]] = {}
+    forward_continuations(
+        Recording(), rows, lambda i, logits: seen.update({i: logits[:, 0].tolist()}),
+        batch_size=8, pad_id=0,
+    )  # fmt: skip
+    assert shapes == [(1, 319), (3, 159), (2, 106), (2, 20)]
+    for i, row in enumerate(rows):
+        inputs = (row.context + row.continuation)[:-1]
+        assert seen[i] == [float(t) for t in inputs[-len(row.continuation) :]]
