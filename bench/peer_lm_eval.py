@@ -36,10 +36,8 @@ from _measure import REPO, Child, bench_python, load_average, run_child
 
 sys.path.insert(0, str(REPO))
 
-from evalkit.candidates.hf import HFCandidate
 from evalkit.candidates.hf_support import device_type
 from evalkit.candidates.models import EMBEDDED_NAME, resolve_model
-from evalkit.spec import CandidateSpec
 
 TASK_GENERATE = "evalkit_bench_capitals"
 TASK_ROLLING = "evalkit_bench_corpus"
@@ -105,13 +103,17 @@ def generation(peer: Path, tmp: Path, limit: int | None, device: str) -> None:
     data = tmp / "capitals.jsonl"
     data.write_text("\n".join(rows[:limit] if limit else rows) + "\n", encoding="utf-8")
     generation_spec = capitals["generation"]
+    # One dtype for both, named: evalkit's CPU choice, and bfloat16 on a GPU (evalkit's choice
+    # where the GPU supports it), without importing torch here: this process stays small, so
+    # the children's peak RSS is their own (see _measure.py).
+    dtype = "float32" if device == "cpu" else "bfloat16"
     suite = {
         "suite": "peer_capitals",
         "dataset": str(data),
         "system": capitals["system"],
         "prompt": capitals["prompt"],
         "generation": generation_spec,
-        "candidates": {"base": {"model": EMBEDDED_NAME}},
+        "candidates": {"base": {"model": EMBEDDED_NAME, "dtype": dtype}},
         "metrics": [{"exact_match": {"normalize": "squad"}}],
     }
     write_task(tmp, {
@@ -132,8 +134,6 @@ def generation(peer: Path, tmp: Path, limit: int | None, device: str) -> None:
     ours = evalkit_run(suite, tmp, device, env)
     extra = ["--apply_chat_template", "--system_instruction", capitals["system"]]
     batch = int(generation_spec["batch_size"])
-    # lm-eval in the dtype evalkit picks for the device (float32 on CPU, bfloat16 on most GPUs)
-    dtype = HFCandidate("base", CandidateSpec(model=EMBEDDED_NAME, device=device), REPO).dtype_name
     theirs = lm_eval_run(peer, TASK_GENERATE, tmp, extra, env, batch, device, dtype)
     examples = evalkit_examples(tmp, "peer_capitals")
     outputs = {e["id"]: (e["output"] or "").strip() for e in examples}
@@ -142,7 +142,7 @@ def generation(peer: Path, tmp: Path, limit: int | None, device: str) -> None:
     same = [i for i in outputs if outputs[i] == peer_out.get(i)]
     print(f"peer, generation: {len(outputs)} capitals prompts, greedy, "
           f"{generation_spec['max_new_tokens']} new tokens, batch {batch}, "
-          f"{device} ({load_average()})")  # fmt: skip
+          f"{device} {dtype} ({load_average()})")  # fmt: skip
     print(f"  evalkit run (whole process)          {ours.seconds:8.2f} s")
     print(f"  lm-eval run, generate_until          {theirs.seconds:8.2f} s")
     print(f"  evalkit / lm-eval                    {ours.seconds / theirs.seconds:8.3f}  "

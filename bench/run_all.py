@@ -32,7 +32,7 @@ def scripts(quick: bool, device: list[str]) -> list[list[str]]:
          *device],
         ["lexical_scale.py", "--pairs", "2000" if small else "10000",
          "--semantic", "500" if small else "2000", "--memory", "20000" if small else "100000"],
-        ["xdist_threads.py", "--limit", "1" if small else "2"],
+        ["xdist_threads.py", "--limit", "1" if small else "2", "--serial-one-thread"],
         # the peer (lm-evaluation-harness) runs from .venv-bench; it says so and skips without
         ["peer_lm_eval.py", *(["--limit", "32"] if small else []), *device],
     ]  # fmt: skip
