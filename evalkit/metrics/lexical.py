@@ -589,12 +589,13 @@ class EditSimilarity(_Normalized):
     def score(self, samples: Sequence[Sample]) -> list[float]:
         """All pairs in one rapidfuzz call (``cpdist``, float64: the same function, the same
         values as calling it pair by pair), so 10,000 examples cost what the library costs."""
+        norm = self._normalizer
+        if all(len(sample.references) == 1 for sample in samples):  # the usual case
+            outputs = [norm(sample.output) for sample in samples]
+            return _similarities(outputs, [norm(sample.references[0]) for sample in samples])
         for sample in samples:
             _references(self.name, sample)  # a missing reference is an error, not a 0.0
-        norm = self._normalizer
         outputs = [norm(sample.output) for sample in samples]
-        if all(len(sample.references) == 1 for sample in samples):  # the usual case
-            return _similarities(outputs, [norm(sample.references[0]) for sample in samples])
         pairs = [(i, norm(ref)) for i, sample in enumerate(samples) for ref in sample.references]
         values = _similarities([outputs[i] for i, _ in pairs], [ref for _, ref in pairs])
         scores = [0.0] * len(samples)
