@@ -254,10 +254,20 @@ class RunObserver(Protocol):
 class ContinuationLogprobs(Protocol):
     """A candidate that scores a given continuation of a request without generating it: for
     each of its tokens, the top-k next-token log-probs at that position (an OpenAI-compatible
-    server's prompt log-probs). Fidelity metrics use it when the weights are elsewhere."""
+    server's prompt log-probs). Fidelity metrics use it when the weights are elsewhere.
+
+    The continuation follows the chat-templated prompt as teacher forcing places it
+    (``candidates.continuation``: ``answer_separator``, then ``answer_tokens``), and tokens are
+    named as ``continuation.token_texts`` names them, so that a local model's positions and
+    alternatives line up with these."""
 
     def continuation_top_logprobs(
-        self, requests: Sequence[GenerationRequest], continuations: Sequence[str], top_k: int
+        self,
+        requests: Sequence[GenerationRequest],
+        continuations: Sequence[str],
+        top_k: int,
+        *,
+        separator: str | None = None,
     ) -> list[list[dict[str, float]] | str]:
         """Per request, one ``{token text: log-prob}`` of the ``top_k`` most likely tokens for
         each continuation token, or a string saying why there is none."""
