@@ -228,10 +228,12 @@ def _post_json(url: str, body: dict[str, Any], headers: dict[str, str], timeout:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        detail = _error_text(exc.read())
-        if exc.code in MISSING_ENDPOINT | REJECTED:
-            return exc.code, detail
-        raise HttpStatusError(exc.code, detail, exc.headers) from None
+        status, detail, headers = exc.code, _error_text(exc.read()), exc.headers
+    if status in MISSING_ENDPOINT | REJECTED:
+        return status, detail
+    # Raised outside the handler: an HTTPError is an OSError, which classify would read in the
+    # exception's context as a connection failure.
+    raise HttpStatusError(status, detail, headers)
 
 
 def _error_text(raw: bytes) -> str:
