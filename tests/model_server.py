@@ -11,9 +11,11 @@ and ``tokenizers/detokenizer_utils.py``). ``ModelRoutes(folder).install(server)`
   as from a server without that support): the prompt (ids, or text) in one unpadded forward
   pass; per position the log-prob of its token and of the ``logprobs`` most likely tokens
   (log-softmax of the logits in float64), the position's own token listed first as vLLM lists
-  it, None for the first position. Tokens are named as vLLM names them: each decoded alone, with
-  the leading spaces a Metaspace tokenizer drops put back; ``names="ids"`` names them
-  ``token_id:N`` (vLLM's ``return_tokens_as_token_ids``).
+  it, None for the first position. Tokens are named as vLLM names them: ``token_id:N`` when the
+  request asks ``return_tokens_as_token_ids``, else each decoded alone, with the leading spaces a
+  Metaspace tokenizer drops put back. ``names="text"`` plays a server that ignores
+  ``return_tokens_as_token_ids``; ``names="pieces"`` one that also names tokens by their raw
+  vocabulary pieces (``▁sky``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ Reply = tuple[int, dict[str, Any]]
 
 
 class ModelRoutes:
-    def __init__(self, folder: Path, names: str = "text") -> None:
+    def __init__(self, folder: Path, names: str = "vllm") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -72,27 +74,32 @@ class ModelRoutes:
             return 400, {"error": {"message": message, "type": "BadRequestError"}}
         prompt = body["prompt"]
         ids = prompt if isinstance(prompt, list) else self.tokenizer(prompt)["input_ids"]
-        logprobs = self._logprobs(ids, int(body["logprobs"]))
+        by_id = self.names == "vllm" and bool(body.get("return_tokens_as_token_ids"))
+        logprobs = self._logprobs(ids, int(body["logprobs"]), by_id)
         choice = {"index": 0, "text": self.tokenizer.decode(ids), "logprobs": logprobs,
                   "finish_reason": "length"}  # fmt: skip
         usage = {"prompt_tokens": len(ids), "completion_tokens": 0, "total_tokens": len(ids)}
         return 200, {"id": "cmpl-0", "object": "text_completion", "created": 1_700_000_000,
                      "model": body.get("model"), "choices": [choice], "usage": usage}  # fmt: skip
 
-    def _logprobs(self, ids: list[int], k: int) -> dict[str, Any]:
+    def _logprobs(self, ids: list[int], k: int, by_id: bool) -> dict[str, Any]:
         import torch
 
         with self.lock, torch.no_grad():
             logits = self.model(input_ids=torch.tensor([ids])).logits[0]
         table = torch.log_softmax(logits.double(), dim=-1)
-        tokens = [self.name(i) for i in ids]
+
+        def name(token_id: int) -> str:
+            return f"token_id:{token_id}" if by_id else self.name(token_id)
+
+        tokens = [name(i) for i in ids]
         top: list[dict[str, float] | None] = [None]
         chosen: list[float | None] = [None]
         for position in range(1, len(ids)):
             row = table[position - 1]
             values, best = torch.topk(row, k)
             entries = {tokens[position]: float(row[ids[position]])}  # its own token first
-            entries.update((self.name(int(i)), float(v)) for v, i in zip(values, best, strict=True))
+            entries.update((name(int(i)), float(v)) for v, i in zip(values, best, strict=True))
             top.append(entries)
             chosen.append(float(row[ids[position]]))
         offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
@@ -100,11 +107,11 @@ class ModelRoutes:
                 "text_offset": offsets}  # fmt: skip
 
     def name(self, token_id: int) -> str:
-        """vLLM's ``convert_ids_list_to_tokens`` for one id (or its ``token_id:N``)."""
-        if self.names == "ids":
-            return f"token_id:{token_id}"
-        text = self.tokenizer.decode([token_id])
+        """vLLM's ``convert_ids_list_to_tokens`` for one id (or its raw piece)."""
         piece = self.tokenizer.convert_ids_to_tokens([token_id])[0] or ""
+        if self.names == "pieces":
+            return piece
+        text = self.tokenizer.decode([token_id])
         if not self.metaspace:
             return text
         markers = len(piece) - len(piece.lstrip("\u2581"))

@@ -43,7 +43,8 @@ SAMPLES = [chat_sample(*q) for q in QUESTIONS]
 
 @pytest.fixture
 def served(tiny_model: Path) -> Iterator[OpenAIServer]:
-    """``tiny_model`` behind an OpenAI-compatible server."""
+    """``tiny_model`` behind an OpenAI-compatible server (tokens named by id, as vLLM does when
+    asked)."""
     with ModelRoutes(tiny_model).install(OpenAIServer()) as server:
         yield server
 
@@ -61,9 +62,11 @@ def _spec(folder: Path) -> CandidateSpec:
     return CandidateSpec(model=str(folder))
 
 
-def score(column: str, candidate: Any, base: BaseRef) -> list[tuple[float | None, dict]]:
+def score(
+    column: str, candidate: Any, base: BaseRef, samples: list[Sample] = SAMPLES
+) -> list[tuple[float | None, dict]]:
     metric = create(column)
-    values = metric.score_against(SAMPLES, candidate, base, GenerationSpec(batch_size=2))
+    values = metric.score_against(samples, candidate, base, GenerationSpec(batch_size=2))
     return [split_score(v) for v in values]
 
 
@@ -97,22 +100,27 @@ def direct_top_k(base: Path, other: Path, sample: Sample, k: int = 20) -> tuple[
     return [kl for kl, _ in pairs], sum(agree for _, agree in pairs) / len(pairs)
 
 
+@pytest.mark.parametrize("names", ["vllm", "text"])
 def test_the_same_model_behind_a_server_gives_zero_kl_and_full_agreement(
-    tiny_model: Path, served: OpenAIServer
+    tiny_model: Path, names: str
 ) -> None:
-    candidate = remote(served)
-    kls = score("kl_divergence", candidate, local_base(tiny_model))
-    tops = score("top1_agreement", candidate, local_base(tiny_model))
+    """Named by id, or by text (a server that ignores ``return_tokens_as_token_ids``): the local
+    base's tokens are named the same way, so both line up."""
+    with ModelRoutes(tiny_model, names=names).install(OpenAIServer()) as server:
+        candidate = remote(server)
+        kls = score("kl_divergence", candidate, local_base(tiny_model))
+        tops = score("top1_agreement", candidate, local_base(tiny_model))
     for (kl, detail), (top1, top1_detail) in zip(kls, tops, strict=True):
         assert kl is not None and abs(kl) < 1e-9, detail
         assert top1 == 1.0 and top1_detail["n_agree"] == top1_detail["n_tokens"]
         assert detail["method"] == "api-top-k-approx" and "tail_bound" not in detail
     # Per example: /tokenize (chat), /detokenize, /tokenize (prompt + answer), /completions,
     # once for both columns (the second column reads the first one's comparison).
-    paths = [path for path, _, _ in served.route_log]
+    paths = [path for path, _, _ in server.route_log]
     assert paths.count("/v1/completions") == len(SAMPLES) and len(paths) == 4 * len(SAMPLES)
+    completions = [body for path, _, body in server.route_log if path == "/v1/completions"]
     assert all(body["echo"] and body["logprobs"] == 20 and body["max_tokens"] == 0
-               for path, _, body in served.route_log if path == "/v1/completions")  # fmt: skip
+               and body["return_tokens_as_token_ids"] for body in completions)  # fmt: skip
 
 
 @pytest.mark.parametrize("served_model", ["noisy copy", "other weights"])
@@ -169,9 +177,12 @@ def test_a_server_that_refuses_echo_or_names_tokens_otherwise(tiny_model: Path) 
             assert value is None
             assert "refused a completions request with echo" in detail["error"]
             assert "echo is not supported" in detail["error"]
-    with ModelRoutes(tiny_model, names="ids").install(OpenAIServer()) as server:
-        for value, detail in score("kl_divergence", remote(server), local_base(tiny_model)):
-            assert value is None and "token_id:" in detail["error"]
+    # Raw pieces (``▁sky``) where text was expected: caught on answers with a word boundary
+    # inside (a one-piece answer such as "Paris" spells itself either way).
+    with ModelRoutes(tiny_model, names="pieces").install(OpenAIServer()) as server:
+        scored = score("kl_divergence", remote(server), local_base(tiny_model), SAMPLES[1:])
+        for value, detail in scored:
+            assert value is None and "do not spell" in detail["error"]
 
 
 def test_server_errors_are_retried_and_the_key_is_sent_never_shown(

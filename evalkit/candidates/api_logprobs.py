@@ -13,12 +13,14 @@ exactly as the server's chat endpoint renders it. Per request:
    answer's ids are the tail when the prompt's ids are its prefix, else the answer is tokenized
    alone (teacher forcing's rule: ``continuation.answer_tokens``, ``answer_separator``);
 4. ``POST {base}/completions`` with prompt + answer ids, ``echo: true``, ``logprobs: k``,
-   ``max_tokens: 0``: per prompt token the top-k log-probs (``logprobs.top_logprobs``); the
-   answer's positions are the last ones. vLLM lists each position's actual token beside its
-   top k: only the k most likely entries are kept.
+   ``max_tokens: 0`` and ``return_tokens_as_token_ids: true``: per prompt token the top-k
+   log-probs (``logprobs.top_logprobs``); the answer's positions are the last ones. vLLM lists
+   each position's actual token beside its top k: only the k most likely entries are kept.
 
-Tokens are named by their text as the server decodes them; the answer's token texts must spell
-the answer (whitespace aside), else the server names tokens some other way (raw pieces, ids)
+Tokens come back named by id (``token_id:N``, which the fidelity metric matches with a local
+base's ids: exact) and the answer's must be the ids sent. A server that ignores
+``return_tokens_as_token_ids`` names them by their text: the answer's token texts must then
+spell the answer (whitespace aside), else the server names tokens some other way (raw pieces)
 and the reason says so rather than comparing mismatched names.
 
 The reason, per request, where no log-probs can be had (the metric's value is then missing,
@@ -45,7 +47,7 @@ from evalkit.candidates.api_errors import first_line, redact
 from evalkit.candidates.api_transport import ApiTransport, Run, submit
 from evalkit.candidates.api_wire import Call
 from evalkit.candidates.base import GenerationRequest
-from evalkit.candidates.continuation import answer_separator
+from evalkit.candidates.continuation import TOKEN_ID, answer_separator
 
 Positions = list[dict[str, float]]
 
@@ -124,12 +126,12 @@ class _EchoScorer:
             return tail or "the answer has no tokens"
         body = {
             "model": model, "prompt": ids + tail, "echo": True, "logprobs": self.top_k,
-            "max_tokens": 0, "temperature": 0.0,
+            "max_tokens": 0, "temperature": 0.0, "return_tokens_as_token_ids": True,
         }  # fmt: skip
         reply = await self.post(run, "/completions", body)
         if isinstance(reply, str):
             return reply
-        return self.positions(reply, len(ids), len(tail), full)
+        return self.positions(reply, len(ids), tail, full)
 
     async def answer_ids(
         self, run: Run, prompt_text: str, full: str, prompt_ids: list[int]
@@ -152,28 +154,32 @@ class _EchoScorer:
         return []
 
     def positions(
-        self, reply: Mapping[str, Any], n_prompt: int, n: int, full: str
+        self, reply: Mapping[str, Any], n_prompt: int, tail: list[int], full: str
     ) -> Positions | str:
-        """The answer's positions of a completions reply with echo (the last ``n`` of
-        ``n_prompt + n``), or why they cannot be used."""
+        """The answer's positions of a completions reply with echo (the last ``len(tail)``),
+        or why they cannot be used."""
         choices = reply.get("choices") or [{}]
         logprobs = choices[0].get("logprobs") or {}
         tops, tokens = logprobs.get("top_logprobs") or [], logprobs.get("tokens") or []
-        if len(tops) < n_prompt + n or len(tokens) < n_prompt + n:
+        end = n_prompt + len(tail)
+        if len(tops) < end or len(tokens) < end:
             return (
                 f"the server at {self.where} returned no log-probs of the prompt's tokens with "
-                f"echo ({len(tops)} positions for {n_prompt + n} tokens): it cannot score a "
-                "given text"
+                f"echo ({len(tops)} positions for {end} tokens): it cannot score a given text"
             )
-        spelled = "".join(str(t) for t in tokens[n_prompt : n_prompt + n])
-        if _squash(spelled) != _squash(full):
+        answer = tops[n_prompt:end]
+        if not all(isinstance(position, dict) and position for position in answer):
+            return f"the server at {self.where} left out log-probs of some answer tokens"
+        named = [str(t) for t in tokens[n_prompt:end]]
+        if all(t.startswith(TOKEN_ID) for t in named):
+            if named != [f"{TOKEN_ID}{i}" for i in tail]:
+                return f"the server at {self.where} echoed other token ids than it was sent"
+        elif _squash("".join(named)) != _squash(full):
+            spelled = "".join(named)
             return (
                 f"the server names the answer's tokens {spelled[:80]!r}, which do not spell "
                 f"{full[:80]!r}: its log-probs cannot be matched with another model's tokens"
             )
-        answer = tops[n_prompt : n_prompt + n]
-        if not all(isinstance(position, dict) and position for position in answer):
-            return f"the server at {self.where} left out log-probs of some answer tokens"
         return [_most_likely(position, self.top_k) for position in answer]
 
     async def post(self, run: Run, path: str, body: dict[str, Any]) -> dict[str, Any] | str:

@@ -258,8 +258,8 @@ class ContinuationLogprobs(Protocol):
 
     The continuation follows the chat-templated prompt as teacher forcing places it
     (``candidates.continuation``: ``answer_separator``, then ``answer_tokens``), and tokens are
-    named as ``continuation.token_texts`` names them, so that a local model's positions and
-    alternatives line up with these."""
+    named by id (``token_id:N``) or by text as ``continuation.named_top_k`` names them, so that
+    a local model's positions and alternatives line up with these."""
 
     def continuation_top_logprobs(
         self,
@@ -269,6 +269,6 @@ class ContinuationLogprobs(Protocol):
         *,
         separator: str | None = None,
     ) -> list[list[dict[str, float]] | str]:
-        """Per request, one ``{token text: log-prob}`` of the ``top_k`` most likely tokens for
-        each continuation token, or a string saying why there is none."""
+        """Per request, one ``{token: log-prob}`` of the ``top_k`` most likely tokens for each
+        continuation token, or a string saying why there is none."""
         ...

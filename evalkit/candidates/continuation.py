@@ -3,11 +3,13 @@ tokenized, and how its top-k alternatives are named. One rule for every route th
 answer it did not generate: teacher forcing on local weights (perplexity, fidelity) and the
 servers that return prompt log-probs (``ContinuationLogprobs``), so their positions line up.
 
-Tokens are named by their text as an OpenAI-compatible server reports it (vLLM's rule): each
-token decoded alone, with the leading spaces a SentencePiece-style tokenizer (a ``Metaspace``
-pre-tokenizer) drops from a lone token put back, so ``▁Paris`` is `` Paris`` and ``Paris`` is
-``Paris``. Two ids with the same text (rare: e.g. partial UTF-8 bytes) are one entry whose
-probability is their sum.
+Tokens are named, in the ``{token: log-prob}`` maps these routes return, by id where both sides
+know ids (``token_id:N``, vLLM's ``return_tokens_as_token_ids`` form: exact, for models that
+share a vocabulary) and otherwise by their text as an OpenAI-compatible server reports it
+(vLLM's rule): each token decoded alone, with the leading spaces a SentencePiece-style tokenizer
+(a ``Metaspace`` pre-tokenizer) drops from a lone token put back, so ``▁Paris`` is `` Paris``
+and ``Paris`` is ``Paris``. Two ids with the same text (partial UTF-8 bytes, which a server may
+also name differently, in context) are one entry whose probability is their sum.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+TOKEN_ID = "token_id:"
+"""The prefix of a token named by its id."""
 
 
 def answer_separator(prompt_text: str, separator: str | None = None) -> str:
@@ -51,16 +56,25 @@ def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
 
 
 def named_top_k(
-    tokenizer: Any, ids: Sequence[int], logprobs: Sequence[float], k: int
+    tokenizer: Any, ids: Sequence[int], logprobs: Sequence[float], k: int, *, by_id: bool = False
 ) -> dict[str, float]:
-    """``{token text: log-prob}`` of the ``k`` most likely of ``ids`` (any order); ids that
-    share a text are merged (their probabilities added)."""
+    """``{token: log-prob}`` of the ``k`` most likely of ``ids`` (most likely first), named
+    ``token_id:N`` when ``by_id``, else by text (ids that share a text are merged: their
+    probabilities added)."""
     ranked = sorted(zip(logprobs, ids, strict=True), key=lambda pair: -pair[0])[:k]
+    if by_id:
+        return {f"{TOKEN_ID}{int(i)}": float(logprob) for logprob, i in ranked}
     named: dict[str, float] = {}
     texts = token_texts(tokenizer, [i for _, i in ranked])
     for text, (logprob, _) in zip(texts, ranked, strict=True):
         named[text] = _logaddexp(named[text], logprob) if text in named else float(logprob)
     return named
+
+
+def names_ids(positions: Sequence[Mapping[str, float]]) -> bool:
+    """Whether these positions name their tokens by id (every key ``token_id:N``)."""
+    keys = [key for position in positions for key in position]
+    return bool(keys) and all(key.startswith(TOKEN_ID) for key in keys)
 
 
 def _logaddexp(a: float, b: float) -> float:

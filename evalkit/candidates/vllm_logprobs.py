@@ -8,8 +8,8 @@ template and tokenization as the transformers engine, so positions line up with 
   after the rendered prompt by teacher forcing's rule (``continuation.answer_separator``,
   ``answer_tokens``), then ``prompt_logprobs: k``: vLLM lists per position its k most likely
   token ids (each with ``logprob``, ``rank``, ``decoded_token``) plus the position's own token;
-  the k most likely are kept and named with the local tokenizer (``continuation.named_top_k``),
-  exactly as a local base's are.
+  the k most likely are kept, named by id (``token_id:N``: the fidelity metric then names a
+  local base's the same way, so the comparison is exact, with no detokenization involved).
 
 vLLM 0.32's LoRA logits layer crashes the engine when prompt log-probs of several requests
 share a batch (an einsum shape error, seen on CPU): with LoRA modules on the server, requests go
@@ -85,6 +85,7 @@ def continuation_top_logprobs(
     url, model = f"{served.server().base}/completions", served.served_model
 
     def one(row: tuple[list[int], list[int]] | str) -> list[dict[str, float]] | str:
+        """The answer's positions (the last ``len(tail)`` of the prompt's)."""
         if isinstance(row, str):
             return row
         ids, tail = row
@@ -95,14 +96,14 @@ def continuation_top_logprobs(
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace").strip().splitlines()[:1]
             return f"the vLLM server refused to score the answer (HTTP {exc.code}: {detail})"
-        return [_named(tokenizer, entry, top_k) for entry in positions[len(ids) :]]
+        return [_by_id(entry, top_k) for entry in positions[len(ids) :]]
 
     return _each(served, one, rows)
 
 
-def _named(tokenizer: Any, entry: Mapping[str, Mapping[str, Any]], k: int) -> dict[str, float]:
+def _by_id(entry: Mapping[str, Mapping[str, Any]], k: int) -> dict[str, float]:
     ids = [int(token_id) for token_id in entry]
-    return named_top_k(tokenizer, ids, [float(v["logprob"]) for v in entry.values()], k)
+    return named_top_k(None, ids, [float(v["logprob"]) for v in entry.values()], k, by_id=True)
 
 
 def _post(url: str, body: dict[str, Any]) -> Any:

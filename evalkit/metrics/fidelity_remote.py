@@ -1,12 +1,12 @@
 """Fidelity of a candidate without local weights (an API server, a vLLM server): top-k against
 top-k, from ``ContinuationLogprobs``.
 
-The candidate names each answer position's k most likely tokens by their text (``k =
-min(top_k, 20)``: what OpenAI-compatible servers return). The base gives the same from wherever
-it is: a local base from its distribution in the fidelity cache (the top ``top_k`` ids stored
-when it was scored, computed now for examples the cache lacks), its first k ids named by the
-base's tokenizer as servers name them (``candidates.continuation.named_top_k``); a remote base
-through its own ``ContinuationLogprobs``. KL and top-1 agreement then come from
+The candidate names each answer position's k most likely tokens (``k = min(top_k, 20)``: what
+OpenAI-compatible servers return) by id (``token_id:N``) or by text. The base gives the same
+from wherever it is: a local base from its distribution in the fidelity cache (the top
+``top_k`` ids stored when it was scored, computed now for examples the cache lacks), its first
+k ids named as the candidate names its tokens (``candidates.continuation.named_top_k``); a
+remote base through its own ``ContinuationLogprobs``. KL and top-1 agreement then come from
 ``divergence.kl_from_top_logprobs``, whose approximation (``approx:topk-floor``) the signature
 names. Neither side has the tail of the distribution, so no tail bound is reported.
 """
@@ -22,7 +22,7 @@ from evalkit.candidates.base import (
     GenerationRequest,
     LocalModel,
 )
-from evalkit.candidates.continuation import named_top_k
+from evalkit.candidates.continuation import named_top_k, names_ids
 from evalkit.metrics.base import BaseRef, Sample
 from evalkit.metrics.divergence import Divergence, TopK, kl_from_top_logprobs
 from evalkit.spec import GenerationSpec
@@ -73,7 +73,8 @@ def remote_outcomes(
     if base.is_self:
         ours: Sequence[Positions | str] = theirs
     else:
-        ours = _base_positions(metric, base, samples, targets, todo, k, params)
+        by_id = any(names_ids(p) for p in theirs if not isinstance(p, str))
+        ours = _base_positions(metric, base, samples, targets, todo, k, by_id, params)
     outcomes: list[Outcome] = ["the base model has no output for this example" for _ in samples]
     for i, mine, other in zip(todo, ours, theirs, strict=True):
         outcomes[i] = compare_named(mine, other)
@@ -87,9 +88,11 @@ def _base_positions(
     targets: Sequence[str | None],
     todo: Sequence[int],
     k: int,
+    by_id: bool,
     params: GenerationSpec,
 ) -> Sequence[Positions | str]:
-    """The base's named top-k per answer position of each sample in ``todo``."""
+    """The base's named top-k per answer position of each sample in ``todo`` (by id, else by
+    text)."""
     reference: Any = base.open()
     try:
         if isinstance(reference, LocalModel):
@@ -102,7 +105,7 @@ def _base_positions(
                 )
                 tops.update(computed)
             _, tokenizer = reference.loaded()
-            return [_named(tops.get(i), tokenizer, k) for i in todo]
+            return [_named(tops.get(i), tokenizer, k, by_id) for i in todo]
         if isinstance(reference, ContinuationLogprobs):
             requests = [GenerationRequest(samples[i].id, samples[i].messages) for i in todo]
             answers = [targets[i] or "" for i in todo]
@@ -115,11 +118,11 @@ def _base_positions(
         reference.close()
 
 
-def _named(top: TopK | None, tokenizer: Any, k: int) -> Positions | str:
+def _named(top: TopK | None, tokenizer: Any, k: int, by_id: bool) -> Positions | str:
     if top is None:
         return "the base model gave no distribution for this answer"
     pairs = zip(top.ids, top.logprobs, strict=True)
-    return [named_top_k(tokenizer, ids, logprobs, k) for ids, logprobs in pairs]
+    return [named_top_k(tokenizer, ids, lps, k, by_id=by_id) for ids, lps in pairs]
 
 
 def compare_named(base: Positions | str, candidate: Positions | str) -> Outcome:
@@ -129,6 +132,8 @@ def compare_named(base: Positions | str, candidate: Positions | str) -> Outcome:
             return side
     if len(base) != len(candidate) or not base:
         return "the two models tokenize the answer differently (or it has no tokens)"
+    if names_ids(base) != names_ids(candidate):
+        return "one side names tokens by id, the other by text: they cannot be matched"
     pairs = [kl_from_top_logprobs(p, q) for p, q in zip(base, candidate, strict=True)]
     kl = [kl for kl, _ in pairs]
     return Divergence(kl, [agree for _, agree in pairs], [math.nan for _ in kl])
