@@ -104,7 +104,7 @@ def _base_positions(
                     reference, samples, targets, missing, keys, params
                 )
                 tops.update(computed)
-            _, tokenizer = reference.loaded()
+            tokenizer = None if by_id else reference.loaded()[1]  # ids need no tokenizer
             return [_named(tops.get(i), tokenizer, k, by_id) for i in todo]
         if isinstance(reference, ContinuationLogprobs):
             requests = [GenerationRequest(samples[i].id, samples[i].messages) for i in todo]
