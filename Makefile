@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint clean vllm test-vllm test-vllm-full
+.PHONY: setup demo demo-full bench test lint clean vllm test-vllm test-vllm-full
 
 setup: $(STAMP) $(CHROMIUM)
 
@@ -50,12 +50,21 @@ $(ADAPTER)/adapter_model.safetensors: golden/train_adapter.py golden/train_terse
 
 # pytest exits 1 when a gate fails: the demo shows that on purpose (sampling breaks the answer
 # format of the units suite), so only other exit codes (errors, interruptions) fail `make demo`.
+# The demo runs each candidate on its `limit:` (a sample, shown in the report); `make demo-full`
+# runs every example for every candidate (--evalkit-full).
+DEMO_ARGS ?=
+demo-full: DEMO_ARGS += --evalkit-full
+demo-full: demo
 demo: setup $(ADAPTER)/adapter_model.safetensors
-	@$(BIN)/python -m pytest suites/; rc=$$?; \
+	@$(BIN)/python -m pytest suites/ $(DEMO_ARGS); rc=$$?; \
 	if [ $$rc -eq 1 ]; then echo "make demo: the failing gate above is a real regression the demo shows on purpose."; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 	@$(BIN)/evalkit report reports/ --screenshot reports/screenshot.png \
 	  || echo "make demo: no screenshot of the report (see the message above)"
+
+# Every performance ratio, each against its baseline measured in the same run (bench/README.md).
+bench: setup
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 # Two xdist workers on two cores: one torch thread each (more threads spin against each other).
 test: setup
@@ -93,7 +102,7 @@ $(VLLM_STAMP): constraints-vllm.txt
 # (.ci/run) runs `make test-vllm`: ONE server start (base model + LoRA module) proving greedy
 # answers, a LoRA request and prompt log-prob perplexity against transformers. The opt-in
 # `vllm_full` tests (n-gram speculation on a second server, corpus perplexity) run in
-# `make test-vllm-full`. Figures: README, "The vLLM engine".
+# `make test-vllm-full`. Figures: docs/candidates.md, "The vLLM engine".
 test-vllm: setup vllm
 	$(BIN)/python -m pytest tests/vllm -q -ra -p no:xdist --durations=5 -m "not vllm_full"
 

@@ -58,7 +58,11 @@ def baseline_path(directory: Path, candidate: str) -> Path:
     return directory / f"{candidate}.json"
 
 
-def load_baseline(path: Path) -> Baseline | None:
+UPDATE_COMMAND = "pytest --evalkit-update-baseline"
+"""How a user accepts baselines, for messages; `evalkit run` passes its own command."""
+
+
+def load_baseline(path: Path, update_command: str = UPDATE_COMMAND) -> Baseline | None:
     if not path.exists():
         return None
     try:
@@ -66,7 +70,7 @@ def load_baseline(path: Path) -> Baseline | None:
     except ValidationError as exc:
         raise EvalkitError(
             f"{path}: not a valid evalkit baseline ({exc.errors()[0]['msg']}); delete it and run "
-            "pytest --evalkit-update-baseline to accept a new one"
+            f"`{update_command}` to accept a new one"
         ) from None
 
 
@@ -134,7 +138,9 @@ class AcceptedBaselines:
         content_hashes: Mapping[str, str],
         metrics: Mapping[str, AnyMetric],
         rescore: Rescore,
+        update_command: str = UPDATE_COMMAND,
     ) -> None:
+        self.update_command = update_command
         self.directory = directory
         self.suite = suite
         self.content_hashes = content_hashes
@@ -146,7 +152,7 @@ class AcceptedBaselines:
         path = baseline_path(self.directory, candidate)
         label = f"accepted:{path.name}"
         if candidate not in self._loaded:
-            self._loaded[candidate] = load_baseline(path)
+            self._loaded[candidate] = load_baseline(path, self.update_command)
         stored = self._loaded[candidate]
         if stored is None:
             return BaselineScores(
@@ -154,7 +160,7 @@ class AcceptedBaselines:
                 scores={},
                 missing_reason=(
                     f"no accepted baseline for {self.suite}/{candidate} (expected {path}); "
-                    "run `pytest --evalkit-update-baseline` to accept the current results"
+                    f"run `{self.update_command}` to accept the current results"
                 ),
             )
         # Only examples whose content is unchanged since acceptance are paired.

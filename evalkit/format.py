@@ -13,6 +13,11 @@ P_FLOOR = 0.001
 """p-values below this are written as '<0.001' in the report and the summary."""
 
 
+def counted(number: int, noun: str) -> str:
+    """``1 suite``, ``3 suites``: a count with its noun (regular plurals only)."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def precise(value: float | None) -> str:
     """4 significant digits (gate messages): 'n/a' for no value."""
     return "n/a" if value is None else f"{value:.4g}"

@@ -2,6 +2,8 @@
 
 Every example needs a stable ``id`` (baselines and caches are keyed by it) and usually a
 ``reference`` (a string, or a list of acceptable strings). All other keys are template fields.
+Files made for other tools often have no ``id``: a suite's ``ids:`` then names the field that
+identifies an example, or ``line`` (the line it starts on: stable while lines do not move).
 Errors name ``file:line`` and the field, so a broken line in a 5,000-line file is found at once.
 
 Golden files may come from a pull request, so reading is defensive and lazy: JSONL and CSV
@@ -32,6 +34,8 @@ from evalkit.errors import SpecError
 
 SUPPORTED = (".jsonl", ".csv", ".yaml", ".yml")
 MAX_ID_CHARS = 1_000
+ID_FIELD = "id"
+LINE_IDS = "line"
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,14 @@ class Example:
         return f"{self.path}:{self.line}"
 
 
-def load_golden(path: Path, limit: int | None = None) -> list[Example]:
+def load_golden(path: Path, limit: int | None = None, ids: str = ID_FIELD) -> list[Example]:
     """The first ``limit`` examples (all by default); raise SpecError at the first bad line.
-    Lines after the limit are not read, so their problems are not seen either."""
-    return list(itertools.islice(iter_golden(path), limit))
+    Lines after the limit are not read, so their problems are not seen either. ``ids``: the
+    field holding each example's id, or ``line`` for ``line-N`` (N: the line it starts on)."""
+    return list(itertools.islice(iter_golden(path, ids), limit))
 
 
-def iter_golden(path: Path) -> Iterator[Example]:
+def iter_golden(path: Path, ids: str = ID_FIELD) -> Iterator[Example]:
     """Examples one at a time, checked as they are read (ids unique up to whitespace and
     Unicode normalisation)."""
     if not path.is_file():
@@ -70,7 +75,7 @@ def iter_golden(path: Path) -> Iterator[Example]:
     reader = {".jsonl": _jsonl_rows, ".csv": _csv_rows}.get(suffix, _yaml_rows)
     first_line: dict[str, tuple[int, str]] = {}
     for line, row in reader(path):
-        example = _example(row, path, line)
+        example = _example(row, path, line, ids)
         key = unicodedata.normalize("NFC", example.id).strip()
         if key in first_line:
             seen_line, seen_id = first_line[key]
@@ -80,7 +85,7 @@ def iter_golden(path: Path) -> Iterator[Example]:
                 "ids must be unique and stable",
                 path=path,
                 line=line,
-                field="id",
+                field=ids,
             )
         first_line[key] = (line, example.id)
         yield example
@@ -152,19 +157,19 @@ def _yaml_rows(path: Path) -> Iterator[tuple[int, Any]]:
         yield lines.line_of((*prefix, index)) or 0, row
 
 
-def _example(row: Any, path: Path, line: int) -> Example:
+def _example(row: Any, path: Path, line: int, ids: str = ID_FIELD) -> Example:
     if not isinstance(row, dict):
-        raise SpecError("an example must be an object with an 'id' field", path=path, line=line)
-    raw_id = row.get("id")
+        raise SpecError("an example must be an object (a JSON object per line)", path=path,
+                        line=line)  # fmt: skip
+    raw_id = f"line-{line}" if ids == LINE_IDS else row.get(ids)
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
-        raise SpecError(
-            "missing 'id'; give every example a stable, unique id", path=path, line=line, field="id"
-        )
+        raise SpecError(_missing_id(ids), path=path, line=line, field=ids)
     if not isinstance(raw_id, str | int) or isinstance(raw_id, bool):
-        raise SpecError("'id' must be a string or an integer", path=path, line=line, field="id")
+        raise SpecError(f"'{ids}' must be a string or an integer", path=path, line=line,
+                        field=ids)  # fmt: skip
     if isinstance(raw_id, str) and len(raw_id) > MAX_ID_CHARS:
-        raise SpecError(f"'id' is longer than {MAX_ID_CHARS:,} characters; use a short stable id",
-                        path=path, line=line, field="id")  # fmt: skip
+        raise SpecError(f"'{ids}' is longer than {MAX_ID_CHARS:,} characters; use a short stable "
+                        "id", path=path, line=line, field=ids)  # fmt: skip
     references = _references(row.get("reference"), path, line)
     sentinel = _flag(row.get("sentinel"), path, line)
     fields = {key: value for key, value in row.items() if key not in ("reference", "sentinel")}
@@ -178,6 +183,15 @@ def _example(row: Any, path: Path, line: int) -> Example:
         line=line,
         content_hash=_content_hash(content, path, line),
         sentinel=sentinel,
+    )
+
+
+def _missing_id(ids: str) -> str:
+    if ids != ID_FIELD:
+        return f"missing '{ids}', the field the suite's 'ids:' takes example ids from"
+    return (
+        "missing 'id'; give every example a stable, unique id, or set 'ids:' in the suite: "
+        "'ids: FIELD' takes them from another field, 'ids: line' numbers examples by line"
     )
 
 

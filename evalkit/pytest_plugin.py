@@ -50,6 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="evaluate only the first N examples of each suite (a quick look)",
     )
     group.addoption(
+        "--evalkit-full",
+        action="store_true",
+        help="ignore candidates' own 'limit:' (run every example for every candidate)",
+    )
+    group.addoption(
         "--evalkit-candidates",
         default=None,
         metavar="A,B",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from evalkit._files import display_path
+from evalkit._threads import share_cores
 from evalkit.cache import Cache, cache_file
 from evalkit.errors import EvalkitError
 from evalkit.gates import RUN_GATE, run_verdict
@@ -66,6 +68,7 @@ class EvalkitSession:
                 limit=limit,
                 device=config.getoption("evalkit_device"),
                 update_baseline=config.getoption("evalkit_update_baseline"),
+                full=config.getoption("evalkit_full"),
                 seed=config.getoption("evalkit_seed"),
             ),
             candidates=[n.strip() for n in names.split(",") if n.strip()] if names else None,
@@ -74,6 +77,9 @@ class EvalkitSession:
 
     @classmethod
     def start(cls, config: pytest.Config) -> EvalkitSession:
+        worker = getattr(config, "workerinput", None)
+        if worker is not None:  # a pytest-xdist worker: share the cores with the others
+            share_cores(int(worker.get("workercount", 1)))
         session = cls.from_config(config)
         config.stash[SESSION_KEY] = session
         config.pluginmanager.register(session, "evalkit-session")
@@ -95,6 +101,9 @@ class EvalkitSession:
             return None
         if any(file_path.match(pattern) for pattern in self.suite_patterns):
             return SuiteFile.from_parent(parent, path=file_path)
+        if named_on_command_line(parent.config, file_path) and looks_like_suite(file_path):
+            # Instead of pytest's bare "not found": say why, and what to rename it to.
+            return MisnamedSuite.from_parent(parent, path=file_path)
         return None
 
     def suite_items(self, suite: SuiteFile) -> Iterator[GateItem]:
@@ -210,6 +219,35 @@ class SuiteFile(pytest.File):
         if isinstance(excinfo.value, EvalkitError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)  # a Collector's takes no style
+
+
+class MisnamedSuite(SuiteFile):
+    """A suite file named on the command line that no ``evalkit_suites`` pattern matches."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        patterns = ", ".join(session_of(self.config).suite_patterns)
+        raise EvalkitError(
+            f"{display_path(self.path)} looks like an evalkit suite, but pytest collects only "
+            f"files matching {patterns} (ini option evalkit_suites): rename it to "
+            f"{self.path.stem}.suite.yaml, move it into suites/, or add a pattern to "
+            "evalkit_suites (`evalkit run` takes any file)"
+        )
+
+
+def named_on_command_line(config: pytest.Config, path: Path) -> bool:
+    here = config.invocation_params.dir
+    named = (Path(here, str(arg).split("::")[0]) for arg in config.invocation_params.args)
+    return any(candidate.resolve() == path.resolve() for candidate in named)
+
+
+def looks_like_suite(path: Path) -> bool:
+    """A top-level ``suite:`` key in the first 64 kB: a suite, not some other YAML file."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            head = handle.read(65536)
+    except OSError:
+        return False
+    return re.search(r"^suite\s*:", head, flags=re.MULTILINE) is not None
 
 
 class GateWarning(UserWarning):

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from evalkit._spec_errors import located
 from evalkit._yaml import LineMap, load_yaml
 from evalkit.errors import SpecError
 from evalkit.gate_spec import GateSpec as GateSpec  # re-exported: gate rules live there
@@ -193,6 +194,13 @@ class CandidateSpec(_Strict, VariantFields):
         "API models even without this block",
     )
     retrieval: RetrievalSpec | None = None
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="only N of the suite's examples for this candidate (a slow variant in a "
+        "quick run), chosen by id hash as latency samples are (nested: a smaller limit is a "
+        "subset); its comparisons pair those N; --evalkit-full / --full ignore it",
+    )
     samples: int = Field(1, ge=1, le=1000, description="answers per example, each from its "
                          "own seed (sampled decoding); see X@pass@K, X@pass^K columns")  # fmt: skip
 
@@ -235,6 +243,12 @@ class SuiteSpec(_Strict):
     suite: Name
     dataset: str = Field(
         description="golden file (.jsonl, .csv, .yaml), relative to the suite file"
+    )
+    ids: str = Field(
+        "id",
+        description="where example ids come from: the field 'id' (default), another field's "
+        "name, or 'line' (line-N, the line an example starts on: for files without ids, such "
+        "as lm-evaluation-harness JSONL; ids change when lines move)",
     )
     prompt: str = Field("{{ input }}", description="jinja2 template over the example's fields")
     system: str | None = Field(None, description="optional system message (jinja2 template)")
@@ -357,23 +371,8 @@ def load_suite(path: str | Path) -> LoadedSuite:
     try:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as exc:
-        raise _located(exc, path, lines) from None
+        raise located(exc, SuiteSpec, path, lines) from None
     return LoadedSuite(spec=spec, path=path.resolve(), lines=lines)
-
-
-def _located(exc: ValidationError, path: Path, lines: LineMap) -> SpecError:
-    error = exc.errors(include_url=False)[0]
-    loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
-    field = ".".join(str(part) for part in loc) or None
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = f"unknown option '{loc[-1]}'; see `evalkit schema` for the allowed fields"
-    elif error["type"] == "missing":
-        message = "this required field is missing"
-    extra = len(exc.errors()) - 1
-    if extra:
-        message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
-    return SpecError(message, path=path, line=lines.line_of(loc), field=field)
 
 
 def suite_json_schema() -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from evalkit._files import display_path
 from evalkit.cache import Cache, make_key
 from evalkit.candidates import make_candidate
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest, Message
@@ -44,14 +45,20 @@ Prompt = str | Sequence[Mapping[str, str]]
 """A user message, or a whole chat as ``[{"role": ..., "content": ...}, ...]``."""
 
 
-def golden_params(path: str | Path, *, limit: int | None = None) -> list[Any]:
+def golden_params(path: str | Path, *, limit: int | None = None, ids: str = "id") -> list[Any]:
     """``pytest.param(example, id=example.id)`` for each example of a golden file. A relative
-    path is relative to the calling test file, as a suite's ``dataset`` is to the suite."""
-    path = Path(path)
-    if not path.is_absolute():
-        caller = Path(inspect.stack()[1].filename).resolve().parent
-        path = caller / path
-    examples = load_golden(path, limit)
+    path is relative to the calling test file, as a suite's ``dataset`` is to the suite;
+    ``ids`` is a suite's ``ids:`` (the id field, or ``line``)."""
+    given = Path(path)
+    caller = Path(inspect.stack()[1].filename).resolve()
+    path = given if given.is_absolute() else caller.parent / given
+    if not path.is_file():
+        raise EvalkitError(
+            f"golden_params('{given}'): no file {display_path(path)}; a relative path is relative "
+            f"to the file that calls golden_params ({display_path(caller)}), so from tests/ write "
+            "'../golden/NAME.jsonl', or pass an absolute path"
+        )
+    examples = load_golden(path, limit, ids)
     return [pytest.param(example, id=example.id) for example in examples]
 
 

@@ -14,12 +14,13 @@ PACKAGE = Path(evalkit.__file__).parent
 
 LAYERS: list[tuple[str, ...]] = [
     # 0: no evalkit dependencies worth naming
-    ("evalkit._files", "evalkit.errors", "evalkit.hookspecs", "evalkit.stats", "evalkit.power",
-     "evalkit.distributions", "evalkit.mcnemar", "evalkit.cache", "evalkit.format",
-     "evalkit.metrics.options", "evalkit.metrics.rubrics"),
+    ("evalkit._files", "evalkit._quiet", "evalkit._threads", "evalkit.errors", "evalkit.hookspecs",
+     "evalkit.stats", "evalkit.power", "evalkit.distributions", "evalkit.mcnemar", "evalkit.cache",
+     "evalkit.format", "evalkit.metrics.options", "evalkit.metrics.rubrics"),
     # 1: what a suite says, what a run records
-    ("evalkit._yaml", "evalkit._reading", "evalkit.gate_spec", "evalkit.spec",
-     "evalkit.retrieval.spec", "evalkit.spec_variants", "evalkit.spec_engine", "evalkit.results"),
+    ("evalkit._yaml", "evalkit._spec_errors", "evalkit._reading", "evalkit.gate_spec",
+     "evalkit.spec", "evalkit.retrieval.spec", "evalkit.spec_variants", "evalkit.spec_engine",
+     "evalkit.results"),
     # 2: golden data, prompts (a candidate's own templates and shots), retrieval, candidates
     ("evalkit.golden", "evalkit.shots", "evalkit.variants", "evalkit.prompts",
      "evalkit.retrieval", "evalkit.candidates", "evalkit.embeddings"),
@@ -34,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 7: what reads a run (reports), and the plain-Python route
     ("evalkit.report", "evalkit.testing"),
     # 8: entry points
-    ("evalkit.pytest_session", "evalkit.pytest_plugin", "evalkit.cli"),
+    ("evalkit.pytest_session", "evalkit.pytest_plugin", "evalkit.cli", "evalkit.cli_plugins"),
 ]  # fmt: skip
 
 

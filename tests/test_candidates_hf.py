@@ -427,3 +427,16 @@ def test_embedded_model_answers_paris(tmp_path: Path) -> None:
     fingerprint = cand.fingerprint()
     assert fingerprint["chat_template"] is True and len(fingerprint["files"]) == 64
     cand.close()
+
+
+def test_device_type_without_torch_agrees_with_torch(tiny_model: Path) -> None:
+    """The fingerprint's device, read from torch's files, is what torch itself picks."""
+    import torch
+
+    from evalkit.candidates.hf_support import cpu_only_torch, device_type, pick_device
+
+    assert cpu_only_torch() == (torch.version.cuda is None and torch.version.hip is None)
+    assert device_type("c", None) == pick_device("c", None).type
+    assert device_type("c", "cpu") == "cpu"
+    candidate = HFCandidate("c", CandidateSpec(model=str(tiny_model)), tiny_model.parent)
+    assert candidate.fingerprint()["device"] == candidate.device.type

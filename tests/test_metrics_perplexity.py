@@ -431,3 +431,25 @@ def test_smollm2_perplexities_equal_direct_computation() -> None:
         assert split_score(values[0])[0] < split_score(values[3])[0] / 5
     finally:
         candidate.close()
+
+
+@pytest.mark.parametrize("width", [64, 512, 2048, 8192])
+def test_forward_batches_keep_logits_under_the_budget(width: int) -> None:
+    """SmolLM2's vocabulary (49,152): a batch's float32 logits stay within 512 MiB (one row when
+    a single window is larger), as a plain loop of one window at a time would; the token cap
+    alone allowed 3 GB. And the batch is as large as those limits allow."""
+    from types import SimpleNamespace
+
+    from evalkit.metrics.teacher_forcing import MAX_BATCH_TOKENS, rows_per_batch
+
+    vocab, budget, batch_size = 49_152, 512 * 2**20, 8
+    model = SimpleNamespace(config=SimpleNamespace(vocab_size=vocab))
+    rows = rows_per_batch(model, width, batch_size)
+    assert rows == 1 or rows * width * vocab * 4 <= budget
+    assert rows * width <= max(MAX_BATCH_TOKENS, width) and rows <= batch_size
+    bigger = rows + 1
+    assert (
+        bigger > batch_size
+        or bigger * width > MAX_BATCH_TOKENS
+        or bigger * width * vocab * 4 > budget
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,9 @@ def _rows() -> list[dict]:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, tiny_model: Path) -> Path:
+def project(pytester: pytest.Pytester, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # Subprocesses import this checkout's evalkit, not whichever one the venv installed.
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
     root = pytester.path
     write_jsonl(root / "golden" / "words.jsonl", _rows())
     write_suite(
@@ -84,6 +87,7 @@ def test_cached_rerun_loads_no_model_and_one_change_recomputes_one(
     second = load_run(project / "reports" / "words" / "run.json")
     assert (second.candidates["tiny"].n_generated, second.candidates["tiny"].n_cached) == (0, N)
     assert "transformers" not in modules  # no model (not even its library) was loaded
+    assert "torch" not in modules  # nor torch, to learn the device for the fingerprint
     assert [e.output for e in second.candidates["tiny"].examples] == [
         e.output for e in tiny.examples
     ]
@@ -106,6 +110,41 @@ def test_cached_rerun_loads_no_model_and_one_change_recomputes_one(
     (project / "suites" / "words.yaml").write_text(spec)
     _run(pytester, "--evalkit-no-cache")
     assert load_run(project / "reports" / "words" / "run.json").candidates["tiny"].n_cached == 0
+
+
+CLI_PROBE = """
+import json, sys
+from evalkit.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+print("MODULES " + json.dumps(heavy))
+print("EVALKIT " + sys.modules["evalkit"].__file__)
+raise SystemExit(code)
+"""
+
+
+def _cli_run(root: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_PROBE, "run", "suites/words.yaml"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
+    line = next(x for x in result.stdout.splitlines() if x.startswith("MODULES "))
+    return result, json.loads(line.removeprefix("MODULES "))
+
+
+def test_cli_cached_rerun_imports_neither_torch_nor_transformers(project: Path) -> None:
+    first, modules = _cli_run(project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "torch" in modules and "transformers" in modules
+    second, modules = _cli_run(project)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"words/tiny: {N} examples, {N} cached" in second.stdout
+    assert modules == []
+    assert f"EVALKIT {REPO / 'evalkit' / '__init__.py'}" in second.stdout
 
 
 def test_model_error_is_one_message_per_item(pytester: pytest.Pytester, project: Path) -> None:

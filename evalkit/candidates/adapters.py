@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit.candidates.models import ALIASES, ResolvedModel, fingerprint_files
-from evalkit.candidates.quantization import quiet_bitsandbytes
 from evalkit.errors import CandidateError
 
 if TYPE_CHECKING:
@@ -145,8 +144,7 @@ def attach(
 ) -> tuple[Any, AttachedAdapter]:
     """Wrap ``model`` in the adapter (merged into the weights when ``merge``), after checking
     that every adapter tensor found its place and that the adapter changes something."""
-    quiet_bitsandbytes()  # peft imports bitsandbytes when it is installed
-    from peft import PeftModel
+    from peft import PeftModel  # (callers load inside _quiet.loading_quietly)
 
     _check_targets(model, folder)
     try:

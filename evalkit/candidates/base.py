@@ -230,6 +230,29 @@ class EquivalenceTarget:
     within this) is reported but not counted; needs a ``LocalModel`` target."""
 
 
+def lossless_target(target: Candidate, params: GenerationSpec) -> EquivalenceTarget:
+    """Speculative decoding's check, on either engine: greedy outputs must equal ``target``'s
+    (the same model without speculation, whose fingerprint is a plain candidate's, so a plain
+    candidate of the suite has already answered them); under sampling there is nothing to
+    compare one by one."""
+    skipped = (
+        None
+        if params.greedy
+        else "sampling: speculative sampling keeps the target's distribution, not its "
+        "individual samples, so outputs cannot be compared one by one; the check runs "
+        "under greedy decoding (temperature: 0)"
+    )
+    return EquivalenceTarget(
+        label="the target without speculation",
+        fingerprint=target.fingerprint(),
+        candidate=target,
+        skipped=skipped,
+        headline="speculative decoding changed {n} greedy outputs (it must only change speed)",
+        output_name="speculative",
+        target_name="plain",
+    )
+
+
 @runtime_checkable
 class Verifiable(Protocol):
     """A candidate whose outputs must equal another candidate's (e.g. an optimisation that may

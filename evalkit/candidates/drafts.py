@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from evalkit._quiet import loading_quietly
 from evalkit.candidates.store import (
     EMBEDDED_NAME,
     evalkit_home,
@@ -46,7 +47,8 @@ def build_layer_draft(source: Path, out: Path, layers: range | list[int]) -> Non
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    with loading_quietly():
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     kept = [model.model.layers[i] for i in layers]
     for index, layer in enumerate(kept):  # the KV cache is indexed by layer position
         layer.self_attn.layer_idx = index

@@ -2,7 +2,8 @@
 
 torch and transformers are imported inside methods: building a candidate and computing its
 fingerprint happen at collection and on fully cached runs, which must stay fast. ``fingerprint``
-imports torch (to know the device) but never transformers and never loads weights.
+never loads weights, never imports transformers, and imports torch only where the device type
+cannot be read from torch's files (a CUDA or ROCm build with no ``device:`` given).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit._files import progress_enabled
+from evalkit._quiet import loading_quietly
 from evalkit.candidates import adapters, quantization
 from evalkit.candidates.base import (
     EquivalenceTarget,
@@ -25,12 +27,15 @@ from evalkit.candidates.base import (
 )
 from evalkit.candidates.hf_support import (
     Prompt,
+    chat_template_setting,
     decoding_kwargs,
+    device_type,
     empty_prompt,
     finish,
     left_pad,
     load_failure,
     megabytes,
+    no_template_error,
     pick_device,
     render_prompt,
     transformers_model,
@@ -40,7 +45,6 @@ from evalkit.candidates.models import (
     ALIASES,
     ResolvedModel,
     fingerprint_files,
-    has_chat_template,
     hub_fingerprint,
     looks_like_path,
     resolve_model,
@@ -124,7 +128,6 @@ class HFCandidate:
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes an answer, computed from files (hashes are memoized)."""
         resolved = self.resolved
-        device = self.device
         files = (
             fingerprint_files(resolved.path)
             if resolved.path is not None
@@ -135,38 +138,19 @@ class HFCandidate:
             "model": self.spec.model,
             "files": files,
             "dtype": self.dtype_name,
-            "device": device.type,
-            "chat_template": self._chat_template_setting(),
+            "device": self.device_type,
+            "chat_template": chat_template_setting(self.name, self.spec, resolved.path),
         }
         # Added only when set, so plain candidates keep their fingerprints (and caches).
         if self.adapter is not None:
             identity["adapter"] = adapters.fingerprint(self.adapter, self.spec.merge)
         if self.spec.quantization is not None:
             identity["quantization"] = quantization.fingerprint(
-                self.spec.quantization, self.dtype_name, device
+                self.spec.quantization, self.dtype_name, self.device_type
             )
         if self.speculation is not None:  # without this key: the plain target's fingerprint
             identity["speculative"] = self.speculation.fingerprint()
         return identity
-
-    def _chat_template_setting(self) -> bool | str:
-        """True/False when known from the files; "auto" for hub models not on disk."""
-        path = self.resolved.path
-        if self.spec.chat_template is False:
-            return False
-        if path is None:
-            return "auto" if self.spec.chat_template is None else True
-        present = has_chat_template(path)
-        if self.spec.chat_template and not present:
-            raise self._no_template_error()
-        return present
-
-    def _no_template_error(self) -> CandidateError:
-        return CandidateError(
-            f"candidate '{self.name}': chat_template is true but the tokenizer of "
-            f"'{self.spec.model}' has no chat template; set chat_template: false to send the "
-            "prompt as plain text"
-        )
 
     # -- device and dtype -----------------------------------------------------------------
 
@@ -178,12 +162,19 @@ class HFCandidate:
         return self._device
 
     @property
+    def device_type(self) -> str:
+        """``device.type``, read without importing torch where that is certain."""
+        if self._device is not None:
+            return self._device.type
+        return device_type(self.name, self.spec.device)
+
+    @property
     def dtype_name(self) -> str:
         """``auto``: float32 on CPU (bfloat16 is slow there and changes answers), bfloat16 on
         GPUs that support it, else float16."""
         if self.spec.dtype != "auto":
             return self.spec.dtype
-        if self.device.type != "cuda":
+        if self.device_type != "cuda":
             return "float32"
         import torch
 
@@ -192,8 +183,11 @@ class HFCandidate:
     # -- loading --------------------------------------------------------------------------
 
     def _load(self) -> None:
-        if self._model is not None:
-            return
+        if self._model is None:
+            with loading_quietly():  # no third-party bars, deprecation notes or log lines
+                self._load_model()
+
+    def _load_model(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -211,7 +205,10 @@ class HFCandidate:
                 **quantization.load_kwargs(quant, self.dtype_name, device),
             )
         except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
-            raise CandidateError(self._load_failure(exc)) from exc
+            failure = load_failure(
+                self.name, self.spec, resolved, self.base_dir, self.dtype_name, exc
+            )
+            raise CandidateError(failure) from exc
         if quant is None:
             model = model.to(device)
         else:  # bitsandbytes placed it while quantizing
@@ -240,11 +237,6 @@ class HFCandidate:
             model, folder, merge=self.spec.merge, base_check=base_check, device=self.device
         )
         return model
-
-    def _load_failure(self, exc: Exception) -> str:
-        return load_failure(
-            self.name, self.spec, self.resolved, self.base_dir, self.dtype_name, exc
-        )
 
     # -- access for metrics that need the model (perplexity, judges, latency) ---------------
 
@@ -306,7 +298,7 @@ class HFCandidate:
     def _use_chat_template(self) -> bool:
         present = getattr(self._tokenizer, "chat_template", None) is not None
         if self.spec.chat_template and not present:
-            raise self._no_template_error()
+            raise no_template_error(self.name, self.spec.model)
         return present if self.spec.chat_template is None else self.spec.chat_template
 
     def generate_single(

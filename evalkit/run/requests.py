@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from evalkit.cache import Cache
 from evalkit.candidates.base import Generation, GenerationRequest
+from evalkit.candidates.timing import timing_sample
 from evalkit.golden import Example
 from evalkit.run.prepare import PreparedSuite
 from evalkit.run.rag import rag_requests
@@ -20,6 +21,19 @@ def prompt_identity(prepared: PreparedSuite, name: str) -> dict[str, object]:
     were)."""
     variant = prepared.variants.get(name)
     return {"prompt": dict(variant.identity)} if variant and variant.identity else {}
+
+
+def limited(
+    examples: Sequence[Example], requests: Sequence[GenerationRequest], limit: int | None
+) -> tuple[list[Example], list[GenerationRequest]]:
+    """A candidate's ``limit:`` sample of the suite, chosen by id hash as the latency metrics
+    choose theirs: a spread over the file (not its first lines), nested (a smaller limit is a
+    subset, so candidates pair), and the examples a full run times, so a latency baseline still
+    pairs. Everything when there is no limit."""
+    if limit is None:
+        return list(examples), list(requests)
+    chosen = {r.id for r in timing_sample(requests, limit)}
+    return [e for e in examples if e.id in chosen], [r for r in requests if r.id in chosen]
 
 
 def own_requests(

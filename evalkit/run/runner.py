@@ -8,13 +8,10 @@ gate plan in ``prepare``, cached generation in ``generation``, scoring and aggre
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import evalkit
@@ -32,7 +29,6 @@ from evalkit.gates import (
     equivalence_verdict,
     evaluate_gates,
 )
-from evalkit.golden import Example
 from evalkit.metrics import BaseRef
 from evalkit.results import (
     CandidateRun,
@@ -49,17 +45,13 @@ from evalkit.run.generation import generate_cached
 from evalkit.run.judges import JudgeChecks, make_advisory
 from evalkit.run.latency_pairing import pair_latency, paired_inputs, pairing_note
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
-from evalkit.run.requests import own_requests, prompt_identity, with_own_context
+from evalkit.run.provenance import dataset_hash, library_versions
+from evalkit.run.requests import limited, own_requests, prompt_identity, with_own_context
 from evalkit.run.samples import derived_columns, flip_columns, fold_samples, generate_samples
 from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.run.sentinels import enforce_sentinels, sentinel_flips
 from evalkit.spec import GenerationSpec
 from evalkit.spec_variants import AnswerSpec
-
-KEY_LIBRARIES = (
-    "torch", "transformers", "tokenizers", "sacrebleu", "rouge-score", "rapidfuzz",
-    "pydantic", "numpy", "jinja2", "pytest",
-)  # fmt: skip
 
 
 @dataclass
@@ -72,6 +64,10 @@ class RunOptions:
     update_baseline: bool = False
     seed: int = 0
     progress: bool = field(default_factory=progress_enabled)
+    full: bool = False
+    """Ignore the candidates' own ``limit:`` (``--evalkit-full``): every example for everyone."""
+    update_command: str = baselines.UPDATE_COMMAND
+    """What messages tell the user to run to accept baselines (pytest's option, or the CLI's)."""
 
 
 class SuiteRunner:
@@ -100,6 +96,7 @@ class SuiteRunner:
             {e.id: e.content_hash for e in self.examples},
             prepared.metrics,
             self._rescore,
+            options.update_command,
         )
         self.derived = derived_columns(prepared)
         self.judges = JudgeChecks(prepared.metrics, options.cache)
@@ -107,8 +104,15 @@ class SuiteRunner:
     def run(self) -> RunResult:
         if self.options.update_baseline and self.options.limit:
             raise EvalkitError(
-                "--evalkit-update-baseline with --evalkit-limit would accept a partial baseline;"
-                " drop the limit to update baselines"
+                "updating baselines with a limit (--evalkit-limit, --limit) would accept a "
+                "partial baseline; drop the limit to update baselines"
+            )
+        limited = [n for n in run_order(self.prepared, self.options.candidates) if self.limit(n)]
+        if self.options.update_baseline and limited:
+            raise EvalkitError(
+                f"candidate(s) {', '.join(limited)} of suite '{self.spec.suite}' have 'limit:', "
+                "so updating baselines would accept partial ones; add --evalkit-full (evalkit "
+                "run: --full) to run every example"
             )
         started = time.perf_counter()
         cache = self.options.cache
@@ -212,7 +216,7 @@ class SuiteRunner:
             spec_hash=loaded.spec_hash,
             spec=self.spec.model_dump(mode="json", exclude_unset=True),
             dataset_path=str(loaded.dataset_path),
-            dataset_hash=_dataset_hash(self.examples),
+            dataset_hash=dataset_hash(self.examples),
             n_examples=len(self.examples),
             limit=self.options.limit,
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -342,15 +346,20 @@ class SuiteRunner:
         finally:
             target.close()
 
+    def limit(self, name: str) -> int | None:
+        """The candidate's own ``limit:``, unless the run is full."""
+        return None if self.options.full else self.spec.candidates[name].limit
+
     def requests_for(self, name: str) -> list[GenerationRequest]:
-        """The suite's requests, or a candidate's own (its prompt, shots, retrieved chunks),
-        which the scorer then shows its metrics."""
+        """The suite's requests (a ``limit:`` sample of them), or a candidate's own (its prompt,
+        shots, retrieved chunks), which the scorer then shows its metrics."""
+        examples, suite_requests = limited(self.examples, self.requests, self.limit(name))
         options = self.options
         own = own_requests(
-            self.prepared, name, self.examples, self.requests, options.cache, options.device
+            self.prepared, name, examples, suite_requests, options.cache, options.device
         )
         if own is None:
-            return self.requests
+            return suite_requests
         self.scorer.use_requests(name, own)
         return own
 
@@ -405,27 +414,10 @@ def _scored(answer: AnswerSpec | None, output: str) -> str:
     return output if answer is None else answer.extract(output)
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"python": sys.version.split()[0], "evalkit": evalkit.__version__}
-    for name in KEY_LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def _total_cost(examples: Sequence[ExampleResult]) -> float | None:
     """Sum of the known per-example costs (cached ones at what they cost); None if none known."""
     costs = [e.cost for e in examples if e.cost is not None]
     return sum(costs) if costs else None
-
-
-def _dataset_hash(examples: Sequence[Example]) -> str:
-    digest = hashlib.sha256()
-    for example in examples:
-        digest.update(example.content_hash.encode())
-    return digest.hexdigest()[:16]
 
 
 def run_suite(prepared: PreparedSuite, options: RunOptions) -> RunResult:
