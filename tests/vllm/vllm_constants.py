@@ -78,8 +78,8 @@ def check_reference_perplexity_equal(capitals: RunResult) -> None:
 
 def check_fidelity(result: RunResult, candidate: str, n: int) -> None:
     """KL(transformers || served) and top-1 agreement of the same weights: present for every
-    example, and tiny (measured on 24 capitals: mean KL 3e-9 nats/token, max 6e-9, every top-1
-    the same)."""
+    example, and tiny (measured on these 48 capitals: mean KL 2.7e-9 nats/token, max 6.4e-9,
+    every top-1 the same)."""
     served = result.candidates[candidate]
     assert len(served.examples) == n
     kl = [e.scores["kl_divergence"] for e in served.examples]
