@@ -70,7 +70,7 @@ def remote_outcomes(
     requests = [GenerationRequest(samples[i].id, samples[i].messages) for i in todo]
     answers = [targets[i] or "" for i in todo]
     theirs = candidate.continuation_top_logprobs(requests, answers, k, separator=metric.separator)
-    if base.is_self:
+    if base.is_self or all(isinstance(p, str) for p in theirs):  # nothing to compare with
         ours: Sequence[Positions | str] = theirs
     else:
         by_id = any(names_ids(p) for p in theirs if not isinstance(p, str))
