@@ -123,7 +123,7 @@ $(VLLM_STAMP): constraints-vllm.txt
 # (.ci/run) runs `make test-vllm`: ONE server start (base model + LoRA module) proving greedy
 # answers, a LoRA request and prompt log-prob perplexity against transformers. The opt-in
 # `vllm_full` tests (n-gram speculation on a second server, corpus perplexity) run in
-# `make test-vllm-full`. Figures: README, "The vLLM engine".
+# `make test-vllm-full`. Figures: docs/candidates.md, "The vLLM engine".
 test-vllm: setup vllm
 	$(BIN)/python -m pytest tests/vllm -q -ra -p no:xdist --durations=5 -m "not vllm_full"
 

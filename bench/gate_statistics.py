@@ -1,5 +1,5 @@
-"""The gates' error rates and power, measured: the figures of the README's "Gates and the
-statistics behind them" section.
+"""The gates' error rates and power, measured: the figures of docs/gates.md ("Gates and the
+statistics behind them").
 
     .venv/bin/python bench/gate_statistics.py [--runs 2000]
 

@@ -1,9 +1,9 @@
-"""Seeded simulations of evalkit's gates (numpy only): the rates the README states.
+"""Seeded simulations of evalkit's gates (numpy only): the rates docs/gates.md states.
 
 Every scenario draws paired scores for a baseline and a candidate whose true change is known,
 and runs evalkit's own gate code on them (``paired_gates.judge``, or ``assess`` / ``adjust`` /
 ``decide`` for a Holm family, as ``evaluate_gates`` does). ``tests/test_stats_simulation.py``
-runs them with few repetitions; ``bench/gate_statistics.py`` with many, for the README.
+runs them with few repetitions; ``bench/gate_statistics.py`` with many, for docs/gates.md.
 """
 
 from __future__ import annotations

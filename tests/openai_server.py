@@ -26,7 +26,12 @@ slow reply), a 200 with a body that is not JSON, or a dropped connection.
 depend on the whole request (re-ask rounds, seeds, which response a judge sees first);
 ``server.offer_logprobs = False`` plays an API that ignores ``logprobs``.
 
-Every request is recorded in ``server.log`` (:class:`Record`); ``server.count(prompt=...)`` and
+``server.routes[path]`` (a callable from the JSON body to ``(status, JSON reply)``) answers other
+POST paths, e.g. a real model's ``/v1/completions`` and ``/tokenize`` (``model_server``); they
+honour ``required_key`` and ``server.route_faults[path]`` (a list of faults consumed one per
+request), and land in ``server.route_log`` as ``(path, authorization, body)``.
+
+Every chat request is recorded in ``server.log`` (:class:`Record`); ``server.count(prompt=...)`` and
 ``server.max_in_flight`` are what tests assert on. ``server.required_key`` makes the server answer
 401 to any other bearer token, echoing the wrong key in its message (as some providers do) so that
 tests can check evalkit redacts it.
@@ -147,6 +152,9 @@ class OpenAIServer:
         self.respond: Callable[[str, dict[str, Any]], str | Reply | None] | None = None
         """Called with (last user message, request body) before the ``replies`` table; a
         non-None result is the reply (for replies that depend on the whole request)."""
+        self.routes: dict[str, Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]] = {}
+        self.route_faults: dict[str, list[Fault]] = {}
+        self.route_log: list[tuple[str, str | None, dict[str, Any]]] = []
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -285,6 +293,9 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        if self.path.split("?")[0] in owner.routes:
+            self._route(owner, self.path.split("?")[0], raw)
+            return
         if self.path.split("?")[0] not in CHAT_PATHS:
             self._json(404, _error(f"no route {self.path}", "not_found"))
             return
@@ -308,6 +319,28 @@ class _Handler(BaseHTTPRequestHandler):
             status = self._answer(owner, record, fault)
         finally:
             owner._end(record, status)
+
+    def _route(self, owner: OpenAIServer, path: str, raw: bytes) -> None:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._json(400, _error("request body is not JSON", "invalid_request_error"))
+            return
+        authorization = self.headers.get("Authorization")
+        with owner._lock:
+            owner.route_log.append((path, authorization, body))
+            faults = owner.route_faults.get(path) or []
+            fault = faults.pop(0) if faults else None
+        if fault is not None and fault.status is not None:
+            self._fault_status(fault)
+            return
+        given = (authorization or "").removeprefix("Bearer ")
+        if owner.required_key is not None and given != owner.required_key:
+            message = f"Incorrect API key provided: {given}. You can find your API key at ..."
+            self._json(401, _error(message, "invalid_request_error", "invalid_api_key"))
+            return
+        status, payload = owner.routes[path](body)
+        self._json(status, payload)
 
     def _answer(self, owner: OpenAIServer, record: Record, fault: Fault | None) -> int:
         delay = owner.delay_s + (fault.delay_s if fault else 0.0)

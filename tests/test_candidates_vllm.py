@@ -305,6 +305,39 @@ def test_perplexity_from_prompt_logprobs(
         candidate.close()  # its private pool stops the server
 
 
+def test_continuation_top_logprobs_from_prompt_logprobs(
+    tmp_path: Path, tiny_model: Path, fake_python: Path
+) -> None:
+    """The answer's positions are teacher forcing's (the chat-templated prompt, then the answer
+    tokenized together with it); each keeps the k most likely entries the server listed (the
+    stand-in lists t and t+1..t+k at decreasing log-probs), named by id."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    candidate = VllmCandidate("served", _spec(tiny_model, fake_python), tmp_path)
+    answers = ["Lima", "Seven is prime."]
+    try:
+        got = candidate.continuation_top_logprobs(_requests(), answers, 3)
+    finally:
+        candidate.close()
+    log = Path(os.environ["FAKE_VLLM_DIR"]) / "requests.jsonl"
+    sent = [json.loads(line) for line in log.read_text().splitlines()]
+    sent = [body for body in sent if body["path"] == "/v1/completions"]
+    assert [body["prompt_logprobs"] for body in sent] == [3, 3]
+    for request, answer, positions in zip(_requests(), answers, got, strict=True):
+        chat = [{"role": m.role, "content": m.content} for m in request.messages]
+        prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        whole = tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]
+        assert whole in [body["prompt"] for body in sent]
+        tail = whole[len(prompt_ids) :]
+        assert isinstance(positions, list) and len(positions) == len(tail)
+        for token, position in zip(tail, positions, strict=True):
+            ids = [token, (token + 1) % 200, (token + 2) % 200]
+            names = [f"token_id:{i}" for i in ids]
+            assert position == dict(zip(names, [-0.001 * token - j for j in range(3)], strict=True))
+
+
 # -- the server's lifetime ----------------------------------------------------------------------
 
 

@@ -327,7 +327,12 @@ class TopLogprobs:
         self.closed = False
 
     def continuation_top_logprobs(
-        self, requests: Sequence[GenerationRequest], continuations: Sequence[str], top_k: int
+        self,
+        requests: Sequence[GenerationRequest],
+        continuations: Sequence[str],
+        top_k: int,
+        *,
+        separator: str | None = None,
     ) -> list[list[dict[str, float]] | str]:
         self.asked.append(top_k)
         out: list[list[dict[str, float]] | str] = []

@@ -1,6 +1,6 @@
-"""The own-repository path from the README: installing the embedded models, `evalkit run` with
-metrics from conftest.py or --plugins, baselines, golden_params from tests/, and the errors a
-new user meets (misspelled gate options, a suite pytest does not collect)."""
+"""The own-repository path of docs/getting-started.md: installing the embedded models,
+`evalkit run` with metrics from conftest.py or --plugins, baselines, golden_params from tests/,
+and the errors a new user meets (misspelled gate options, a suite pytest does not collect)."""
 
 from __future__ import annotations
 

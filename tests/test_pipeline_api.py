@@ -16,7 +16,7 @@ from openai_server import Fault, OpenAIServer
 from suitefiles import CAPITALS, write_jsonl, write_suite
 
 from evalkit.cache import Cache
-from evalkit.candidates.api import _litellm
+from evalkit.candidates.api_wire import litellm_module as _litellm
 from evalkit.results import load_run
 from evalkit.run import RunOptions, prepare_suite, run_suite
 

@@ -1,4 +1,4 @@
-"""`evalkit report DIR --screenshot PNG`: the picture of a report for a README."""
+"""`evalkit report DIR --screenshot PNG`: the picture of a report (the README's docs/report.png)."""
 
 from __future__ import annotations
 

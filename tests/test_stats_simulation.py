@@ -7,7 +7,7 @@ gate code on pairs whose true change is known (tests/gatesim.py).
 - the power a detection gate reports predicts its simulated power within 10 points.
 
 Few repetitions keep this file fast; ``bench/gate_statistics.py`` runs the same scenarios with
-many more for the figures in the README.
+many more for the figures in docs/gates.md.
 """
 
 from __future__ import annotations

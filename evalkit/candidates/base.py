@@ -230,6 +230,29 @@ class EquivalenceTarget:
     within this) is reported but not counted; needs a ``LocalModel`` target."""
 
 
+def lossless_target(target: Candidate, params: GenerationSpec) -> EquivalenceTarget:
+    """Speculative decoding's check, on either engine: greedy outputs must equal ``target``'s
+    (the same model without speculation, whose fingerprint is a plain candidate's, so a plain
+    candidate of the suite has already answered them); under sampling there is nothing to
+    compare one by one."""
+    skipped = (
+        None
+        if params.greedy
+        else "sampling: speculative sampling keeps the target's distribution, not its "
+        "individual samples, so outputs cannot be compared one by one; the check runs "
+        "under greedy decoding (temperature: 0)"
+    )
+    return EquivalenceTarget(
+        label="the target without speculation",
+        fingerprint=target.fingerprint(),
+        candidate=target,
+        skipped=skipped,
+        headline="speculative decoding changed {n} greedy outputs (it must only change speed)",
+        output_name="speculative",
+        target_name="plain",
+    )
+
+
 @runtime_checkable
 class Verifiable(Protocol):
     """A candidate whose outputs must equal another candidate's (e.g. an optimisation that may
@@ -254,11 +277,21 @@ class RunObserver(Protocol):
 class ContinuationLogprobs(Protocol):
     """A candidate that scores a given continuation of a request without generating it: for
     each of its tokens, the top-k next-token log-probs at that position (an OpenAI-compatible
-    server's prompt log-probs). Fidelity metrics use it when the weights are elsewhere."""
+    server's prompt log-probs). Fidelity metrics use it when the weights are elsewhere.
+
+    The continuation follows the chat-templated prompt as teacher forcing places it
+    (``candidates.continuation``: ``answer_separator``, then ``answer_tokens``), and tokens are
+    named by id (``token_id:N``) or by text as ``continuation.named_top_k`` names them, so that
+    a local model's positions and alternatives line up with these."""
 
     def continuation_top_logprobs(
-        self, requests: Sequence[GenerationRequest], continuations: Sequence[str], top_k: int
+        self,
+        requests: Sequence[GenerationRequest],
+        continuations: Sequence[str],
+        top_k: int,
+        *,
+        separator: str | None = None,
     ) -> list[list[dict[str, float]] | str]:
-        """Per request, one ``{token text: log-prob}`` of the ``top_k`` most likely tokens for
-        each continuation token, or a string saying why there is none."""
+        """Per request, one ``{token: log-prob}`` of the ``top_k`` most likely tokens for each
+        continuation token, or a string saying why there is none."""
         ...

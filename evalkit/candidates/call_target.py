@@ -1,8 +1,8 @@
 """Where a ``call:`` candidate's function lives, found without running any code.
 
 Suite files may come from a pull request, and a suite file alone must never make evalkit run
-code (see the hostile-input rules in README). So ``call:`` names *project code*, the code a
-reviewer reads as code, exactly as pytest imports a project's ``conftest.py`` files:
+code (see the hostile-input rules in docs/report-and-ci.md). So ``call:`` names *project code*,
+the code a reviewer reads as code, exactly as pytest imports a project's ``conftest.py`` files:
 
 - the target is ``dotted.module:function``, identifiers only (checked by the spec);
 - the module is a ``.py`` file (or a package's ``__init__.py``) inside the project root, found

@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from evalkit.candidates.base import EquivalenceTarget, Generation, GenerationRequest
+from evalkit.candidates.base import (
+    EquivalenceTarget,
+    Generation,
+    GenerationRequest,
+    lossless_target,
+)
 from evalkit.errors import CandidateError
 from evalkit.spec import CandidateSpec, GenerationSpec, SpeculativeSpec
 
@@ -270,23 +275,7 @@ class Speculation:
         """Greedy outputs must equal the plain target's. Its fingerprint is the owner's without
         ``speculative``, i.e. exactly a plain candidate's with the same model, so a ``base``
         candidate that already ran answers them from the cache."""
-        target = self.plain_target()
-        skipped = (
-            None
-            if params.greedy
-            else "sampling: speculative sampling keeps the target's distribution, not its "
-            "individual samples, so outputs cannot be compared one by one; the check runs "
-            "under greedy decoding (temperature: 0)"
-        )
-        return EquivalenceTarget(
-            label="the target without speculation",
-            fingerprint=target.fingerprint(),
-            candidate=target,
-            skipped=skipped,
-            headline="speculative decoding changed {n} greedy outputs (it must only change speed)",
-            output_name="speculative",
-            target_name="plain",
-        )
+        return lossless_target(self.plain_target(), params)
 
     def after_generation(
         self, requests: Sequence[GenerationRequest], params: GenerationSpec

@@ -22,8 +22,9 @@ choice on GPUs. The fingerprint holds ``engine: vllm``, the vLLM distribution an
 weights' hash and every server setting that can change an answer, so the two engines' answers
 never share a cache entry.
 
-Perplexity metrics use ``prompt_logprobs``: token ids sent to ``/v1/completions`` with
-``prompt_logprobs: 0`` return log p(token | tokens before it) for every position but the first.
+Perplexity metrics use ``prompt_logprobs`` and fidelity metrics ``continuation_top_logprobs``:
+token ids rendered here are sent to ``/v1/completions`` with ``prompt_logprobs``
+(``vllm_logprobs``).
 """
 
 from __future__ import annotations
@@ -32,11 +33,10 @@ import contextlib
 import json
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from evalkit.candidates import adapters
+from evalkit.candidates import adapters, vllm_logprobs
 from evalkit.candidates import vllm_options as opts
 from evalkit.candidates.api import ApiCandidate
 from evalkit.candidates.base import (
@@ -53,14 +53,12 @@ from evalkit.candidates.models import (
     hub_fingerprint,
 )
 from evalkit.candidates.vllm_install import VllmInstall, find_vllm
+from evalkit.candidates.vllm_logprobs import REQUEST_TIMEOUT_S
 from evalkit.candidates.vllm_server import ServerConfig, ServerPool, VllmServer, active_pool
 from evalkit.candidates.vllm_speculation import VllmSpeculation
 from evalkit.errors import CandidateError
 from evalkit.spec import ApiSpec, CandidateSpec, GenerationSpec
 from evalkit.spec_engine import EngineOptions
-
-REQUEST_TIMEOUT_S = 900.0
-"""One request on a loaded 2-core CPU with many in flight can take minutes."""
 
 
 class VllmCandidate:
@@ -298,33 +296,26 @@ class VllmCandidate:
             models = json.loads(response.read())["data"]
         return int(models[0]["max_model_len"]) - 2
 
+    def concurrency(self) -> int:
+        return self.options.concurrency
+
     def prompt_logprobs(self, sequences: Sequence[Sequence[int]]) -> list[list[float | None]]:
-        """Per sequence, log p(token i | tokens before it) for each position (None for the
-        first, which nothing precedes)."""
-        url = f"{self.server().base}/completions"
-        model = self.served_model
+        """Per sequence, log p(token i | tokens before it); None first (``vllm_logprobs``)."""
+        return vllm_logprobs.prompt_logprobs(self, sequences)
 
-        def one(ids: Sequence[int]) -> list[float | None]:
-            body = {
-                "model": model, "prompt": list(ids), "max_tokens": 1, "temperature": 0.0,
-                "prompt_logprobs": 0,
-            }  # fmt: skip
-            request = urllib.request.Request(
-                url, json.dumps(body).encode(), {"Content-Type": "application/json"}
-            )
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
-                positions = json.loads(response.read())["choices"][0]["prompt_logprobs"]
-            return [
-                None if entry is None else float(entry[str(token)]["logprob"])
-                for token, entry in zip(ids, positions, strict=True)
-            ]
-
-        # vLLM 0.32's LoRA logits layer crashes the engine when prompt log-probs of several
-        # requests share a batch (an einsum shape error, seen on CPU): with LoRA modules on the
-        # server, one request at a time.
-        workers = 1 if self.server().loras else self.options.concurrency
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(one, sequences))
+    def continuation_top_logprobs(
+        self,
+        requests: Sequence[GenerationRequest],
+        continuations: Sequence[str],
+        top_k: int,
+        *,
+        separator: str | None = None,
+    ) -> list[list[dict[str, float]] | str]:
+        """Per request the top-k log-probs at each answer token after the prompt as rendered
+        here, or why there are none (``vllm_logprobs``; fidelity metrics)."""
+        return vllm_logprobs.continuation_top_logprobs(
+            self, requests, continuations, top_k, separator
+        )
 
     # -- capabilities (candidates.base): equivalence and run facts of speculative candidates --
 

@@ -21,6 +21,7 @@ from evalkit.candidates.base import (
     EquivalenceTarget,
     GenerationRequest,
     LatencySample,
+    lossless_target,
 )
 from evalkit.spec import CandidateSpec, GenerationSpec
 
@@ -64,23 +65,7 @@ class VllmSpeculation:
         """Greedy outputs must equal the plain server's. The target's fingerprint is a plain
         ``engine: vllm`` candidate's with the same model, so one in the suite answers from the
         cache."""
-        target = self.plain_target()
-        skipped = (
-            None
-            if params.greedy
-            else "sampling: speculative sampling keeps the target's distribution, not its "
-            "individual samples, so outputs cannot be compared one by one; the check runs "
-            "under greedy decoding (temperature: 0)"
-        )
-        return EquivalenceTarget(
-            label="the target without speculation",
-            fingerprint=target.fingerprint(),
-            candidate=target,
-            skipped=skipped,
-            headline="speculative decoding changed {n} greedy outputs (it must only change speed)",
-            output_name="speculative",
-            target_name="plain",
-        )
+        return lossless_target(self.plain_target(), params)
 
     def measure_speedup(
         self, requests: Sequence[GenerationRequest], params: GenerationSpec

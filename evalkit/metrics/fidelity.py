@@ -23,8 +23,8 @@ each per example), so listing both costs no more than listing one.
 
 Candidates without local weights (API, servers) need the ``ContinuationLogprobs`` capability
 (top-k log-probs of a given continuation, k <= 20); they are compared on top-k only, with
-``kl_from_top_logprobs``'s approximation, named in the signature and in each example's detail.
-Without it the value is missing with the reason, never 0.
+``kl_from_top_logprobs``'s approximation, named in the signature and in each example's detail
+(``fidelity_remote``). Without it the value is missing with the reason, never 0.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from evalkit.cache import MemoryStore, make_key
 from evalkit.candidates.base import (
     Candidate,
     ContinuationLogprobs,
-    GenerationRequest,
     LocalModel,
 )
 from evalkit.metrics.base import (
@@ -51,13 +50,8 @@ from evalkit.metrics.base import (
     Store,
     register,
 )
-from evalkit.metrics.divergence import (
-    Divergence,
-    TopK,
-    compare_full,
-    kl_from_top_logprobs,
-    top_k,
-)
+from evalkit.metrics.divergence import Divergence, TopK, compare_full, top_k
+from evalkit.metrics.fidelity_remote import API_TOP_K, remote_outcomes
 from evalkit.metrics.latency import percentile
 from evalkit.metrics.loglikelihood import model_max_length
 from evalkit.metrics.options import check_type, checked_factory
@@ -72,10 +66,12 @@ from evalkit.spec import GenerationSpec
 DEFAULT_TOP_K = 256
 """Stored log-probs per position. On the capitals demo the merged tail made SmolLM2's int8 and
 nf4 KL 2-4% lower than the full-vocabulary value; the stored entries stay small in the cache."""
-API_TOP_K = 20
-"""The most OpenAI-compatible APIs return (``top_logprobs`` <= 20)."""
 TARGETS = ("reference", "base_output")
-APPROXIMATION = "local:top{k}+rest(lower bound, tail_bound reported)|api:top20(approx:topk-floor)"
+APPROXIMATION = (
+    "local:top{k}+rest(lower bound, tail_bound reported)|api:top{api_k}(approx:topk-floor)"
+)
+"""How each route compares distributions: local candidates against the stored top ``top_k`` plus
+the rest; candidates without local weights top-k against top-k, k = min(top_k, 20)."""
 
 Outcome = Divergence | str
 """An example's comparison, or why there is none."""
@@ -124,7 +120,7 @@ class _Fidelity:
     def signature(self) -> str:
         separator = "auto" if self.separator is None else repr(self.separator)
         return f"kl:base||candidate|on:{self.on}|separator:{separator}|" + APPROXIMATION.format(
-            k=self.top_k
+            k=self.top_k, api_k=min(self.top_k, API_TOP_K)
         )
 
     def use_store(self, store: Store) -> None:
@@ -185,7 +181,7 @@ class _Fidelity:
         if isinstance(candidate, LocalModel):
             return self._local(samples, targets, candidate, base, params)
         if isinstance(candidate, ContinuationLogprobs):
-            return self._approximate(samples, targets, candidate, base, params)
+            return remote_outcomes(self, samples, targets, candidate, base, params)
         reason = (
             f"{self.name} needs the candidate's next-token distribution: its weights in this "
             f"process, or top-k log-probs of a given continuation; candidate "
@@ -215,11 +211,11 @@ class _Fidelity:
     ) -> list[Outcome]:
         outcomes: list[Outcome] = ["" for _ in samples]
         rows = self._rows(candidate, samples, targets, outcomes)
-        keys = {i: self._store_key(base, samples[i], targets[i]) for i in rows}
+        keys = {i: self.store_key(base, samples[i], targets[i]) for i in rows}
         if base.is_self:
             stored: dict[int, TopK] = {}
         else:
-            stored = self._stored(keys)
+            stored = self.stored(keys)
             missing = [i for i in rows if i not in stored]
             if missing:
                 stored.update(self._base_top_k(base, samples, targets, missing, keys, params))
@@ -278,7 +274,7 @@ class _Fidelity:
                 rows[i] = row
         return rows
 
-    def _store_key(self, base: BaseRef, sample: Sample, target: str | None) -> str:
+    def store_key(self, base: BaseRef, sample: Sample, target: str | None) -> str:
         return make_key(
             kind="base-top-k",
             base=base.fingerprint_hash,
@@ -288,7 +284,7 @@ class _Fidelity:
             top_k=self.top_k,
         )
 
-    def _stored(self, keys: Mapping[int, str]) -> dict[int, TopK]:
+    def stored(self, keys: Mapping[int, str]) -> dict[int, TopK]:
         found = self._store.get_many(list(keys.values()))
         return {i: TopK.from_json(found[key]) for i, key in keys.items() if key in found}
 
@@ -307,70 +303,39 @@ class _Fidelity:
         try:
             if not isinstance(model_of_base, LocalModel):
                 return {}
-            picked = [samples[i] for i in indices]
-            scratch: list[Outcome] = ["" for _ in picked]
-            rows = self._rows(model_of_base, picked, [targets[i] for i in indices], scratch)
-            found: dict[int, TopK] = {}
-            order = list(rows)
-
-            def keep(j: int, logits: Any) -> None:
-                found[indices[order[j]]] = top_k(logits, rows[order[j]].continuation, self.top_k)
-
-            model, tokenizer = model_of_base.loaded()
-            forward_continuations(
-                model,
-                [rows[i] for i in order],
-                keep,
-                batch_size=params.batch_size,
-                pad_id=pad_id(tokenizer),
-            )
+            return self.computed_base_top_k(model_of_base, samples, targets, indices, keys, params)
         finally:
             model_of_base.close()
-        self._store.put_many({keys[i]: top.to_json() for i, top in found.items()})
-        return found
 
-    def _approximate(
+    def computed_base_top_k(
         self,
+        model_of_base: LocalModel,
         samples: Sequence[Sample],
         targets: Sequence[str | None],
-        candidate: ContinuationLogprobs,
-        base: BaseRef,
+        indices: Sequence[int],
+        keys: Mapping[int, str],
         params: GenerationSpec,
-    ) -> list[Outcome]:
-        """Top-k against top-k (k <= 20): see ``divergence.kl_from_top_logprobs``."""
-        k = min(self.top_k, API_TOP_K)
-        todo = [i for i, t in enumerate(targets) if t is not None]
-        requests = [GenerationRequest(samples[i].id, samples[i].messages) for i in todo]
-        answers = [targets[i] or "" for i in todo]
-        theirs = candidate.continuation_top_logprobs(requests, answers, k)
-        if base.is_self:
-            ours = theirs
-        else:
-            reference = base.open()
-            try:
-                if not isinstance(reference, ContinuationLogprobs):
-                    reason = f"the base '{base.name}' cannot give top-k log-probs of a text"
-                    return [reason for _ in samples]
-                ours = reference.continuation_top_logprobs(requests, answers, k)
-            finally:
-                reference.close()
-        outcomes: list[Outcome] = ["the base model has no output for this example" for _ in samples]
-        for i, mine, other in zip(todo, ours, theirs, strict=True):
-            outcomes[i] = _top_k_outcome(mine, other)
-        return outcomes
+    ) -> dict[int, TopK]:
+        """The base's distributions at ``indices`` from its loaded model, stored under ``keys``."""
+        picked = [samples[i] for i in indices]
+        scratch: list[Outcome] = ["" for _ in picked]
+        rows = self._rows(model_of_base, picked, [targets[i] for i in indices], scratch)
+        found: dict[int, TopK] = {}
+        order = list(rows)
 
+        def keep(j: int, logits: Any) -> None:
+            found[indices[order[j]]] = top_k(logits, rows[order[j]].continuation, self.top_k)
 
-def _top_k_outcome(
-    base: Sequence[Mapping[str, float]] | str, candidate: Sequence[Mapping[str, float]] | str
-) -> Outcome:
-    for side in (base, candidate):
-        if isinstance(side, str):
-            return side
-    if len(base) != len(candidate) or not base:
-        return "the two models tokenize the answer differently (or it has no tokens)"
-    pairs = [kl_from_top_logprobs(p, q) for p, q in zip(base, candidate, strict=True)]
-    kl = [kl for kl, _ in pairs]
-    return Divergence(kl, [agree for _, agree in pairs], [math.nan for _ in kl])
+        model, tokenizer = model_of_base.loaded()
+        forward_continuations(
+            model,
+            [rows[i] for i in order],
+            keep,
+            batch_size=params.batch_size,
+            pad_id=pad_id(tokenizer),
+        )
+        self._store.put_many({keys[i]: top.to_json() for i, top in found.items()})
+        return found
 
 
 class KLDivergence(_Fidelity):

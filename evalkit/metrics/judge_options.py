@@ -158,7 +158,9 @@ def options_error(metric: str, exc: ValidationError) -> ValueError:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = f"unknown option '{where}'"
-        return ValueError(f"{message} (see `evalkit schema` / README for {metric} options)")
+        return ValueError(
+            f"{message} (see `evalkit schema` / docs/metrics.md for {metric} options)"
+        )
     if error["type"] == "missing":
         return ValueError(
             f"option '{where}' is required (the judge model, e.g. smollm2-135m-instruct)"

@@ -3,7 +3,8 @@ forward passes that hand each row's logits at the answer positions to a callback
 perplexity metrics (log-likelihood sums) and the fidelity metrics (distributions compared with
 the base model's).
 
-Tokenization at the prompt/answer boundary: see ``metrics.perplexity``'s docstring.
+Tokenization at the prompt/answer boundary: see ``metrics.perplexity``'s docstring (the rule itself
+is ``candidates.continuation``'s, shared with servers that score a given answer).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evalkit.candidates.base import GenerationRequest
+from evalkit.candidates.continuation import answer_separator, answer_tokens
 from evalkit.metrics.base import Sample
 
 if TYPE_CHECKING:
@@ -128,17 +130,6 @@ def pad_id(tokenizer: Any) -> int:
     return 0
 
 
-def answer_tokens(tokenizer: Any, prompt_text: str, answer: str) -> tuple[list[int], str]:
-    """The answer's token ids after ``prompt_text``, and how they were found (see the module
-    docstring): ``joint`` when the prompt's tokens are a prefix of prompt + answer tokenized
-    together, else ``separate``."""
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    whole = tokenizer(prompt_text + answer, add_special_tokens=False)["input_ids"]
-    if whole[: len(prompt_ids)] == prompt_ids and len(whole) > len(prompt_ids):
-        return list(whole[len(prompt_ids) :]), "joint"
-    return list(tokenizer(answer, add_special_tokens=False)["input_ids"]), "separate"
-
-
 def teacher_forced_row(
     candidate: Any,
     tokenizer: Any,
@@ -152,8 +143,7 @@ def teacher_forced_row(
     template applied), for one teacher-forced forward pass; the note says how the boundary was
     tokenized, and ``error`` why the row cannot be scored."""
     text, ids = candidate.render(GenerationRequest(sample.id, sample.messages))
-    if separator is None:
-        separator = "" if not text or text[-1].isspace() else " "
+    separator = answer_separator(text, separator)
     answer, boundary = answer_tokens(tokenizer, text, separator + answer_text)
     context = list(ids) or [prefix_token(tokenizer)]
     note: dict[str, Any] = {"boundary": boundary}

@@ -69,17 +69,13 @@ def prepare_suite(path: str | Path, limit: int | None = None) -> PreparedSuite:
     loaded = load_suite(path)
     examples = _load_examples(loaded, limit)
     requests = [render_request(loaded, example) for example in examples]
-    check_suite_candidates(loaded)
+    metrics = check_rules(loaded)
     variants = _variants(loaded, examples)
     candidate_requests = {
         name: [render_request(loaded, example, variant=variant) for example in examples]
         for name, variant in variants.items()
     }
     _check_calls(loaded, examples)
-    metrics = _create_metrics(loaded)
-    _check_gates(loaded, metrics)
-    _check_samples(loaded)
-    _check_pairwise(loaded, metrics)
     complete = limit is None or len(examples) < limit
     _check_replay_files(loaded, {e.id for e in examples} if complete else None)
     retrieval = check_retrieval(loaded, examples, variants)
@@ -92,6 +88,19 @@ def prepare_suite(path: str | Path, limit: int | None = None) -> PreparedSuite:
         variants=variants,
         candidate_requests=candidate_requests,
     )
+
+
+def check_rules(loaded: LoadedSuite) -> dict[str, AnyMetric]:
+    """The checks a suite file's own fields allow, without its golden data: candidate kinds and
+    their options, metric names and options, gates, samples, metrics that need ``compare_to``.
+    Returns the metric columns. The docs' tests (tests/test_docs.py) check suite fragments this
+    way, so an example in the docs fails as the same file of a user's would."""
+    check_suite_candidates(loaded)
+    metrics = _create_metrics(loaded)
+    _check_gates(loaded, metrics)
+    _check_samples(loaded)
+    _check_pairwise(loaded, metrics)
+    return metrics
 
 
 def _variants(loaded: LoadedSuite, examples: list[Example]) -> dict[str, PromptVariant]:

@@ -73,7 +73,8 @@ def suites(tmp_path_factory: pytest.TempPathFactory, lora_adapter: Path) -> dict
         "base": {"model": MODEL, "adapter": str(lora_adapter)},
         "lora": {"model": MODEL, "adapter": str(lora_adapter), "engine": "vllm"},
     }
-    metrics = [{"contains": {"normalize": ["lower"]}}, "reference_perplexity"]
+    metrics = [{"contains": {"normalize": ["lower"]}}, "reference_perplexity", "kl_divergence",
+               "top1_agreement"]  # fmt: skip
     paths = {
         "capitals": write_suite(folder, "capitals_engines", {"base": {"model": MODEL},
                                                              "served": served}, metrics),

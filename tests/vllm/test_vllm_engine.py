@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 from vllm_constants import (
     CI_LIMIT,
+    MODEL,
+    check_fidelity,
     check_greedy_equal,
     check_reference_perplexity_equal,
     outputs,
     run,
+    write_suite,
 )
 
 from evalkit.candidates.vllm_server import ServerPool
@@ -39,6 +42,33 @@ def test_greedy_capitals_on_vllm_equal_transformers(capitals: RunResult) -> None
 
 def test_reference_perplexity_on_vllm_equals_transformers(capitals: RunResult) -> None:
     check_reference_perplexity_equal(capitals)
+
+
+def test_fidelity_of_vllm_to_transformers(capitals: RunResult) -> None:
+    """The server's prompt log-probs (top 20 by token id) against transformers' distribution
+    of the same weights, on the reference answers."""
+    check_fidelity(capitals, "served", CI_LIMIT)
+
+
+def test_fidelity_through_the_openai_compatible_api(
+    suites: dict[str, Path], vllm_pool: ServerPool, capitals: RunResult
+) -> None:
+    """The same server as a plain ``api: {base: URL}`` candidate: prompt rendered by the
+    server's /tokenize, scored through /v1/completions with echo (``api_logprobs``). The base's
+    distributions come from the capitals run's cache: only the API requests are new. One
+    request at a time: vLLM 0.32's LoRA logits layer kills the engine when prompt log-probs of
+    several requests share a batch (seen here with 8 in flight), and this server has a LoRA
+    module (the vLLM engine knows and does the same by itself)."""
+    [server] = vllm_pool.servers()
+    api = {"model": f"hosted_vllm/{server.config.served_name}",
+           "api": {"base": server.base, "concurrency": 1}}  # fmt: skip
+    path = write_suite(suites["capitals"].parent, "capitals_api", {"base": {"model": MODEL},
+                       "api": api}, ["kl_divergence", "top1_agreement"])  # fmt: skip
+    result = run(path, limit=CI_LIMIT)
+    check_fidelity(result, "api", CI_LIMIT)
+    served = {e.id: e.scores["kl_divergence"] for e in capitals.candidates["served"].examples}
+    through_api = {e.id: e.scores["kl_divergence"] for e in result.candidates["api"].examples}
+    assert through_api == pytest.approx(served, abs=1e-6)
 
 
 def test_lora_on_vllm_equals_peft(

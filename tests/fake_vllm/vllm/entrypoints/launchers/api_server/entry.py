@@ -8,7 +8,9 @@ tested without vLLM. Deterministic answers a test computes on its own:
 - chat completions reply ``"<model>: <last user message>"`` (prefixed by the ``FAKE_VLLM_LEAD``
   text, to test output clean-up);
 - completions with ``prompt_logprobs`` give token ``t`` the log-prob ``-0.001 * t`` (the first
-  position None), ``-0.002 * t`` for a LoRA module;
+  position None), ``-0.002 * t`` for a LoRA module; ``prompt_logprobs: k > 0`` also lists the k
+  ids ``t + j`` (j = 1..k, modulo 200) with the log-prob of ``t`` minus j, ranks j + 1 (as vLLM
+  lists the position's own token beside its top k);
 - every request body is appended to ``$FAKE_VLLM_DIR/requests.jsonl``.
 
 ``$FAKE_VLLM_DIR/pids`` gets this process's pid and its child's (the "engine", in the same
@@ -110,8 +112,13 @@ def _chat(body: dict, lead: str) -> dict:
 
 
 def _completion(body: dict, scale: float) -> dict:
-    ids = body["prompt"]
-    logprobs = [None] + [{str(t): {"logprob": -scale * t, "rank": 1}} for t in ids[1:]]
+    ids, k = body["prompt"], int(body.get("prompt_logprobs") or 0)
+    logprobs: list = [None]
+    for t in ids[1:]:
+        entry = {str(t): {"logprob": -scale * t, "rank": 1}}
+        for j in range(1, k + 1):
+            entry[str((t + j) % 200)] = {"logprob": -scale * t - j, "rank": j + 1}
+        logprobs.append(entry)
     return {
         "id": "fake", "object": "text_completion", "model": body["model"],
         "choices": [{"index": 0, "text": "x", "finish_reason": "length",
