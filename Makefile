@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo demo-full bench test lint clean vllm test-vllm test-vllm-full
+.PHONY: setup demo demo-full bench bench-env test lint clean vllm test-vllm test-vllm-full
 
 setup: $(STAMP) $(CHROMIUM)
 
@@ -63,8 +63,29 @@ demo: setup $(ADAPTER)/adapter_model.safetensors
 	  || echo "make demo: no screenshot of the report (see the message above)"
 
 # Every performance ratio, each against its baseline measured in the same run (bench/README.md).
+# The peer scripts (lm-evaluation-harness side by side) run only when `make bench-env` was run.
 bench: setup
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+# The peers benchmarked against (lm-evaluation-harness) live in their own venv, never in .venv:
+# a venv on top of .venv (its site-packages added by a .pth file, so torch, transformers and the
+# rest are the very same files, and `python -m venv --system-site-packages` would add the base
+# interpreter's instead), with lm-eval and whatever it needs beyond .venv, under constraints.txt
+# so nothing pulls another torch.
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.evalkit-bench-installed
+LM_EVAL_VERSION := 0.4.13
+
+bench-env: $(BENCH_STAMP)
+
+$(BENCH_STAMP): constraints.txt | $(STAMP)
+	test -x $(BENCH_VENV)/bin/python || $(BIN)/python -m venv $(BENCH_VENV)
+	base=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
+	here=$$($(BENCH_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
+	echo "import site; site.addsitedir('$$base')" > "$$here/evalkit-venv.pth"
+	$(BENCH_VENV)/bin/python -m pip install --quiet -c constraints.txt lm-eval==$(LM_EVAL_VERSION)
+	$(BENCH_VENV)/bin/python -c "import lm_eval, torch; print('make bench-env: lm-eval', lm_eval.__version__, 'on torch', torch.__version__)"
+	touch $(BENCH_STAMP)
 
 # Two xdist workers on two cores: one torch thread each (more threads spin against each other).
 test: setup

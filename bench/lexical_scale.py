@@ -5,12 +5,14 @@ output/reference pairs, in one process.
 
 Pairs are synthetic sentences (seeded) with edits, so scores spread over the range.
 - BLEU and chrF (sacrebleu ``sentence_bleu`` / ``sentence_chrf``), ROUGE-L (rouge-score's
-  ``RougeScorer.score_multi``), edit similarity (rapidfuzz ``Levenshtein.normalized_similarity``):
-  evalkit's ``score`` over the pairs against a plain loop over the library call; the values must
-  be equal. Target: at most 1.2x.
+  ``RougeScorer(["rougeL"], use_stemmer=True).score_multi``: evalkit's default stemming),
+  edit similarity (rapidfuzz ``Levenshtein.normalized_similarity``): evalkit's ``score`` over
+  the pairs against a plain loop over the library call; the values must be equal. Target: at
+  most 1.2x.
 - Semantic similarity (all-MiniLM-L6-v2): pairs per second, embeddings not cached.
-- Peak RSS of scoring ``--memory`` examples with every lexical metric, in a child process
-  (target: under 2 GB).
+- Peak RSS (VmHWM, see _measure.py) of scoring ``--memory`` examples with every lexical metric
+  (exact_match, contains, regex, BLEU, chrF, TER, ROUGE-1/2/L/Lsum, edit similarity), one after
+  another in a child process (target: under 2 GB).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("EVALKIT_PROGRESS", "0")
 
+from _measure import load_average, peak_rss_mb  # noqa: E402
+
 from evalkit.metrics import Sample, create, split_score  # noqa: E402
 
 WORDS = str.split(
@@ -39,6 +42,8 @@ WORDS = str.split(
     "river capital city north answer small house water red ball team friend letter sky"
 )
 METRICS = ["bleu", "chrf", "rouge_l", "edit_similarity"]
+LEXICAL = ["exact_match", "contains", "regex", "bleu", "chrf", "ter", "rouge1", "rouge2",
+           "rouge_l", "rouge_lsum", "edit_similarity"]  # fmt: skip
 
 
 def pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -66,7 +71,7 @@ def direct(name: str) -> Callable[[str, str], float]:
     if name == "rouge_l":
         from rouge_score import rouge_scorer
 
-        scorer = rouge_scorer.RougeScorer(["rougeL"])
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
         return lambda o, r: scorer.score_multi([r], o)["rougeL"].fmeasure
     from rapidfuzz.distance import Levenshtein
 
@@ -88,9 +93,14 @@ def compare(data: list[tuple[str, str]]) -> None:
         call(*data[0])
         ours_s, ours = timed(lambda m=metric: m.score(samples))  # type: ignore[misc]
         theirs_s, theirs = timed(lambda c=call: [c(o, r) for o, r in data])  # type: ignore[misc]
+        # Fast ones again, alternating, until each side has run about a second: the best time
+        # of each (load from other jobs only ever adds time).
+        for _ in range(min(50, int(1.0 / max(ours_s, theirs_s, 1e-3)))):
+            ours_s = min(ours_s, timed(lambda m=metric: m.score(samples))[0])  # type: ignore[misc]
+            theirs_s = min(theirs_s, timed(lambda c=call: [c(o, r) for o, r in data])[0])  # type: ignore[misc]
         values = [split_score(v)[0] for v in ours]
         equal = sum(a == b for a, b in zip(values, theirs, strict=True))
-        print(f"  {name:<16} evalkit {ours_s:7.2f} s  direct {theirs_s:7.2f} s  "
+        print(f"  {name:<16} evalkit {ours_s:7.3f} s  direct {theirs_s:7.3f} s  "
               f"ratio {ours_s / theirs_s:6.3f}  equal {equal}/{len(data)}")  # fmt: skip
 
 
@@ -110,12 +120,12 @@ def semantic(data: list[tuple[str, str]]) -> None:
 def memory_child(n: int) -> None:
     data = pairs(n, seed=1)
     samples = [Sample(str(i), o, (r,)) for i, (o, r) in enumerate(data)]
-    for name in METRICS:
+    start = time.perf_counter()
+    for name in LEXICAL:
         create(name).score(samples)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"  every lexical metric over {n:,} examples: peak RSS {peak_mb:,.0f} MB (target < 2,048)"
-    )
+    took = time.perf_counter() - start
+    print(f"  every lexical metric ({len(LEXICAL)}) over {n:,} examples: peak RSS "
+          f"{peak_rss_mb():,.0f} MB (target < 2,048), {took:.0f} s")  # fmt: skip
 
 
 def main() -> None:
@@ -129,7 +139,7 @@ def main() -> None:
         memory_child(args.memory_child)
         return
     data = pairs(args.pairs)
-    print(f"lexical metrics: {len(data):,} output/reference pairs")
+    print(f"lexical metrics: {len(data):,} output/reference pairs ({load_average()})")
     compare(data)
     if args.semantic:
         semantic(data[: args.semantic])

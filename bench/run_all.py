@@ -5,6 +5,9 @@ in the same run, printed one block per script (bench/README.md records the figur
 
 Each script runs in its own process, one after another (two torch processes on the same cores
 would slow each other). ``--quick`` uses smaller samples (a smoke run: ratios are noisier).
+``peer_lm_eval.py`` needs lm-evaluation-harness in .venv-bench (``make bench-env``); without it
+the script says so and the others run as usual. ``--device cuda`` reaches the scripts that
+load a model in their own process (engine overhead, perplexity loop, the peer).
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ def scripts(quick: bool, device: list[str]) -> list[list[str]]:
         ["collection.py", "--rounds", "1" if small else "3"],
         ["warm_rerun.py", "--limit", "4" if small else "8"],
         ["engine_overhead.py", "--limit", "16" if small else "32", *device],
-        ["perplexity_loop.py", *(["--max-length", "256"] if small else [])],
+        ["perplexity_loop.py", *(["--max-length", "256", "--rounds", "1"] if small else []),
+         *device],
         ["lexical_scale.py", "--pairs", "2000" if small else "10000",
          "--semantic", "500" if small else "2000", "--memory", "20000" if small else "100000"],
-        ["xdist_threads.py", "--limit", "2" if small else "4"],
+        ["xdist_threads.py", "--limit", "1" if small else "2", "--serial-one-thread"],
+        # the peer (lm-evaluation-harness) runs from .venv-bench; it says so and skips without
+        ["peer_lm_eval.py", *(["--limit", "32"] if small else []), *device],
     ]  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from evalkit._files import write_atomic
+from evalkit.errors import UPDATE_COMMAND as UPDATE_COMMAND  # re-exported
 from evalkit.errors import EvalkitError, disk_error
 from evalkit.gates import BaselineScores
 from evalkit.metrics import AnyMetric, CandidateMetric, RunMetric
@@ -56,10 +57,6 @@ class Baseline(BaseModel):
 
 def baseline_path(directory: Path, candidate: str) -> Path:
     return directory / f"{candidate}.json"
-
-
-UPDATE_COMMAND = "pytest --evalkit-update-baseline"
-"""How a user accepts baselines, for messages; `evalkit run` passes its own command."""
 
 
 def load_baseline(path: Path, update_command: str = UPDATE_COMMAND) -> Baseline | None:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from evalkit._files import display_path
 
+UPDATE_COMMAND = "pytest --evalkit-update-baseline"
+"""How a user accepts baselines, for messages; `evalkit run` passes its own command."""
+
 
 class EvalkitError(Exception):
     """An error with a message meant for the user; pytest shows it without a traceback."""

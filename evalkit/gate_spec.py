@@ -20,6 +20,11 @@ from pydantic import (
     model_validator,
 )
 
+RUN_GATE = "run"
+"""The check of a candidate in a suite that declares no gates: the run itself must work."""
+EQUIVALENCE_GATE = "lossless"
+"""The item name of the equivalence check (the name predates the general check)."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -25,6 +25,8 @@ import numpy as np
 
 from evalkit import figure_gates, paired_gates
 from evalkit.format import precise
+from evalkit.gate_spec import EQUIVALENCE_GATE as EQUIVALENCE_GATE  # defined with the rules
+from evalkit.gate_spec import RUN_GATE as RUN_GATE
 from evalkit.results import (
     Aggregate,
     CandidateRun,
@@ -36,10 +38,6 @@ from evalkit.results import (
 from evalkit.spec import GateSpec
 
 N_WORST = 5
-RUN_GATE = "run"
-"""The check of a candidate in a suite that declares no gates: the run itself must work."""
-EQUIVALENCE_GATE = "lossless"
-"""The item name of the equivalence check (the name predates the general check)."""
 N_MISMATCHES_SHOWN = 10
 N_IDS_LISTED = 20
 """Differing ids the failure headline names (run.json keeps them all)."""

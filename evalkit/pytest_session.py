@@ -26,11 +26,11 @@ from evalkit._files import display_path
 from evalkit._threads import share_cores
 from evalkit.cache import Cache, cache_file
 from evalkit.errors import EvalkitError
-from evalkit.gates import RUN_GATE, run_verdict
+from evalkit.gate_spec import RUN_GATE
 from evalkit.metrics import register
 from evalkit.report.table import format_table
 from evalkit.results import GateVerdict, RunResult
-from evalkit.run import PreparedSuite, RunOptions, gate_plan, prepare_suite, run_suite
+from evalkit.run import PreparedSuite, RunOptions, gate_plan, prepare_suite
 
 RUN_PROPERTY = "evalkit_run_json"
 VERDICT_PROPERTY = "evalkit_verdict"
@@ -128,6 +128,8 @@ class EvalkitSession:
         item.user_properties.append((RUN_PROPERTY, str(run_json)))
         if item.gate == RUN_GATE:
             # Not a gate of the suite: checked here, not recorded in run.json or the table.
+            from evalkit.gates import run_verdict  # loaded with the run, not at every pytest start
+
             verdict = run_verdict(result.suite, result.candidates[item.candidate])
         else:
             verdict = next(
@@ -140,6 +142,8 @@ class EvalkitSession:
             warnings.warn(GateWarning(f"{item.reportinfo()[2]}: {text}"), stacklevel=1)
 
     def _suite_result(self, item: GateItem) -> RunResult:
+        from evalkit.run import run_suite  # the runner, gates and numpy load when a suite runs
+
         path = item.suite_path
         if path not in self.results:
             options = dataclasses.replace(

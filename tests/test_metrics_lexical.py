@@ -435,6 +435,19 @@ def test_rouge_lsum_splits_on_newlines() -> None:
     assert "split_summaries:yes" in create("rouge_lsum", {"split_summaries": True}).signature()
 
 
+def test_rouge_token_check_agrees_with_rouge_scores_tokenizer() -> None:
+    """Whether a reference has tokens is decided without tokenizing it; the answer must be
+    rouge-score's own, also for characters whose lowercase is ASCII (Kelvin sign, dotted I)."""
+    from rouge_score import tokenize
+
+    from evalkit.metrics.lexical import _ROUGE_TOKEN
+
+    texts = ["café", "中国的首都", "___ !!", "", " ", "\u212a", "\u0130", "Ⅻ", "x", "9", "ß",
+             "a\nb", "Ａ", "é", "—", "İstanbul", "\u017f"]  # fmt: skip
+    for text in texts:
+        assert bool(_ROUGE_TOKEN.search(text.lower())) == bool(tokenize.tokenize(text, None)), text
+
+
 def test_rouge_refuses_references_its_tokenizer_cannot_see() -> None:
     # rouge-score keeps only a-z0-9: identical Chinese texts would silently score 0.0. Such an
     # example gets no score, with the reason (issue 13: one bad reference must not stop a run);
@@ -477,6 +490,29 @@ def test_edit_similarity_equals_rapidfuzz_max_over_references() -> None:
     ]
     assert scores("edit_similarity", SAMPLES) == expected
     assert scores("edit_similarity", [sample("kitten", "sitting")]) == [1 - 3 / 7]
+
+
+def test_edit_similarity_in_one_call_equals_rapidfuzz_pair_by_pair() -> None:
+    """The batched path (one cpdist call) gives exactly the per-pair values, on 2,000 seeded
+    pairs with one reference each and on a mix with several (the best one counts)."""
+    import random
+
+    rng = random.Random(7)
+    words = ["the", "cat", "sat", "on", "a", "mat", "café", "北京", "running", "ran", "100", "°C"]
+
+    def text() -> str:
+        return " ".join(rng.choice(words) for _ in range(rng.randint(0, 12)))
+
+    single = [Sample(f"s{i}", text(), (text(),)) for i in range(2000)]
+    assert scores("edit_similarity", single) == [
+        Levenshtein.normalized_similarity(s.output.strip(), s.references[0].strip()) for s in single
+    ]
+    mixed = [Sample(f"m{i}", text(), tuple(text() for _ in range(1 + i % 3))) for i in range(300)]
+    assert scores("edit_similarity", mixed) == [
+        max(Levenshtein.normalized_similarity(s.output.strip(), r.strip()) for r in s.references)
+        for s in mixed
+    ]
+    assert scores("edit_similarity", []) == []
 
 
 def test_edit_similarity_normalizes_both_sides() -> None:

@@ -433,18 +433,21 @@ def test_smollm2_perplexities_equal_direct_computation() -> None:
         candidate.close()
 
 
-@pytest.mark.parametrize("width", [64, 512, 2048, 8192])
-def test_forward_batches_keep_logits_under_the_budget(width: int) -> None:
-    """SmolLM2's vocabulary (49,152): a batch's float32 logits stay within 512 MiB (one row when
-    a single window is larger), as a plain loop of one window at a time would; the token cap
-    alone allowed 3 GB. And the batch is as large as those limits allow."""
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("width", [16, 64, 512, 2048, 8192])
+def test_forward_batches_keep_logits_under_the_budget(width: int, device: str) -> None:
+    """SmolLM2's vocabulary (49,152): a batch's float32 logits stay within 128 MiB on the CPU,
+    where they are process memory, and 512 MiB on an accelerator (one row when a single window
+    is larger), near what a plain loop of one window at a time holds; the token cap alone
+    allowed 3 GB. And the batch is as large as those limits allow."""
     from types import SimpleNamespace
 
     from evalkit.metrics.teacher_forcing import MAX_BATCH_TOKENS, rows_per_batch
 
-    vocab, budget, batch_size = 49_152, 512 * 2**20, 8
+    vocab, batch_size = 49_152, 8
+    budget = (128 if device == "cpu" else 512) * 2**20
     model = SimpleNamespace(config=SimpleNamespace(vocab_size=vocab))
-    rows = rows_per_batch(model, width, batch_size)
+    rows = rows_per_batch(model, width, batch_size, device)
     assert rows == 1 or rows * width * vocab * 4 <= budget
     assert rows * width <= max(MAX_BATCH_TOKENS, width) and rows <= batch_size
     bigger = rows + 1
@@ -453,3 +456,40 @@ def test_forward_batches_keep_logits_under_the_budget(width: int) -> None:
         or bigger * width > MAX_BATCH_TOKENS
         or bigger * width * vocab * 4 > budget
     )
+
+
+def test_forward_batches_hold_rows_of_about_the_same_length() -> None:
+    """Padding is computed like real tokens: a batch takes the longest row left and those after
+    it that need at most a tenth of its width (at least 16 tokens) of padding; every row's logits
+    still reach the callback, at its own continuation positions."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from evalkit.metrics.teacher_forcing import Continuation, forward_continuations
+
+    shapes: list[tuple[int, int]] = []
+
+    class Recording(torch.nn.Module):
+        config = SimpleNamespace(vocab_size=7)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+            shapes.append(tuple(input_ids.shape))
+            # logits that carry each position's input id, to check the callback's slice
+            return SimpleNamespace(logits=input_ids[..., None].float().expand(-1, -1, 7))
+
+    lengths = [102, 106, 143, 146, 159, 319, 20, 5]  # the corpus windows, and two short rows
+    rows = [Continuation([1], list(range(2, 2 + n))) for n in lengths]  # n model inputs each
+    seen: dict[int, list[float]] = {}
+    forward_continuations(
+        Recording(), rows, lambda i, logits: seen.update({i: logits[:, 0].tolist()}),
+        batch_size=8, pad_id=0,
+    )  # fmt: skip
+    assert shapes == [(1, 319), (3, 159), (2, 106), (2, 20)]
+    for i, row in enumerate(rows):
+        inputs = (row.context + row.continuation)[:-1]
+        assert seen[i] == [float(t) for t in inputs[-len(row.continuation) :]]

@@ -9,6 +9,7 @@ is ``candidates.continuation``'s, shared with servers that score a given answer)
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,18 @@ if TYPE_CHECKING:
 MAX_BATCH_TOKENS = 16_384
 """Rows x width per forward pass; long windows go fewer to a batch."""
 
-MAX_LOGITS_BYTES = 512 * 2**20
+MAX_LOGITS_BYTES = {"cpu": 128 * 2**20, "accelerator": 512 * 2**20}
 """Logits of one forward pass (rows x width x vocabulary float32) stay under this, or are one
-row's when a single window is larger: 16k positions of a 49k vocabulary are 3 GB, which made
-corpus perplexity peak at 3.1 GB RSS where a one-window-at-a-time loop needs 1.7 GB."""
+row's when a single window is larger. On the CPU they are process memory: batching windows of a
+few hundred tokens to 512 MiB of logits made `evalkit run` of the corpus peak at 1.59 GB RSS
+where a loop of one window at a time peaks at 1.13 GB (bench/peer_lm_eval.py), for no speed on
+CPU; 16k positions of a 49k vocabulary (the token cap alone) were 3 GB. On an accelerator they
+are device memory, and larger batches pay."""
+
+
+MIN_PADDING_ALLOWED = 16
+"""Short rows (a prompt and an answer) batch despite a few tokens of padding: for them the
+batch's speed matters more than the padding."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +58,9 @@ def forward_continuations(
     positions that predict its continuation tokens (``len(continuation)`` x vocabulary).
 
     Rows are sorted longest first and right-padded: a real token then sits at the same position
-    as when run alone, and the causal mask keeps padding out of its attention. Perplexity sums
-    log-probabilities from these logits; fidelity compares them with the base model's.
+    as when run alone, and the causal mask keeps padding out of its attention. A batch holds
+    rows of about the same length (``similar_rows``). Perplexity sums log-probabilities from
+    these logits; fidelity compares them with the base model's.
     """
     import torch
 
@@ -59,8 +69,8 @@ def forward_continuations(
     start = 0
     while start < len(order):
         width = input_length(rows[order[start]])
-        count = rows_per_batch(model, width, batch_size)
-        batch = order[start : start + count]
+        count = rows_per_batch(model, width, batch_size, device.type)
+        batch = similar_rows(rows, order[start : start + count], width)
         inputs = [(rows[i].context + rows[i].continuation)[:-1] for i in batch]
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -74,14 +84,28 @@ def forward_continuations(
             for row, i in enumerate(batch):
                 end = len(inputs[row])
                 on_row(i, logits[row, end - len(rows[i].continuation) : end])
-        start += count
+        start += len(batch)
 
 
-def rows_per_batch(model: Any, width: int, batch_size: int) -> int:
+def similar_rows(rows: Sequence[Continuation], candidates: list[int], width: int) -> list[int]:
+    """The first of ``candidates`` (longest first) and those after it that need at most
+    ``padding_allowed(width)`` padding. Padding is computed like real tokens: a 160-token window
+    padded to 320 made a corpus cost 17% more than one window at a time on CPU."""
+    slack = padding_allowed(width)
+    return list(itertools.takewhile(lambda i: width - input_length(rows[i]) <= slack, candidates))
+
+
+def padding_allowed(width: int) -> int:
+    """Padding positions a row may have in a batch ``width`` wide: a tenth, at least 16."""
+    return max(MIN_PADDING_ALLOWED, width // 10)
+
+
+def rows_per_batch(model: Any, width: int, batch_size: int, device_type: str = "cpu") -> int:
     """Rows of ``width`` tokens per forward pass: at most ``batch_size``, MAX_BATCH_TOKENS
-    tokens and MAX_LOGITS_BYTES of logits; at least one."""
+    tokens and the device's MAX_LOGITS_BYTES of logits; at least one."""
     vocab = int(getattr(getattr(model, "config", None), "vocab_size", None) or 1)
-    by_logits = MAX_LOGITS_BYTES // max(width * vocab * 4, 1)
+    budget = MAX_LOGITS_BYTES["cpu" if device_type == "cpu" else "accelerator"]
+    by_logits = budget // max(width * vocab * 4, 1)
     return max(1, min(batch_size, MAX_BATCH_TOKENS // max(width, 1), by_logits))
 
 

@@ -18,7 +18,7 @@ from evalkit.candidates.call_target import resolve_target
 from evalkit.candidates.registry import check_suite_candidates, checks_equivalence
 from evalkit.candidates.replay import check_replay_file
 from evalkit.errors import CandidateError, EvalkitError, SpecError
-from evalkit.gates import EQUIVALENCE_GATE, RUN_GATE
+from evalkit.gate_spec import EQUIVALENCE_GATE, RUN_GATE
 from evalkit.golden import Example, load_golden
 from evalkit.metrics import AnyMetric, create_columns
 from evalkit.prompts import compile_at, render_request, template_variables

@@ -11,13 +11,10 @@ import datetime as dt
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import evalkit
 from evalkit import baseline as baselines
-from evalkit._files import progress_enabled
-from evalkit.cache import Cache, make_key
+from evalkit.cache import make_key
 from evalkit.candidates import make_candidate, run_resources
 from evalkit.candidates.base import Candidate, Generation, GenerationRequest
 from evalkit.errors import EvalkitError
@@ -44,6 +41,7 @@ from evalkit.run.flips import record_flips
 from evalkit.run.generation import generate_cached
 from evalkit.run.judges import JudgeChecks, make_advisory
 from evalkit.run.latency_pairing import pair_latency, paired_inputs, pairing_note
+from evalkit.run.options import RunOptions
 from evalkit.run.prepare import PreparedSuite, gate_plan, run_order
 from evalkit.run.provenance import dataset_hash, library_versions
 from evalkit.run.requests import limited, own_requests, prompt_identity, with_own_context
@@ -52,22 +50,6 @@ from evalkit.run.scoring import CandidateScoring, Scorer
 from evalkit.run.sentinels import enforce_sentinels, sentinel_flips
 from evalkit.spec import GenerationSpec
 from evalkit.spec_variants import AnswerSpec
-
-
-@dataclass
-class RunOptions:
-    report_dir: Path
-    cache: Cache
-    limit: int | None = None
-    candidates: Sequence[str] | None = None
-    device: str | None = None
-    update_baseline: bool = False
-    seed: int = 0
-    progress: bool = field(default_factory=progress_enabled)
-    full: bool = False
-    """Ignore the candidates' own ``limit:`` (``--evalkit-full``): every example for everyone."""
-    update_command: str = baselines.UPDATE_COMMAND
-    """What messages tell the user to run to accept baselines (pytest's option, or the CLI's)."""
 
 
 class SuiteRunner:
