@@ -13,7 +13,7 @@ from rouge_score import rouge_scorer
 
 from evalkit.errors import EvalkitError, SpecError
 from evalkit.metrics.base import CorpusMetric, Metric, Sample, Score, create, registered
-from evalkit.metrics.lexical import _SACREBLEU_KINDS
+from evalkit.metrics.bleu import _SACREBLEU_KINDS
 
 # (hypothesis, references): partial overlaps, paraphrases, a tokenized period, numbers, German,
 # French and Chinese text, an empty output, and examples with two references.

@@ -273,7 +273,9 @@ class UsesStore(Protocol):
     def use_store(self, store: Store) -> None: ...
 
 
-BUILTIN_MODULES = ("lexical", "semantic", "perplexity", "fidelity", "latency", "judge", "rag")
+BUILTIN_MODULES = (
+    "lexical", "bleu", "semantic", "perplexity", "fidelity", "latency", "judge", "rag",
+)  # fmt: skip
 ENTRY_POINT_GROUP = "evalkit.metrics"
 
 _REGISTRY: dict[str, MetricFactory] = {}
