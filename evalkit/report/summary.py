@@ -87,21 +87,9 @@ def _worst_examples(verdict: GateVerdict) -> list[str]:
     return lines
 
 
-def render_summary(views: Sequence[SuiteView], report: str | None = None) -> str:
-    status = overall_status(views)
-    failed = sum(v.gate_status == "failed" for v in views)
-    lines = [
-        f"## evalkit: {ICONS[status]}"
-        + (
-            f" ({failed} of {counted(len(views), 'suite')} failed)"
-            if failed
-            else f" ({counted(len(views), 'suite')})"
-        ),
-        "",
-        "| suite | verdict | gates passed | biggest significant regression |",
-        "|---|---|---|---|",
-        *(_suite_line(v) for v in views),
-    ]
+def _failed_sections(views: Sequence[SuiteView]) -> list[str]:
+    """Per suite with failures: its failed gates, then each one's worst examples."""
+    lines: list[str] = []
     for view in views:
         if not view.failed_gates:
             continue
@@ -121,14 +109,37 @@ def render_summary(views: Sequence[SuiteView], report: str | None = None) -> str
                     f"Worst examples of `{cell(verdict.candidate)}::{cell(verdict.gate)}`:",
                 ]
                 lines += worst
-    warned = [(view, v) for view in views for v in view.run.gates if v.passed and v.warnings]
-    if warned:
-        lines += ["", "### Passed, with a warning", ""]
-        lines += [
-            f"- `{cell(v.suite)}::{cell(v.candidate)}::{cell(v.gate)}`: {cell(w, 200)}"
-            for _, v in warned
-            for w in v.warnings
-        ]
+    return lines
+
+
+def _warning_section(views: Sequence[SuiteView]) -> list[str]:
+    """Gates that passed but said something a reviewer must see (e.g. underpowered)."""
+    warned = [v for view in views for v in view.run.gates if v.passed and v.warnings]
+    if not warned:
+        return []
+    return ["", "### Passed, with a warning", ""] + [
+        f"- `{cell(v.suite)}::{cell(v.candidate)}::{cell(v.gate)}`: {cell(w, 200)}"
+        for v in warned
+        for w in v.warnings
+    ]
+
+
+def render_summary(views: Sequence[SuiteView], report: str | None = None) -> str:
+    status = overall_status(views)
+    failed = sum(v.gate_status == "failed" for v in views)
+    lines = [
+        f"## evalkit: {ICONS[status]}"
+        + (
+            f" ({failed} of {counted(len(views), 'suite')} failed)"
+            if failed
+            else f" ({counted(len(views), 'suite')})"
+        ),
+        "",
+        "| suite | verdict | gates passed | biggest significant regression |",
+        "|---|---|---|---|",
+        *(_suite_line(v) for v in views),
+    ]
+    lines += _failed_sections(views) + _warning_section(views)
     regressions = sorted(
         ((v, r) for v in views for r in v.regressions), key=lambda vr: vr[1].severity, reverse=True
     )
