@@ -16,6 +16,7 @@ non-inferiority passes only on evidence that the change is within it (the one-si
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -152,18 +153,24 @@ def _assess_ratio(
         n_boot=n_boot,
         bound_alpha=gate.alpha,
     )
+    # A bound among resamples with no baseline mean is -inf (stats): stored as None, said so.
     comparison.ratio, comparison.ratio_low, comparison.ratio_high = (
         ratio.ratio,
-        ratio.ci_low,
-        ratio.ci_high,
+        _finite(ratio.ci_low),
+        _finite(ratio.ci_high),
     )
+    comparison.ratio_undefined = ratio.zero_baseline or None
     comparison.method = f"{Method.BOOTSTRAP.value} of the ratio of means"
     comparison.n_up = comparison.n_down = None  # not a test on the discordant pairs
     comparison.ci_method = "paired bootstrap, expanded percentile"
     if gate.test is GateTest.DETECTION:
         comparison.p_value = ratio.p_below if comparison.untestable is None else None
     else:
-        comparison.bound = ratio.lower_bound
+        comparison.bound = _finite(ratio.lower_bound)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _power(test: PairedComparison, allowed: float, alpha: float) -> Power:
@@ -267,10 +274,23 @@ def _head(comparison: Comparison) -> str:
     )
     if comparison.ratio is not None:
         text += (
-            f", ratio {precise(comparison.ratio)} (95% CI {precise(comparison.ratio_low)}.."
-            f"{precise(comparison.ratio_high)})"
+            f", ratio {precise(comparison.ratio)} (95% CI {_ratio_text(comparison.ratio_low)}.."
+            f"{_ratio_text(comparison.ratio_high)})"
         )
     return text
+
+
+def _ratio_text(value: float | None) -> str:
+    """A ratio bound: None where it falls among resamples with no baseline mean."""
+    return "undefined" if value is None else precise(value)
+
+
+def _undefined_ratio(comparison: Comparison) -> str:
+    share = comparison.ratio_undefined or 0.0
+    return (
+        f"undefined: the baseline's mean was 0 in {share:.1%} of the resamples, too few "
+        "examples score above 0 to bound a ratio (more examples, or max_drop, would)"
+    )
 
 
 def _tail(comparison: Comparison) -> str:
@@ -354,17 +374,18 @@ def _noninferiority(gate: GateSpec, comparison: Comparison) -> Decision:
     drop = _direction(comparison) == "drop"
     side = "lower" if drop else "upper"
     bound = comparison.bound
-    assert bound is not None
+    assert bound is not None or comparison.rule == "min_ratio"  # an undefined ratio bound
     if comparison.rule == "min_ratio":
         assert gate.min_ratio is not None
-        clears = bound >= gate.min_ratio
+        clears = bound is not None and bound >= gate.min_ratio
         what, limit = f"{side} bound of the ratio", f"{gate.min_ratio:g}"
     else:
+        assert bound is not None
         clears = bound > -comparison.allowed if drop else bound < comparison.allowed
         what = f"{side} bound of the change"
         limit = precise_signed(-comparison.allowed if drop else comparison.allowed)
     summary = (
-        f"{_head(comparison)}, {level} {side} bound {precise(bound)}, "
+        f"{_head(comparison)}, {level} {side} bound {_ratio_text(bound)}, "
         f"{_threshold_text(gate, comparison)}{_tail(comparison)}"
     )
     too_few = comparison.untestable is not None
@@ -380,7 +401,10 @@ def _noninferiority(gate: GateSpec, comparison: Comparison) -> Decision:
         comparison.outcome = "non-inferiority not shown"
         beyond = "below" if drop or comparison.rule == "min_ratio" else "above"
         decision.failures.append(
-            f"non-inferiority not shown: the {level} {what}, {precise(bound)}, is {beyond} {limit}"
+            f"non-inferiority not shown: the {level} {what} is {_undefined_ratio(comparison)}"
+            if bound is None
+            else f"non-inferiority not shown: the {level} {what}, {precise(bound)}, is "
+            f"{beyond} {limit}"
         )
     if comparison.method == Method.SIGN.value:
         summary += " (every pair changed by the same amount: the bound is that change)"

@@ -291,6 +291,11 @@ class Comparison(BaseModel):
     ratio: float | None = Field(None, description="min_ratio: candidate mean / baseline mean")
     ratio_low: float | None = None
     ratio_high: float | None = None
+    ratio_undefined: float | None = Field(
+        None,
+        description="min_ratio: share of resamples whose baseline mean was 0 (no ratio); a "
+        "bound among them is undefined",
+    )
     p_adjusted: float | None = Field(
         None, description="Holm-adjusted p over the run's detection rules (multiple_comparisons)"
     )

@@ -377,6 +377,9 @@ class RatioEstimate:
     p_below: float
     """p for "the ratio is below ``threshold``" (percentile bootstrap)."""
     threshold: float
+    zero_baseline: float = 0.0
+    """Share of resamples whose baseline mean was 0: their ratio is undefined and counts as
+    -inf, so a bound that falls among them is -inf (no evidence of any ratio)."""
 
 
 def paired_ratio(
@@ -397,15 +400,15 @@ def paired_ratio(
     if block[:, 1].mean() <= 0:
         raise ValueError("a ratio needs a positive baseline mean")
     means = _resampled_means(block, n_boot, seed)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(means[:, 1] > 0, means[:, 0] / means[:, 1], -np.inf)
+    zero = means[:, 1] <= 0
+    ratios = np.where(zero, -np.inf, means[:, 0] / np.where(zero, 1.0, means[:, 1]))
     n = block.shape[0]
     tail, level = (1.0 - confidence) / 2.0, bound_alpha
     if n >= 2:  # the same small-sample expansion as the deltas' percentiles
         tail, level = _expanded_level(tail, n), _expanded_level(level, n)
-    low, high, lower, upper = np.percentile(
-        ratios, [tail * 100, 100 - tail * 100, level * 100, 100 - level * 100]
-    )
+    with np.errstate(invalid="ignore"):  # interpolating next to -inf gives nan: that is -inf
+        cuts = np.percentile(ratios, [tail * 100, 100 - tail * 100, level * 100, 100 - level * 100])
+    low, high, lower, upper = np.where(np.isnan(cuts), -np.inf, cuts)
     p_below = min(1.0, (1.0 + float((ratios >= threshold).sum())) / (n_boot + 1.0))
     if n >= 2:
         p_below = _expanded_p(p_below, n, "less")
@@ -417,6 +420,7 @@ def paired_ratio(
         upper_bound=float(upper),
         p_below=p_below,
         threshold=threshold,
+        zero_baseline=float(zero.mean()),
     )
 
 

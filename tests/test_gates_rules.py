@@ -4,6 +4,7 @@ warning, not enough evidence, Holm across a run's detection gates, and the rules
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from evalkit.gates import BaselineScores, GateJob, evaluate_gate, evaluate_gates
 from evalkit.mcnemar import tango_interval
 from evalkit.results import Aggregate, CandidateRun, ExampleResult
 from evalkit.spec import GateSpec, load_suite
+from evalkit.stats import paired_ratio
 
 
 def _run(
@@ -107,6 +109,35 @@ def test_min_ratio_is_a_recovery_floor_with_a_paired_bootstrap_bound() -> None:
     assert latency.status == "failed" and "use max_increase" in latency.message
     zero = evaluate_gate("s", "m", gate, _run([0.0] * 10), _baseline([0.0] * 10))
     assert "positive baseline mean" in zero.message
+
+
+def test_a_ratio_bound_among_resamples_without_baseline_says_undefined() -> None:
+    # 1 of 8 base examples scores 1: a resample misses it with probability (7/8)^8 = 34%, and
+    # its ratio is undefined. The one-sided lower bound falls among those resamples.
+    base, cand = [1.0] + [0.0] * 7, [1.0] + [0.0] * 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value" once leaked into the output
+        ratio = paired_ratio(cand, base, threshold=0.95, seed=0)
+    assert ratio.zero_baseline == pytest.approx((7 / 8) ** 8, abs=0.015)
+    assert ratio.lower_bound == -math.inf and ratio.ci_low == -math.inf
+    assert ratio.ratio == 1.0 and ratio.ci_high == 1.0
+    gate = GateSpec(metric="m", min_ratio=0.95, test="noninferiority")
+    verdict = evaluate_gate("s", "m", gate, _run(cand), _baseline(base))
+    assert verdict.status == "failed" and "nan" not in verdict.message
+    share = f"{ratio.zero_baseline:.1%}"
+    assert f"lower bound of the ratio is undefined: the baseline's mean was 0 in {share}" in (
+        verdict.message
+    )
+    assert "95% CI undefined..1)" in verdict.message
+    comparison = verdict.comparison
+    assert comparison is not None and comparison.bound is None and comparison.ratio_low is None
+    assert comparison.ratio_undefined == ratio.zero_baseline
+    # run.json stays valid JSON (no -Infinity) and a detection rule still gets its p.
+    assert "Infinity" not in verdict.model_dump_json()
+    detection = evaluate_gate(
+        "s", "m", GateSpec(metric="m", min_ratio=0.95), _run(cand), _baseline(base)
+    )
+    assert detection.status == "passed" and "nan" not in detection.message
 
 
 def test_an_underpowered_detection_gate_warns_with_the_examples_it_would_need() -> None:

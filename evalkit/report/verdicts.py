@@ -34,6 +34,8 @@ def numbers_text(comparison: Comparison) -> str:
             else short_signed(comparison.bound)
         )
         parts.append(f"one-sided bound {bound}")
+    elif comparison.ratio_undefined and comparison.test == "noninferiority":
+        parts.append("one-sided bound undefined (baseline mean 0 in some resamples)")
     if comparison.p_value is not None:
         text = f"p={p_value(comparison.p_value)} (one-sided)"
         if comparison.p_adjusted is not None:
