@@ -230,7 +230,7 @@ class TimedToy(ToyCandidate):
 
 def test_metrics_refuse_a_candidate_lacking_their_capability() -> None:
     from evalkit.metrics.base import Sample
-    from evalkit.metrics.latency import LatencySettings, measure
+    from evalkit.metrics.latency import LatencySettings, measure, measure_run
     from evalkit.metrics.perplexity import ReferencePerplexity
 
     requests = _requests()
@@ -247,11 +247,16 @@ def test_metrics_refuse_a_candidate_lacking_their_capability() -> None:
     assert untimed.error is not None and "has no model to time" in untimed.error
 
     timed = TimedToy("timed", CandidateSpec(model="toy"))
-    result = measure(timed, samples, GenerationSpec(), LatencySettings(sample=3, warmup=0))
-    assert len(result.samples) == 3 and result.throughput.value is not None
-    assert result.memory.value is None
-    assert "does not run on a device of this process" in result.memory.detail["error"]
-    assert result.throughput.detail["batch_size"] == GenerationSpec().batch_size
+    settings = LatencySettings(sample=3, warmup=0)
+    result = measure(timed, samples, GenerationSpec(), settings)
+    assert len(result.samples) == 3 and timed.calls == []  # singles only: no batched run yet
+    ran = measure_run(timed, samples, GenerationSpec(), settings)
+    assert ran.throughput.value is not None and sorted(timed.calls) == sorted(result.samples)
+    assert ran.memory.value is None
+    assert "does not run on a device of this process" in ran.memory.detail["error"]
+    assert ran.throughput.detail["batch_size"] == GenerationSpec().batch_size
+    assert measure_run(timed, samples, GenerationSpec(), settings) is ran  # one batched run
+    assert len(timed.calls) == 3
 
 
 def test_judges_refuse_a_candidate_without_the_route_they_need() -> None:

@@ -11,21 +11,23 @@ latency.tpot_ms        example   (end-to-end - TTFT) / (generated tokens - 1): m
 latency.e2e_ms         example   end-to-end time of a request run alone, ms
 latency.tokens_per_s   run       answer tokens / wall time of one batched ``generate`` over the
                                  sample (the suite's batch_size, or what the candidate batches)
-memory.peak_mb         run       peak memory during the measurement: CUDA peak allocated, or the
+memory.peak_mb         run       peak memory during that batched run: CUDA peak allocated, or the
                                  process's peak RSS on CPU (reset first via /proc/self/clear_refs)
 =====================  ========  ==================================================================
 
 The sample is ``sample`` examples chosen by a hash of their ids, so every candidate of a suite
 times the same examples and per-example gates pair them by id; the first ``warmup`` of them run
 once untimed first. Examples outside the sample have no value (reason given). The per-example
-columns also report p50/p95 in ``Aggregate.extra``. One measurement feeds all five columns.
+columns also report p50/p95 in ``Aggregate.extra``. One measurement of the single requests
+feeds the three per-request columns; the batched run happens only when ``latency.tokens_per_s``
+or ``memory.peak_mb`` is listed, after the single requests.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,22 +76,42 @@ class LatencySettings:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One candidate's latency sample, throughput run and memory peak."""
+    """One candidate's latency sample: single requests, timed one at a time."""
 
     samples: dict[str, LatencySample]
-    throughput: RunValue
-    memory: RunValue
     error: str | None = None
     """Set when nothing could be timed (e.g. replayed outputs)."""
     other_cores: float | None = None
     """Cores other processes kept busy while the single requests were timed."""
 
 
-# One measurement per live candidate object and settings: the five columns share it, and it
-# disappears with the candidate (the engine builds a new one per run).
+@dataclass(frozen=True)
+class RunMeasurement:
+    """The run-level figures: one batched generate over the sample, and the memory peak."""
+
+    throughput: RunValue
+    memory: RunValue
+
+
+# One measurement per live candidate object and settings: the columns share it, and it
+# disappears with the candidate (the engine builds a new one per run). The batched run is
+# measured only when a run-level column asks for it (a suite gating TTFT alone skips it).
 _MEASURED: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Measurement]] = (
     weakref.WeakKeyDictionary()
 )
+_MEASURED_RUN: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], RunMeasurement]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _key(
+    samples: Sequence[Sample], params: GenerationSpec, settings: LatencySettings
+) -> tuple[Any, ...]:
+    return (settings, params.model_dump_json(), tuple(sorted(s.id for s in samples)))
+
+
+def _requests(samples: Sequence[Sample]) -> list[GenerationRequest]:
+    return [GenerationRequest(id=s.id, messages=s.messages) for s in samples]
 
 
 def measure(
@@ -98,11 +120,29 @@ def measure(
     params: GenerationSpec,
     settings: LatencySettings,
 ) -> Measurement:
-    requests = [GenerationRequest(id=s.id, messages=s.messages) for s in samples]
-    key = (settings, params.model_dump_json(), tuple(sorted(r.id for r in requests)))
     memo = _MEASURED.setdefault(candidate, {})
+    key = _key(samples, params, settings)
     if key not in memo:
-        memo[key] = _measure(candidate, requests, params, settings)
+        memo[key] = _measure(candidate, _requests(samples), params, settings)
+    return memo[key]
+
+
+def measure_run(
+    candidate: Candidate,
+    samples: Sequence[Sample],
+    params: GenerationSpec,
+    settings: LatencySettings,
+) -> RunMeasurement:
+    """Throughput and memory, after the single requests (which warm the model up)."""
+    memo = _MEASURED_RUN.setdefault(candidate, {})
+    key = _key(samples, params, settings)
+    if key not in memo:
+        singles = measure(candidate, samples, params, settings)
+        if singles.error is not None:
+            missing = RunValue(None, detail={"error": singles.error})
+            memo[key] = RunMeasurement(missing, missing)
+        else:
+            memo[key] = _measure_run(candidate, _requests(samples), params, settings)
     return memo[key]
 
 
@@ -120,21 +160,36 @@ def _measure(
             f"candidate '{candidate.name}' has no model to time ({type(candidate).__name__}: "
             "its outputs were made elsewhere)"
         )
-        missing = RunValue(None, detail={"error": reason})
-        return Measurement({}, missing, missing, error=reason)
+        return Measurement({}, error=reason)
     chosen = timing_sample(requests, settings.sample)
-    probing = candidate.probing() if isinstance(candidate, ProbeAware) else nullcontext()
-    window = _memory_window(candidate)
-    with probing:
-        if window is not None:
-            _load(candidate)  # weights count, loading transients do not
-            window.start()
+    with _probing(candidate):
         cores = CoreWindow().start()
         timed = candidate.measure_latency(chosen, params, warmup=settings.warmup)
         other = cores.read().other_cores
+    return Measurement({s.id: s for s in timed}, other_cores=other)
+
+
+def _measure_run(
+    candidate: Candidate,
+    requests: list[GenerationRequest],
+    params: GenerationSpec,
+    settings: LatencySettings,
+) -> RunMeasurement:
+    from evalkit.candidates.timing import timing_sample
+
+    chosen = timing_sample(requests, settings.sample)
+    window = _memory_window(candidate)
+    with _probing(candidate):
+        if window is not None:
+            _load(candidate)  # weights count, loading transients do not
+            window.start()
         throughput = _throughput(candidate, chosen, params)
         memory = _memory(window, candidate)
-    return Measurement({s.id: s for s in timed}, throughput, memory, other_cores=other)
+    return RunMeasurement(throughput, memory)
+
+
+def _probing(candidate: Candidate) -> AbstractContextManager[Any]:
+    return candidate.probing() if isinstance(candidate, ProbeAware) else nullcontext()
 
 
 def _load(candidate: Candidate) -> None:
@@ -157,7 +212,7 @@ def _memory(window: Any, candidate: Candidate) -> RunValue:
         )
         return RunValue(None, detail={"error": reason})
     peak = window.read()
-    detail: dict[str, Any] = {"kind": peak.kind, "window": "latency sample + throughput run"}
+    detail: dict[str, Any] = {"kind": peak.kind, "window": "the batched throughput run"}
     if peak.note:
         detail["note"] = peak.note
     return RunValue(peak.peak_mb, extra={"start_mb": peak.start_mb}, detail=detail)
@@ -272,7 +327,7 @@ class _Throughput:
     def score_run(
         self, samples: Sequence[Sample], candidate: Candidate, params: GenerationSpec
     ) -> RunValue:
-        return measure(candidate, samples, params, self.settings).throughput
+        return measure_run(candidate, samples, params, self.settings).throughput
 
 
 class _PeakMemory:
@@ -285,14 +340,14 @@ class _PeakMemory:
 
     def signature(self) -> str:
         return (
-            "MiB|cuda peak allocated or process peak RSS|during the latency measurement|"
+            "MiB|cuda peak allocated or process peak RSS|during the batched throughput run|"
             f"sample:{self.settings.sample} by id hash"
         )
 
     def score_run(
         self, samples: Sequence[Sample], candidate: Candidate, params: GenerationSpec
     ) -> RunValue:
-        return measure(candidate, samples, params, self.settings).memory
+        return measure_run(candidate, samples, params, self.settings).memory
 
 
 PER_REQUEST = {"latency.ttft_ms": "ttft", "latency.tpot_ms": "tpot", "latency.e2e_ms": "e2e"}
