@@ -11,6 +11,7 @@ import datetime as dt
 import time
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import evalkit
 from evalkit import baseline as baselines
@@ -237,12 +238,7 @@ class SuiteRunner:
             name, cand_spec, self.prepared.loaded.path.parent, device=self.options.device
         )
         t0 = time.perf_counter()
-        fingerprint = {**candidate.fingerprint(), **prompt_identity(self.prepared, name)}
-        fingerprint_hash = make_key(**fingerprint)[:16]
-        if cand_spec.equivalent_to is not None:
-            # Its outputs are what the check is about: never the target's cached ones, even
-            # when only batch_size (left out of generation keys) tells the two apart.
-            fingerprint_hash = make_key(**fingerprint, batch_size=params.batch_size)[:16]
+        fingerprint, fingerprint_hash = self.identify(name, candidate, params)
         requests = self.requests_for(name)
         t1 = time.perf_counter()
         generations = self.generate(candidate, fingerprint_hash, params, requests)
@@ -270,7 +266,6 @@ class SuiteRunner:
             describe = candidate.describe()
             candidate.close()
         t3 = time.perf_counter()
-        n_cached = sum(cached for _, cached in generations.values())
         return CandidateRun(
             name=name,
             spec=cand_spec.model_dump(mode="json", exclude_unset=True),
@@ -281,21 +276,25 @@ class SuiteRunner:
             examples=examples,
             aggregates=aggregates,
             generated=self.prepared.needs_outputs,
-            # Generated means answered: a failed request (an outage) is an error, not output.
-            n_generated=sum(
-                not c and g.error is None
-                for gens in (generations, *(x.generations for x in extra))
-                for g, c in gens.values()
-            ),
-            n_cached=n_cached + sum(c for x in extra for _, c in x.generations.values()),
+            **_counts(generations, [x.generations for x in extra], examples),
             samples=cand_spec.samples,
-            n_errors=sum(e.error is not None for e in examples),
-            cost=_total_cost(examples),
             equivalence=equivalence,
             timings=Timings(
                 fingerprint_s=t1 - t0, generate_s=t2 - t1, score_s=t3 - t2, total_s=t3 - t0
             ),
         )
+
+    def identify(
+        self, name: str, candidate: Candidate, params: GenerationSpec
+    ) -> tuple[dict[str, Any], str]:
+        """The candidate's fingerprint (model and prompt identity) and the hash keying its
+        cached outputs."""
+        fingerprint = {**candidate.fingerprint(), **prompt_identity(self.prepared, name)}
+        if self.spec.candidates[name].equivalent_to is None:
+            return fingerprint, make_key(**fingerprint)[:16]
+        # Its outputs are what the check is about: never the target's cached ones, even when
+        # only batch_size (left out of generation keys) tells the two apart.
+        return fingerprint, make_key(**fingerprint, batch_size=params.batch_size)[:16]
 
     def check_outputs(
         self,
@@ -394,6 +393,22 @@ class SuiteRunner:
 
 def _scored(answer: AnswerSpec | None, output: str) -> str:
     return output if answer is None else answer.extract(output)
+
+
+def _counts(
+    generations: dict[str, tuple[Generation, bool]],
+    samples: Sequence[dict[str, tuple[Generation, bool]]],
+    examples: Sequence[ExampleResult],
+) -> dict[str, Any]:
+    """A candidate run's generated, cached and failed counts (over every sample) and cost."""
+    every = (generations, *samples)
+    return {
+        # Generated means answered: a failed request (an outage) is an error, not output.
+        "n_generated": sum(not c and g.error is None for gens in every for g, c in gens.values()),
+        "n_cached": sum(c for gens in every for _, c in gens.values()),
+        "n_errors": sum(e.error is not None for e in examples),
+        "cost": _total_cost(examples),
+    }
 
 
 def _total_cost(examples: Sequence[ExampleResult]) -> float | None:
