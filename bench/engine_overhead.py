@@ -23,20 +23,14 @@ each side's best round counts: load from other jobs only ever adds time. Prints 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("EVALKIT_PROGRESS", "0")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the raw loop's "Loading weights"
+import _env  # first: the environment before transformers reads it
+
+REPO = _env.REPO
 
 import yaml  # noqa: E402
 from _measure import load_average  # noqa: E402

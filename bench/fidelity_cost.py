@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("EVALKIT_PROGRESS", "0")
+import _env  # noqa: F401  (first: the environment before transformers reads it)
 
 from evalkit.cache import MemoryStore, make_key
 from evalkit.candidates import make_candidate

@@ -18,19 +18,16 @@ Pairs are synthetic sentences (seeded) with edits, so scores spread over the ran
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("EVALKIT_PROGRESS", "0")
+import _env  # first: the environment before transformers reads it
+
+REPO = _env.REPO
 
 from _measure import load_average, peak_rss_mb  # noqa: E402
 

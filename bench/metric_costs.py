@@ -13,13 +13,10 @@ them alike).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("EVALKIT_PROGRESS", "0")
+import _env  # noqa: F401  (first: the environment before transformers reads it)
 
 from evalkit.cache import MemoryStore
 from evalkit.candidates import make_candidate

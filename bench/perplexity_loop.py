@@ -17,19 +17,15 @@ at most 1.3x the raw loop.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("EVALKIT_PROGRESS", "0")
+import _env  # first: the environment before transformers reads it
+
+REPO = _env.REPO
 
 from _measure import load_average, peak_rss_mb  # noqa: E402
 

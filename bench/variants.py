@@ -27,18 +27,13 @@ import argparse
 import gc
 import os
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("EVALKIT_PROGRESS", "0")
+import _env  # first: the environment before transformers reads it
+
+REPO = _env.REPO
 
 from evalkit.candidates.base import GenerationRequest  # noqa: E402
 from evalkit.candidates.hf import HFCandidate  # noqa: E402

@@ -24,20 +24,15 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("EVALKIT_PROGRESS", "0")
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import _env  # first: the environment before transformers reads it
+
+REPO = _env.REPO
 
 from evalkit.candidates import make_candidate  # noqa: E402
 from evalkit.candidates.base import GenerationRequest  # noqa: E402
