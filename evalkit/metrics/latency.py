@@ -26,7 +26,7 @@ or ``memory.peak_mb`` is listed, after the single requests.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -120,11 +120,12 @@ def measure(
     params: GenerationSpec,
     settings: LatencySettings,
 ) -> Measurement:
-    memo = _MEASURED.setdefault(candidate, {})
-    key = _key(samples, params, settings)
-    if key not in memo:
-        memo[key] = _measure(candidate, _requests(samples), params, settings)
-    return memo[key]
+    return _memo(
+        _MEASURED,
+        candidate,
+        _key(samples, params, settings),
+        lambda: _measure(candidate, _requests(samples), params, settings),
+    )
 
 
 def measure_run(
@@ -134,15 +135,29 @@ def measure_run(
     settings: LatencySettings,
 ) -> RunMeasurement:
     """Throughput and memory, after the single requests (which warm the model up)."""
-    memo = _MEASURED_RUN.setdefault(candidate, {})
-    key = _key(samples, params, settings)
-    if key not in memo:
+
+    def run() -> RunMeasurement:
+        from evalkit.candidates.timing import timing_sample
+
         singles = measure(candidate, samples, params, settings)
         if singles.error is not None:
             missing = RunValue(None, detail={"error": singles.error})
-            memo[key] = RunMeasurement(missing, missing)
-        else:
-            memo[key] = _measure_run(candidate, _requests(samples), params, settings)
+            return RunMeasurement(missing, missing)
+        chosen = timing_sample(_requests(samples), settings.sample)
+        return _measure_run(candidate, chosen, params)
+
+    return _memo(_MEASURED_RUN, candidate, _key(samples, params, settings), run)
+
+
+def _memo(
+    table: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]],
+    candidate: Candidate,
+    key: tuple[Any, ...],
+    compute: Callable[[], Any],
+) -> Any:
+    memo = table.setdefault(candidate, {})
+    if key not in memo:
+        memo[key] = compute()
     return memo[key]
 
 
@@ -170,14 +185,8 @@ def _measure(
 
 
 def _measure_run(
-    candidate: Candidate,
-    requests: list[GenerationRequest],
-    params: GenerationSpec,
-    settings: LatencySettings,
+    candidate: Candidate, chosen: list[GenerationRequest], params: GenerationSpec
 ) -> RunMeasurement:
-    from evalkit.candidates.timing import timing_sample
-
-    chosen = timing_sample(requests, settings.sample)
     window = _memory_window(candidate)
     with _probing(candidate):
         if window is not None:
